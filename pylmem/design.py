@@ -1,0 +1,225 @@
+"""Model design: from an lme4 formula and a data frame to y, X and the random-effects terms.
+
+For the model  y = X β + Σ_k Z_k b_k + e  each random-effects term k keeps its
+per-observation design ``Z`` (n × q_k, the seed's A_i stacked) and the level index
+``codes`` of every observation, so Z_k itself is the sparse n × (L_k q_k) matrix with row
+i holding ``Z[i]`` in the columns of level ``codes[i]``.  Terms are ordered as lme4 orders
+them (by decreasing number of levels) and the observations are sorted once by the levels
+of the first term, so that every per-group quantity of that term is a segment operation.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula, model_matrix
+
+from .formula import ParsedFormula, RandomSpec, parse_formula, r_column_name, translate_r
+
+
+@dataclass
+class RandomTerm:
+    """One random-effects term ``(expr | group)``: its q columns vary by ``levels``."""
+
+    name: str                 # lme4's label: "id", "cask:batch", "Subject.1"
+    group: tuple[str, ...]    # grouping columns (an interaction when several)
+    coef_names: list[str]     # "(Intercept)", "week", ...
+    Z: np.ndarray             # (n, q) per-observation design, model row order
+    codes: np.ndarray         # (n,) level index of each observation
+    levels: np.ndarray        # level labels, sorted
+    expr: str = "1"           # formulaic right-hand side of this term
+    spec: object = None       # formulaic ModelSpec to rebuild Z on new data
+    columns: list[int] = field(default_factory=list)  # columns kept of the expr matrix
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def n_theta(self) -> int:
+        return self.q * (self.q + 1) // 2
+
+    def sparse(self):
+        """Z_k as a scipy CSR matrix, n × (L q), columns level-major (level, coef)."""
+        import scipy.sparse as sp
+
+        n, q = self.Z.shape
+        cols = (self.codes[:, None] * q + np.arange(q)[None, :]).ravel()
+        rows = np.repeat(np.arange(n), q)
+        return sp.csr_matrix((self.Z.ravel(), (rows, cols)), shape=(n, self.n_levels * q))
+
+
+@dataclass
+class ModelDesign:
+    """Everything a fit needs, rows in model order (sorted by the first term's levels)."""
+
+    formula: str
+    parsed: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    fixef_names: list[str]
+    terms: list[RandomTerm]
+    row_labels: np.ndarray    # index labels of the data rows used, in model order
+    order: np.ndarray = None  # model row i is row order[i] of the rows used (data order)
+    n_dropped: int = 0        # rows dropped for missing values
+    fixed_spec: object = None
+    dropped_columns: list[str] = field(default_factory=list)  # rank-deficient X columns
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_fixef(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def response(self) -> str:
+        return self.parsed.response
+
+    def to_data_order(self, a: np.ndarray) -> np.ndarray:
+        """Reorder a per-observation array from model order back to the data's row order."""
+        out = np.empty_like(a)
+        out[self.order] = a
+        return out
+
+
+def _check_columns(names, data: pd.DataFrame, where: str) -> None:
+    missing = [v for v in names if v not in data.columns]
+    if missing:
+        raise ValueError(
+            f"{where} names column(s) {', '.join(map(repr, missing))} not in the data "
+            f"(columns: {', '.join(map(str, data.columns))})")
+
+
+def _group_labels(data: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
+    """Level label of each row for a grouping factor or an interaction ``a:b``."""
+    cols = [data[g].astype(str) for g in group]
+    lab = cols[0]
+    for c in cols[1:]:
+        lab = lab + ":" + c
+    return lab
+
+
+def _random_matrix(spec: RandomSpec, data: pd.DataFrame):
+    expr, renames = translate_r(spec.expr)
+    mm = model_matrix(expr, data, na_action="ignore", output="pandas")
+    names = [r_column_name(c, expr, renames) for c in mm.columns]
+    return mm, names, renames
+
+
+def _split_uncorrelated(spec: RandomSpec, mm, names):
+    """``(a + b || g)``: one term per formula term of ``expr`` (lme4's double bar)."""
+    groups = []
+    for _term, idx in mm.model_spec.term_indices.items():
+        groups.append(list(idx))
+    return groups
+
+
+def _drop_rank_deficient(X: np.ndarray, names: list[str]):
+    """Drop columns of X that are linearly dependent on earlier ones (as lme4 does)."""
+    if X.shape[1] == 0:
+        return X, names, []
+    # unpivoted QR: a tiny |R_jj| means column j lies in the span of the columns before it,
+    # so the earlier column is kept, as R's qr() does for lme4
+    R = np.linalg.qr(X, mode="r")
+    d = np.abs(np.diag(R))
+    scale = np.linalg.norm(X, axis=0)
+    keep = np.flatnonzero(d > 1e-7 * np.where(scale > 0, scale, 1.0))
+    if len(keep) == X.shape[1]:
+        return X, names, []
+    dropped = [names[i] for i in range(X.shape[1]) if i not in set(keep.tolist())]
+    warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                  f"column(s): {', '.join(dropped)}", stacklevel=3)
+    return X[:, keep], [names[i] for i in keep], dropped
+
+
+def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign:
+    """Parse ``formula`` against ``data`` and build y, X and the random terms.
+
+    ``factors`` names columns to treat as categorical even if numeric (R's ``factor``).
+    Rows with a missing value in any column the model uses are dropped and counted.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise ValueError("data must be a pandas DataFrame")
+    parsed = parse_formula(formula)
+    if not parsed.random:
+        raise ValueError(f"formula {formula!r} has no random-effects term '(expr | group)'; "
+                         "use an ordinary linear model for fixed effects only")
+    data = data.copy()
+    _check_columns(list(factors), data, "--factor/factors")
+    for f in factors:
+        data[f] = data[f].astype(str).where(data[f].notna())
+
+    _check_columns([parsed.response], data, f"the response of {formula!r}")
+    if not pd.api.types.is_numeric_dtype(data[parsed.response]):
+        raise ValueError(f"response column {parsed.response!r} is not numeric "
+                         f"(dtype {data[parsed.response].dtype})")
+    used = {parsed.response}
+    fixed_vars = Formula(parsed.fixed).required_variables
+    _check_columns(sorted(fixed_vars), data, f"the fixed part '{parsed.fixed}'")
+    used |= set(fixed_vars)
+    for spec in parsed.random:
+        expr_vars = Formula(translate_r(spec.expr)[0]).required_variables
+        _check_columns(sorted(expr_vars), data, f"the random term ({spec.expr} | {spec.name})")
+        _check_columns(list(spec.group), data, f"the random term ({spec.expr} | {spec.name})")
+        used |= set(expr_vars) | set(spec.group)
+
+    used_cols = [c for c in data.columns if c in used]
+    na = data[used_cols].isna().any(axis=1).to_numpy()
+    n_dropped = int(na.sum())
+    if n_dropped:
+        data = data.loc[~na]
+    if len(data) == 0:
+        raise ValueError(f"no rows left after dropping {n_dropped} rows with missing values")
+
+    # fixed effects
+    fmm = model_matrix(parsed.fixed, data, na_action="ignore", output="pandas")
+    fixef_names = [r_column_name(c, parsed.fixed, parsed.renames) for c in fmm.columns]
+    X = np.asarray(fmm.to_numpy(dtype=float))
+    X, fixef_names, dropped_cols = _drop_rank_deficient(X, fixef_names)
+    y = data[parsed.response].to_numpy(dtype=float)
+
+    # random effects
+    terms: list[RandomTerm] = []
+    for spec in parsed.random:
+        mm, names, _ = _random_matrix(spec, data)
+        labels = _group_labels(data, spec.group)
+        codes, levels = pd.factorize(labels, sort=True)
+        Zfull = mm.to_numpy(dtype=float)
+        col_groups = [list(range(Zfull.shape[1]))] if spec.correlated else _split_uncorrelated(spec, mm, names)
+        for cols in col_groups:
+            terms.append(RandomTerm(name=spec.name, group=spec.group,
+                                    coef_names=[names[c] for c in cols],
+                                    Z=np.ascontiguousarray(Zfull[:, cols]),
+                                    codes=codes.astype(np.int64), levels=np.asarray(levels),
+                                    expr=translate_r(spec.expr)[0], spec=mm.model_spec,
+                                    columns=list(cols)))
+    # lme4 orders terms by decreasing number of levels (stable), and makes names unique
+    terms.sort(key=lambda t: -t.n_levels)
+    seen: dict[str, int] = {}
+    for t in terms:
+        k = seen.get(t.name, 0)
+        seen[t.name] = k + 1
+        if k:
+            t.name = f"{t.name}.{k}"
+    for t in terms:
+        if t.n_levels >= len(y) and t.q >= 1:
+            raise ValueError(f"number of levels of grouping factor {t.name!r} ({t.n_levels}) "
+                             f"must be less than the number of observations ({len(y)})")
+
+    # sort rows once by the levels of the first (largest) term
+    order = np.argsort(terms[0].codes, kind="stable")
+    for t in terms:
+        t.Z = t.Z[order]
+        t.codes = t.codes[order]
+    return ModelDesign(formula=formula, parsed=parsed, y=y[order], X=np.ascontiguousarray(X[order]),
+                       fixef_names=fixef_names, terms=terms,
+                       row_labels=np.asarray(data.index)[order], order=order, n_dropped=n_dropped,
+                       fixed_spec=fmm.model_spec, dropped_columns=dropped_cols)

@@ -1,0 +1,247 @@
+"""The profiled deviance of a linear mixed model (Bates et al. 2015, lme4 §3).
+
+Random effects b = Λ_θ u with u ~ N(0, σ² I) and Λ_θ block diagonal: I_{L_k} ⊗ T_k for
+term k, T_k lower triangular (θ its lower triangle, column-major, diagonal ≥ 0), so
+Ω_k = σ² T_k T_k'.  With W = [X y], the blocked Cholesky factor of
+
+    [ Λ'Z'ZΛ + I   Λ'Z'W ]   =  F F',   F = [ L     0   ]
+    [ W'ZΛ         W'W   ]                  [ C'   L_W  ]
+
+gives everything: log|L|², the fixed-effects factor R_X (top p × p of L_W), the
+profiled β̂ (R_X' β̂ = l, l the first p entries of the last row of L_W) and the
+penalised residual sum of squares r² = (L_W)_{rr}².  Then
+
+    ML:   d(θ) = log|L|² + n (1 + log(2π r²/n))
+    REML: d(θ) = log|L|² + log|R_X|² + (n−p)(1 + log(2π r²/(n−p)))
+
+L is blocked as MixedModels.jl does: the first (largest) term's block is block diagonal
+(one q×q Cholesky per level, batched); the remaining terms form one dense block after
+the Schur complement.  One evaluation touches only the cross-products, never the n rows.
+For a single term the analytic gradient is available (see :meth:`gradient`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from . import batched as B
+from .crossprod import CrossProducts
+
+_LOG2PI = np.log(2 * np.pi)
+
+
+@dataclass
+class Factor:
+    """The blocked Cholesky factor at one θ (see module docstring)."""
+
+    theta: np.ndarray
+    T: list               # T_k, q_k × q_k lower
+    L0: np.ndarray        # (L, q, q) diagonal blocks of the first term
+    C0: np.ndarray        # (L, q, r) = L0^{-1} Λ_0' Z_0'W per level
+    LR0: object           # sparse (m, L q): rest-to-first block of L (None if one term)
+    LRR: np.ndarray       # (m, m) dense lower factor of the rest (None if one term)
+    CR: np.ndarray        # (m, r)
+    LW: np.ndarray        # (r, r) lower factor of the W block
+    logdet_L: float       # log|L|²
+
+    @property
+    def p(self) -> int:
+        return self.LW.shape[0] - 1
+
+    @property
+    def RX(self) -> np.ndarray:
+        return self.LW[:-1, :-1]
+
+    @property
+    def pwrss(self) -> float:
+        return float(self.LW[-1, -1] ** 2)
+
+    @property
+    def logdet_RX(self) -> float:
+        d = np.diag(self.RX)
+        return 2.0 * float(np.log(d).sum()) if d.size else 0.0
+
+    def beta(self) -> np.ndarray:
+        if self.p == 0:
+            return np.zeros(0)
+        return sla.solve_triangular(self.RX.T, self.LW[-1, :-1], lower=False)
+
+    def spherical_modes(self, beta=None):
+        """Conditional modes of u (spherical scale): first term (L, q), rest (m,)."""
+        beta = self.beta() if beta is None else beta
+        v = np.r_[-beta, 1.0]
+        v0 = self.C0 @ v                           # (L, q)
+        if self.LRR is None:
+            uR = np.zeros(0)
+            rhs0 = v0
+        else:
+            uR = sla.solve_triangular(self.LRR, self.CR @ v, lower=True, trans="T")
+            rhs0 = v0 - (self.LR0.T @ uR).reshape(v0.shape)
+        u0 = B.solve_lower_t(self.L0, rhs0[:, :, None])[:, :, 0]
+        return u0, uR
+
+
+class ProfiledDeviance:
+    """d(θ): the profiled ML deviance or REML criterion, from :class:`CrossProducts`."""
+
+    def __init__(self, cp: CrossProducts, qs, n_levels, *, reml: bool):
+        self.cp = cp
+        self.qs = list(qs)
+        self.n_levels = list(n_levels)
+        self.reml = bool(reml)
+        self.n = cp.n
+        self.r = cp.WtW.shape[0]
+        self.p = self.r - 1
+        self.n_theta = [q * (q + 1) // 2 for q in self.qs]
+        self._offsets = np.cumsum([0] + self.n_theta)
+        lower = np.concatenate([np.where(B.theta_diagonal_mask(q), 0.0, -np.inf) for q in self.qs])
+        self.lower = lower
+        self.n_evals = 0
+        self._setup_rest()
+
+    # ---------------------------------------------------------------- set-up
+    def _setup_rest(self):
+        """Dense cross-products of the terms after the first (the 'rest' block)."""
+        K = len(self.qs)
+        if K == 1:
+            self.m = 0
+            return
+        sizes = [L * q for L, q in zip(self.n_levels, self.qs)]
+        self.rest_offsets = np.cumsum([0] + sizes[1:])
+        self.m = int(self.rest_offsets[-1])
+        blocks = [[None] * (K - 1) for _ in range(K - 1)]
+        for k in range(1, K):
+            ZtZ = self.cp.terms[k].ZtZ
+            blocks[k - 1][k - 1] = sp.block_diag(list(ZtZ), format="csr") if self.qs[k] > 1 \
+                else sp.diags(ZtZ[:, 0, 0])
+            for m in range(k + 1, K):
+                Bkm = self.cp.between[(k, m)]
+                blocks[k - 1][m - 1] = Bkm
+                blocks[m - 1][k - 1] = Bkm.T
+        self.ZRtZR = sp.bmat(blocks, format="csr").toarray()
+        self.ZRtZ0 = sp.vstack([self.cp.between[(0, k)].T for k in range(1, K)], format="csr")
+        self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in self.cp.terms[1:]])
+
+    # ---------------------------------------------------------------- θ helpers
+    def split_theta(self, theta) -> list:
+        theta = np.asarray(theta, dtype=float)
+        return [B.lower_from_theta(theta[self._offsets[k]:self._offsets[k + 1]], q)
+                for k, q in enumerate(self.qs)]
+
+    def start_theta(self) -> np.ndarray:
+        """lme4's start: each T_k the identity."""
+        return np.concatenate([B.theta_from_lower(np.eye(q)) for q in self.qs])
+
+    def _lam_t_dense(self, T, M: np.ndarray) -> np.ndarray:
+        """Λ_R' M for a dense M with the rest block's m rows (Λ_R = ⊕_k I ⊗ T_k)."""
+        out = np.empty_like(M)
+        for k in range(1, len(self.qs)):
+            a, b = self.rest_offsets[k - 1], self.rest_offsets[k]
+            q, L = self.qs[k], self.n_levels[k]
+            if q == 1:
+                out[a:b] = T[k][0, 0] * M[a:b]
+            else:
+                blk = M[a:b].reshape(L, q, -1)
+                out[a:b] = np.einsum("ji,ljc->lic", T[k], blk).reshape(L * q, -1)
+        return out
+
+    def _lam_t_sparse(self, T, M):
+        """Λ_R' M for a sparse M with the rest block's m rows."""
+        if all(q == 1 for q in self.qs[1:]):
+            scale = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+            return sp.diags(scale) @ M
+        LamR = sp.block_diag([sp.kron(sp.identity(L), sp.csr_matrix(Tk))
+                              for L, Tk in zip(self.n_levels[1:], T[1:])], format="csr")
+        return LamR.T @ M
+
+    # ---------------------------------------------------------------- factor
+    def factor(self, theta) -> Factor:
+        """Blocked Cholesky factorisation at θ (raises LinAlgError when not PD)."""
+        T = self.split_theta(theta)
+        T0 = T[0]
+        st0 = self.cp.terms[0]
+        q0 = self.qs[0]
+        TtZtZ = np.einsum("ji,gjk->gik", T0, st0.ZtZ)         # T0' G
+        A00 = TtZtZ @ T0
+        A00[:, np.arange(q0), np.arange(q0)] += 1.0
+        L0 = B.cholesky(A00)
+        C0 = B.solve_lower(L0, np.einsum("ji,gjr->gir", T0, st0.ZtW))
+        S = self.cp.WtW - np.einsum("gqa,gqb->ab", C0, C0)
+        logdet = B.logdet_chol(L0)
+        LR0 = LRR = CR = None
+        if self.m:
+            G = len(L0)
+            if q0 == 1:
+                LR0 = self._lam_t_sparse(T, self.ZRtZ0) @ sp.diags(T0[0, 0] / L0[:, 0, 0])
+            else:
+                L0inv_t = B.solve_lower(L0, np.broadcast_to(np.eye(q0), L0.shape).copy()).transpose(0, 2, 1)
+                blk = T0[None, :, :] @ L0inv_t              # T0 L0^{-T} per level
+                BD = sp.bsr_matrix((blk, np.arange(G), np.arange(G + 1)), shape=(G * q0, G * q0))
+                LR0 = self._lam_t_sparse(T, self.ZRtZ0) @ BD
+            LR0 = sp.csr_matrix(LR0)
+            ARR = self._lam_t_dense(T, self._lam_t_dense(T, self.ZRtZR).T) - (LR0 @ LR0.T).toarray()
+            ARR[np.diag_indices_from(ARR)] += 1.0
+            LRR = sla.cholesky(ARR, lower=True, check_finite=False)
+            BR = self._lam_t_dense(T, self.ZRtW) - LR0 @ C0.reshape(-1, self.r)
+            CR = sla.solve_triangular(LRR, BR, lower=True, check_finite=False)
+            S = S - CR.T @ CR
+            logdet += 2.0 * float(np.log(np.diag(LRR)).sum())
+        LW = np.linalg.cholesky(S)
+        return Factor(theta=np.asarray(theta, float), T=T, L0=L0, C0=C0, LR0=LR0, LRR=LRR, CR=CR,
+                      LW=LW, logdet_L=logdet)
+
+    def objective_from(self, f: Factor) -> float:
+        """The criterion from a factor."""
+        n, p = self.n, self.p
+        pw = f.pwrss
+        if self.reml:
+            nu = n - p
+            return f.logdet_L + f.logdet_RX + nu * (1.0 + np.log(2 * np.pi * pw / nu))
+        return f.logdet_L + n * (1.0 + np.log(2 * np.pi * pw / n))
+
+    def __call__(self, theta) -> float:
+        self.n_evals += 1
+        try:
+            f = self.factor(theta)
+        except np.linalg.LinAlgError:
+            return np.inf
+        val = self.objective_from(f)
+        return val if np.isfinite(val) else np.inf
+
+    # ---------------------------------------------------------------- gradient
+    @property
+    def has_gradient(self) -> bool:
+        return len(self.qs) == 1
+
+    def value_and_gradient(self, theta):
+        """d(θ) and ∂d/∂θ for one random-effects term.
+
+        With D = T T' (relative covariance), V_i = I + Z_i D Z_i', K_i = Z_i'V_i^{-1}W_i:
+        ∂d/∂D = Σ_i Z_i'V_i^{-1}Z_i − (ν/r²) Σ_i g_i g_i' [− Σ_i K_iX C K_iX' for REML],
+        g_i = K_i [−β̂; 1], C = (X'V^{-1}X)^{-1}, ν = n (ML) or n − p (REML);
+        then ∂d/∂T = 2 (∂d/∂D) T, read off on the lower triangle.
+        """
+        self.n_evals += 1
+        try:
+            f = self.factor(theta)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros(len(theta))
+        val = self.objective_from(f)
+        T0 = f.T[0]
+        st = self.cp.terms[0]
+        H = B.solve_lower(f.L0, np.einsum("ji,gjk->gik", T0, st.ZtZ))   # L^{-1} T' G
+        K = st.ZtW - np.einsum("gji,gjr->gir", H, f.C0)               # Z'V^{-1}W
+        M = st.ZtZ.sum(axis=0) - np.einsum("gji,gjk->ik", H, H)
+        beta = f.beta()
+        g = K @ np.r_[-beta, 1.0]
+        nu = self.n - self.p if self.reml else self.n
+        GD = M - (nu / f.pwrss) * (g.T @ g)
+        if self.reml and self.p:
+            RXinv = sla.solve_triangular(f.RX, np.eye(self.p), lower=True)
+            KX = K[:, :, :-1] @ RXinv.T                                   # K_X R_X^{-T}
+            GD = GD - np.einsum("gia,gja->ij", KX, KX)
+        GT = 2.0 * GD @ T0
+        return val, B.theta_from_lower(GT)
