@@ -384,6 +384,19 @@ class LmerFit:
         inv = np.argsort(self.design.order)
         return P[np.ix_(inv, inv)]
 
+    # ------------------------------------------------------------------ prediction
+    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True) -> pd.Series:
+        """Predictions as lme4's predict(): see :func:`pylmem.predict.predict`."""
+        from .predict import predict
+
+        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+
+    def refit(self, *, reml: bool) -> "LmerFit":
+        """The same model refitted by ML (``reml=False``) or REML, reusing the design."""
+        if reml == self.reml and self.method == "profiled":
+            return self
+        return fit_design(self.design, reml=reml, cp=self.cp, verbose=False)
+
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
         from .summary import short_repr
