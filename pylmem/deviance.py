@@ -39,13 +39,23 @@ class Factor:
 
     theta: np.ndarray
     T: list               # T_k, q_k × q_k lower
-    L0: np.ndarray        # (L, q, q) diagonal blocks of the first term
-    C0: np.ndarray        # (L, q, r) = L0^{-1} Λ_0' Z_0'W per level
+    L0s: np.ndarray       # (q, q, L) diagonal blocks of the first term (structure of arrays)
+    C0s: np.ndarray       # (q, r, L) = L0^{-1} Λ_0' Z_0'W per level
     LR0: object           # sparse (m, L q): rest-to-first block of L (None if one term)
     LRR: np.ndarray       # (m, m) dense lower factor of the rest (None if one term)
     CR: np.ndarray        # (m, r)
     LW: np.ndarray        # (r, r) lower factor of the W block
     logdet_L: float       # log|L|²
+
+    @property
+    def L0(self) -> np.ndarray:
+        """(L, q, q) view of the first term's diagonal blocks."""
+        return self.L0s.transpose(2, 0, 1)
+
+    @property
+    def C0(self) -> np.ndarray:
+        """(L, q, r) view."""
+        return self.C0s.transpose(2, 0, 1)
 
     @property
     def p(self) -> int:
@@ -100,6 +110,14 @@ class ProfiledDeviance:
         lower = np.concatenate([np.where(B.theta_diagonal_mask(q), 0.0, -np.inf) for q in self.qs])
         self.lower = lower
         self.n_evals = 0
+        self._tril = []
+        for q in self.qs:
+            rows, cols = np.tril_indices(q)
+            order = np.lexsort((rows, cols))  # lme4: lower triangle column by column
+            self._tril.append((rows[order], cols[order]))
+        self._sum_ZtZ0 = cp.terms[0].ZtZ.sum(axis=0)
+        self._G0 = np.ascontiguousarray(cp.terms[0].ZtZ.transpose(1, 2, 0))   # (q, q, L)
+        self._ZW0 = np.ascontiguousarray(cp.terms[0].ZtW.transpose(1, 2, 0))  # (q, r, L)
         self._setup_rest()
 
     # ---------------------------------------------------------------- set-up
@@ -128,8 +146,12 @@ class ProfiledDeviance:
     # ---------------------------------------------------------------- θ helpers
     def split_theta(self, theta) -> list:
         theta = np.asarray(theta, dtype=float)
-        return [B.lower_from_theta(theta[self._offsets[k]:self._offsets[k + 1]], q)
-                for k, q in enumerate(self.qs)]
+        out = []
+        for k, q in enumerate(self.qs):
+            T = np.zeros((q, q))
+            T[self._tril[k]] = theta[self._offsets[k]:self._offsets[k + 1]]
+            out.append(T)
+        return out
 
     def start_theta(self) -> np.ndarray:
         """lme4's start: each T_k the identity."""
@@ -148,6 +170,13 @@ class ProfiledDeviance:
                 out[a:b] = np.einsum("ji,ljc->lic", T[k], blk).reshape(L * q, -1)
         return out
 
+    def _lam_sandwich(self, T) -> np.ndarray:
+        """Λ_R' (Z_R'Z_R) Λ_R, a single scaling when every rest term is scalar."""
+        if all(q == 1 for q in self.qs[1:]):
+            s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+            return self.ZRtZR * np.outer(s, s)
+        return self._lam_t_dense(T, self._lam_t_dense(T, self.ZRtZR).T)
+
     def _lam_t_sparse(self, T, M):
         """Λ_R' M for a sparse M with the rest block's m rows."""
         if all(q == 1 for q in self.qs[1:]):
@@ -162,15 +191,17 @@ class ProfiledDeviance:
         """Blocked Cholesky factorisation at θ (raises LinAlgError when not PD)."""
         T = self.split_theta(theta)
         T0 = T[0]
-        st0 = self.cp.terms[0]
         q0 = self.qs[0]
-        TtZtZ = np.einsum("ji,gjk->gik", T0, st0.ZtZ)         # T0' G
-        A00 = TtZtZ @ T0
-        A00[:, np.arange(q0), np.arange(q0)] += 1.0
-        L0 = B.cholesky(A00)
-        C0 = B.solve_lower(L0, np.einsum("ji,gjr->gir", T0, st0.ZtW))
-        S = self.cp.WtW - np.einsum("gqa,gqb->ab", C0, C0)
-        logdet = B.logdet_chol(L0)
+        TtG = B.left_mul_soa(T0.T, self._G0)                   # T0' G per level
+        A00 = B.left_mul_soa(T0.T, np.ascontiguousarray(TtG.transpose(1, 0, 2)))  # (T0'G T0)' = A00
+        A00[np.arange(q0), np.arange(q0)] += 1.0
+        L0s = B.cholesky_soa(A00)
+        C0s = B.solve_lower_soa(L0s, B.left_mul_soa(T0.T, self._ZW0))
+        C0r = C0s.transpose(2, 0, 1).reshape(-1, self.r)
+        S = self.cp.WtW - C0r.T @ C0r
+        logdet = 2.0 * float(np.log(L0s[np.arange(q0), np.arange(q0)]).sum())
+        L0 = L0s.transpose(2, 0, 1)
+        C0 = C0s.transpose(2, 0, 1)
         LR0 = LRR = CR = None
         if self.m:
             G = len(L0)
@@ -182,15 +213,15 @@ class ProfiledDeviance:
                 BD = sp.bsr_matrix((blk, np.arange(G), np.arange(G + 1)), shape=(G * q0, G * q0))
                 LR0 = self._lam_t_sparse(T, self.ZRtZ0) @ BD
             LR0 = sp.csr_matrix(LR0)
-            ARR = self._lam_t_dense(T, self._lam_t_dense(T, self.ZRtZR).T) - (LR0 @ LR0.T).toarray()
+            ARR = self._lam_sandwich(T) - (LR0 @ LR0.T).toarray()
             ARR[np.diag_indices_from(ARR)] += 1.0
             LRR = sla.cholesky(ARR, lower=True, check_finite=False)
-            BR = self._lam_t_dense(T, self.ZRtW) - LR0 @ C0.reshape(-1, self.r)
+            BR = self._lam_t_dense(T, self.ZRtW) - LR0 @ C0r
             CR = sla.solve_triangular(LRR, BR, lower=True, check_finite=False)
             S = S - CR.T @ CR
             logdet += 2.0 * float(np.log(np.diag(LRR)).sum())
         LW = np.linalg.cholesky(S)
-        return Factor(theta=np.asarray(theta, float), T=T, L0=L0, C0=C0, LR0=LR0, LRR=LRR, CR=CR,
+        return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LR0=LR0, LRR=LRR, CR=CR,
                       LW=LW, logdet_L=logdet)
 
     def objective_from(self, f: Factor) -> float:
@@ -231,17 +262,17 @@ class ProfiledDeviance:
             return np.inf, np.zeros(len(theta))
         val = self.objective_from(f)
         T0 = f.T[0]
-        st = self.cp.terms[0]
-        H = B.solve_lower(f.L0, np.einsum("ji,gjk->gik", T0, st.ZtZ))   # L^{-1} T' G
-        K = st.ZtW - np.einsum("gji,gjr->gir", H, f.C0)               # Z'V^{-1}W
-        M = st.ZtZ.sum(axis=0) - np.einsum("gji,gjk->ik", H, H)
+        q, r, G = f.C0s.shape
+        H = B.solve_lower_soa(f.L0s, B.left_mul_soa(T0.T, self._G0))  # L^{-1} T' G, (q, q, L)
+        K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s)          # Z'V^{-1}W, (q, r, L)
+        M = self._sum_ZtZ0 - np.einsum("jig,jkg->ik", H, H)           # Σ Z'V^{-1}Z
         beta = f.beta()
-        g = K @ np.r_[-beta, 1.0]
+        g = np.einsum("r,irg->ig", np.r_[-beta, 1.0], K)               # (q, L)
         nu = self.n - self.p if self.reml else self.n
-        GD = M - (nu / f.pwrss) * (g.T @ g)
+        GD = M - (nu / f.pwrss) * (g @ g.T)
         if self.reml and self.p:
             RXinv = sla.solve_triangular(f.RX, np.eye(self.p), lower=True)
-            KX = K[:, :, :-1] @ RXinv.T                                   # K_X R_X^{-T}
-            GD = GD - np.einsum("gia,gja->ij", KX, KX)
+            KX = np.einsum("ba,iag->ibg", RXinv, K[:, :-1, :]).reshape(q, -1)
+            GD = GD - KX @ KX.T
         GT = 2.0 * GD @ T0
-        return val, B.theta_from_lower(GT)
+        return val, GT[self._tril[0]]

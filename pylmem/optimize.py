@@ -133,7 +133,7 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
 
         bounds = [(0.0, None) if np.isfinite(lo) else (None, None) for lo in lower]
         res = minimize(fg, theta0 * scale, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options=dict(ftol=1e-14, gtol=1e-10, maxiter=2000, maxcor=20))
+                       options=dict(ftol=1e-10, gtol=1e-6, maxiter=2000, maxcor=20))
         theta = np.maximum(res.x / scale, np.where(np.isfinite(lower), 0.0, -np.inf))
         method, message = "L-BFGS-B (analytic gradient)", str(res.message)
     else:
