@@ -142,6 +142,37 @@ class ProfiledDeviance:
         self.ZRtZR = sp.bmat(blocks, format="csr").toarray()
         self.ZRtZ0 = sp.vstack([self.cp.between[(0, k)].T for k in range(1, K)], format="csr")
         self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in self.cp.terms[1:]])
+        self._scalar = all(q == 1 for q in self.qs)
+        self._pairs = None
+        if self._scalar:
+            self._setup_scalar_pairs()
+
+    def _setup_scalar_pairs(self, max_pairs=40_000_000):
+        """Structure of Z_R'Z_0 diag(w) Z_0'Z_R for scalar terms, formed once.
+
+        Its lower triangle is K w, K a fixed sparse (pairs × L_0) matrix: entry (a, b) of
+        the product collects A_aj A_bj w_j over the first term's levels j, A = Z_R'Z_0.
+        Twice as fast per evaluation as a sparse product, which re-derives the structure.
+        """
+        A = self.ZRtZ0.tocsc()
+        A.sort_indices()
+        cnt = np.diff(A.indptr)
+        n_pairs = int((cnt * (cnt + 1) // 2).sum())
+        if n_pairs > max_pairs:
+            return
+        # entry e at local position t of its column pairs with the t+1 entries at or above it
+        local = np.arange(A.nnz) - np.repeat(A.indptr[:-1], cnt)
+        e = np.repeat(np.arange(A.nnz), local + 1)
+        starts = np.repeat(np.repeat(A.indptr[:-1], cnt), local + 1)
+        partner = starts + (np.arange(len(e)) - np.repeat(np.cumsum(local + 1) - (local + 1), local + 1))
+        m = self.m
+        flat = A.indices[e].astype(np.int64) * m + A.indices[partner]
+        col = np.repeat(np.repeat(np.arange(A.shape[1]), cnt), local + 1)
+        uniq, inv = np.unique(flat, return_inverse=True)
+        Kmat = sp.csr_matrix((A.data[e] * A.data[partner], (inv, col)), shape=(len(uniq), A.shape[1]))
+        self._pairs = (Kmat, uniq)
+        self._A_csc = A
+        self._A_col = np.repeat(np.arange(A.shape[1]), cnt)
 
     # ---------------------------------------------------------------- θ helpers
     def split_theta(self, theta) -> list:
@@ -203,7 +234,25 @@ class ProfiledDeviance:
         L0 = L0s.transpose(2, 0, 1)
         C0 = C0s.transpose(2, 0, 1)
         LR0 = LRR = CR = None
-        if self.m:
+        if self.m and self._pairs is not None:
+            # all terms scalar: L_R0 = diag(s) A diag(c), A = Z_R'Z_0, c_j = θ_0 / L0_j
+            sR = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+            c = T0[0, 0] / L0s[0, 0]
+            Kmat, uniq = self._pairs
+            P = np.zeros(self.m * self.m)
+            P[uniq] = Kmat @ (c * c)
+            # lower triangle of Λ_R'Z_R'Z_RΛ_R + I − L_R0 L_R0' (the Cholesky reads only that)
+            ARR = (self.ZRtZR - P.reshape(self.m, self.m)) * np.outer(sR, sR)
+            ARR[np.diag_indices_from(ARR)] += 1.0
+            A = self._A_csc
+            LR0 = sp.csc_matrix((A.data * sR[A.indices] * c[self._A_col], A.indices, A.indptr),
+                                shape=A.shape)
+            LRR = sla.cholesky(ARR, lower=True, check_finite=False, overwrite_a=True)
+            BR = sR[:, None] * self.ZRtW - LR0 @ C0r
+            CR = sla.solve_triangular(LRR, BR, lower=True, check_finite=False)
+            S = S - CR.T @ CR
+            logdet += 2.0 * float(np.log(np.diag(LRR)).sum())
+        elif self.m:
             G = len(L0)
             if q0 == 1:
                 LR0 = self._lam_t_sparse(T, self.ZRtZ0) @ sp.diags(T0[0, 0] / L0[:, 0, 0])
