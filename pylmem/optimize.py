@@ -117,47 +117,76 @@ def _fd_grad_hess(f, x, h):
 
 
 def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> OptSummary:
-    """Minimise ``dev`` over θ and check convergence (see module docstring)."""
+    """Minimise ``dev`` over θ and check convergence (see module docstring).
+
+    d depends on a scalar θ_k only through θ_k², so its derivative vanishes on the
+    boundary θ_k = 0 and a gradient method that lands there stops.  Every diagonal θ
+    that ends on the boundary is therefore probed at small positive values; if d is
+    lower there, the optimiser restarts from the best probe (at most twice).
+    """
     theta0 = start_theta(design, dev) if theta0 is None else np.asarray(theta0, float)
     lower = dev.lower
+    diag = np.isfinite(lower)
     trace: list = []
+    scale = _row_scales(design.terms, dev)
+
+    def record(v):
+        trace.append(v)
+        if callback is not None:
+            callback(len(trace), v)
+
     if dev.has_gradient:
-        scale = _row_scales(design.terms, dev)
+        method = "L-BFGS-B (analytic gradient)"
 
-        def fg(xs):
-            v, g = dev.value_and_gradient(xs / scale)
-            trace.append(v)
-            if callback is not None:
-                callback(len(trace), v)
-            return v, g / scale
+        def run(start):
+            def fg(xs):
+                v, g = dev.value_and_gradient(xs / scale)
+                record(v)
+                return v, g / scale
 
-        bounds = [(0.0, None) if np.isfinite(lo) else (None, None) for lo in lower]
-        res = minimize(fg, theta0 * scale, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options=dict(ftol=1e-10, gtol=1e-6, maxiter=2000, maxcor=20))
-        theta = np.maximum(res.x / scale, np.where(np.isfinite(lower), 0.0, -np.inf))
-        method, message = "L-BFGS-B (analytic gradient)", str(res.message)
+            bounds = [(0.0, None) if d else (None, None) for d in diag]
+            res = minimize(fg, start * scale, jac=True, method="L-BFGS-B", bounds=bounds,
+                           options=dict(ftol=1e-10, gtol=1e-6, maxiter=2000, maxcor=20))
+            return np.maximum(res.x / scale, np.where(diag, 0.0, -np.inf)), str(res.message)
     else:
         import nlopt
 
-        k = len(theta0)
+        method = "BOBYQA (NLopt)"
+        lo = np.where(diag, 0.0, -1e4)
 
-        def f(x, grad):
-            v = dev(x)
-            trace.append(v)
-            if callback is not None:
-                callback(len(trace), v)
-            return v
+        def run(start):
+            def f(x, grad):
+                v = dev(x)
+                record(v)
+                return v
 
-        opt = nlopt.opt(nlopt.LN_BOBYQA, k)
-        opt.set_min_objective(f)
-        opt.set_lower_bounds([lo if np.isfinite(lo) else -1e4 for lo in lower])
-        opt.set_upper_bounds([1e4] * k)
-        opt.set_ftol_rel(1e-12)
-        opt.set_xtol_abs(1e-10)
-        opt.set_maxeval(10000)
-        opt.set_initial_step([max(0.1, 0.2 * abs(t)) for t in theta0])
-        theta = opt.optimize(np.clip(theta0, [lo if np.isfinite(lo) else -1e4 for lo in lower], None))
-        method, message = "BOBYQA (NLopt)", f"NLopt return code {opt.last_optimize_result()}"
+            opt = nlopt.opt(nlopt.LN_BOBYQA, len(start))
+            opt.set_min_objective(f)
+            opt.set_lower_bounds(lo.tolist())
+            opt.set_upper_bounds([1e4] * len(start))
+            opt.set_ftol_rel(1e-12)
+            opt.set_xtol_abs(1e-10)
+            opt.set_maxeval(10000)
+            opt.set_initial_step([max(0.1, 0.2 * abs(t)) for t in start])
+            x = opt.optimize(np.clip(start, lo, None))
+            return np.asarray(x), f"NLopt return code {opt.last_optimize_result()}"
+
+    theta, message = run(theta0)
+    for _ in range(2):
+        at_bound = np.flatnonzero(diag & (theta <= 0))
+        if not len(at_bound):
+            break
+        best, best_val = None, dev(theta)
+        for i in at_bound:
+            for t in (1e-4, 1e-3, 1e-2, 1e-1):
+                probe = theta.copy()
+                probe[i] = t / scale[i]
+                v = dev(probe)
+                if v < best_val:
+                    best, best_val = probe, v
+        if best is None:
+            break
+        theta, message = run(best)
     return check_convergence(dev, theta, theta0=theta0, method=method, message=message, trace=trace)
 
 

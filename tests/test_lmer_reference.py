@@ -111,3 +111,16 @@ def test_vcov_and_t_values_rat_h1():
     # the seed: correlation of fixed effects, week2 vs week -0.888, wk:GMO vs week -0.663
     assert corr[2, 1] == pytest.approx(-0.888, abs=1.5e-3)
     assert corr[3, 1] == pytest.approx(-0.663, abs=1.5e-3)
+
+
+def test_small_variance_near_the_boundary_is_not_called_singular():
+    """d depends on a scalar θ through θ², so its gradient is 0 at θ = 0: the optimiser must
+    not stop there.  lme4 1.1-31 (Rscript): REMLcrit 1876.29418405, variances 0.0804359170769
+    and 60.3051608630079, isSingular FALSE."""
+    import pylmem
+
+    fit = pylmem.lmer("angle ~ temperature + (1 | recipe)", pylmem.datasets.load("cake"))
+    assert fit.reml_criterion == pytest.approx(1876.29418405, abs=1e-6)
+    assert fit.cov_re["recipe"].iloc[0, 0] == pytest.approx(0.0804359170769, rel=1e-4)
+    assert fit.sigma2 == pytest.approx(60.3051608630079, rel=1e-6)
+    assert not fit.is_singular and not fit.warnings
