@@ -60,6 +60,20 @@ def logdet_chol(L: np.ndarray) -> float:
     return 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
 
 
+def psd_cholesky(M: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+    """Lower factor T with T T' = M for a positive semi-definite M (zero pivots allowed)."""
+    q = M.shape[0]
+    T = np.zeros_like(M, dtype=float)
+    scale = max(float(np.abs(np.diag(M)).max()), 1e-300) if q else 1.0
+    for j in range(q):
+        d = M[j, j] - T[j, :j] @ T[j, :j]
+        if d <= tol * scale:
+            continue
+        T[j, j] = np.sqrt(d)
+        T[j + 1:, j] = (M[j + 1:, j] - T[j + 1:, :j] @ T[j, :j]) / T[j, j]
+    return T
+
+
 def lower_from_theta(theta: np.ndarray, q: int) -> np.ndarray:
     """Lower-triangular q × q factor from θ, lower triangle stored column by column (lme4)."""
     T = np.zeros((q, q))

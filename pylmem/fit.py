@@ -60,9 +60,7 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
         from .em import fit_em
 
         em_result = fit_em(design, **(em_options or {}))
-        T = np.linalg.cholesky(em_result.omega / em_result.sigma2 + 0 * np.eye(len(em_result.omega))) \
-            if np.all(np.linalg.eigvalsh(em_result.omega) > 0) else np.zeros_like(em_result.omega)
-        theta = B.theta_from_lower(T)
+        theta = B.theta_from_lower(B.psd_cholesky(em_result.omega / em_result.sigma2))
         opt = check_convergence(dev, theta, theta0=theta, method="EM (SQUAREM)" if
                                 (em_options or {}).get("accelerate", True) else "EM",
                                 message=f"EM stopped after {em_result.n_iter} iterations",
