@@ -120,7 +120,8 @@ class EMResult:
     (E+M steps) performed; ``converged`` is True only when a ``tol`` was given and met.
     ``ranef`` (N×q) holds E(η_i | y) at the returned parameters, one row per group in the
     order of ``group_labels``.  ``method`` is "em", "ecme", "squarem" or "squarem-ecme";
-    ``n_cycles`` counts the SQUAREM cycles.  ``n_params`` = p + q(q+1)/2 + 1, or with a
+    ``n_cycles`` counts the SQUAREM cycles, ``n_rejected`` the extrapolations its safeguard
+    rejected.  ``n_params`` = p + q(q+1)/2 + 1, or with a
     mask p + (non-zero entries of its lower triangle) + 1.
     """
 
@@ -143,6 +144,7 @@ class EMResult:
     method: str = "em"
     simplified: bool = False
     n_cycles: int = 0
+    n_rejected: int = 0
 
     @property
     def sigma(self) -> float:
@@ -548,7 +550,7 @@ def _run(prob, *, n_iter, simplified, mask, tol, accelerate, max_iter):
     sigma2 = 1.0
     trace = []
     converged = False
-    n_cycles = 0
+    n_cycles = n_rejected = 0
     limit = n_iter if tol is None else max_iter
 
     def done(ll):
@@ -617,6 +619,7 @@ def _run(prob, *, n_iter, simplified, mask, tol, accelerate, max_iter):
                     x = xs                               # loglik(F(xe)) >= loglik(xe) >= ll0
                 else:                                    # safeguard: the plain double EM step
                     x = x2
+                    n_rejected += 1
                     if alpha == step_max:
                         step_max = max(step_min, step_max / mstep_f)
                     alpha = 1.0
@@ -633,7 +636,8 @@ def _run(prob, *, n_iter, simplified, mask, tol, accelerate, max_iter):
     method = {("em", False): "em", ("ecme", False): "ecme", ("em", True): "squarem",
               ("ecme", True): "squarem-ecme"}[(mapname, squarem)]
     return dict(delta=delta, Omega=Omega, sigma2=sigma2, E=E, trace=np.asarray(trace),
-                converged=converged, n_evals=n_evals, n_cycles=n_cycles, method=method)
+                converged=converged, n_evals=n_evals, n_cycles=n_cycles, method=method,
+                n_rejected=n_rejected)
 
 
 def _result(prob, out, *, simplified, mask, names, re_names, labels):
@@ -648,7 +652,7 @@ def _result(prob, out, *, simplified, mask, names, re_names, labels):
         converged=bool(out["converged"]), trace=out["trace"], n_params=k,
         names=names, re_names=re_names, n_obs=n, n_groups=prob.G,
         ranef=np.ascontiguousarray(E["mu"].T), group_labels=labels, method=out["method"],
-        simplified=simplified, n_cycles=out["n_cycles"])
+        simplified=simplified, n_cycles=out["n_cycles"], n_rejected=out["n_rejected"])
 
 
 def _check_opts(n_iter, tol, max_iter):
