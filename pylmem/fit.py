@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import scipy.linalg as sla
+import scipy.sparse as sp
 
 from . import batched as B
 from .crossprod import crossproducts
@@ -269,10 +270,9 @@ class LmerFit:
         if f.LRR is None:
             return [D0]
         # L^{-1} = [[L0^{-1}, 0], [-LRR^{-1} LR0 L0^{-1}, LRR^{-1}]]
-        Y = f.LR0 @ sla.block_diag(*L0inv) if len(L0inv) * q0 <= 4000 else \
-            (f.LR0 @ __import__("scipy.sparse", fromlist=["x"]).block_diag(list(L0inv))).toarray()
-        Y = sla.solve_triangular(f.LRR, np.asarray(Y), lower=True)
         G = len(L0inv)
+        L0inv_bd = sp.bsr_matrix((L0inv, np.arange(G), np.arange(G + 1)), shape=(G * q0, G * q0))
+        Y = sla.solve_triangular(f.LRR, (f.LR0 @ L0inv_bd).toarray(), lower=True)
         D0 = D0 + np.einsum("mgi,mgj->gij", Y.reshape(-1, G, q0), Y.reshape(-1, G, q0))
         out.append(D0)
         LRRinv = sla.solve_triangular(f.LRR, np.eye(f.LRR.shape[0]), lower=True)
