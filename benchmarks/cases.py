@@ -1,0 +1,152 @@
+"""Benchmark cases for ``compare.py``: the model formulas and the data they are fitted to.
+
+Each :class:`Case` names a formula in lme4 syntax, whether it is fitted by REML or ML,
+the columns that are grouping factors (categorical), and a ``load()`` returning the
+pandas DataFrame.  The simulated cases are deterministic (fixed seeds), so every
+process that calls ``load()`` -- the benchmark workers for each library -- fits the
+very same numbers; R reads the same frame written to CSV (``write_csv``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Case:
+    name: str
+    formula: str                   # lme4 syntax, used for pylmem, lme4 and mixedlm
+    reml: bool
+    factors: tuple                 # categorical columns (strings in the frame, factors in R)
+    load: Callable[[], pd.DataFrame]
+    description: str = ""
+    large: bool = False            # dropped by --quick
+    # statsmodels MixedLM translation: dict(formula=, groups=, re_formula=, vc_formula=)
+    # or None when statsmodels cannot express the model
+    statsmodels: dict | None = field(default=None)
+
+
+# ----------------------------------------------------------------------------- real data
+def _rat() -> pd.DataFrame:
+    from pylmem.datasets import load
+
+    d = load("ratWeight")
+    d["week2"] = d["week"] ** 2
+    return d
+
+
+def _dataset(name: str) -> Callable[[], pd.DataFrame]:
+    def f() -> pd.DataFrame:
+        from pylmem.datasets import load
+
+        return load(name)
+
+    f.__name__ = f"load_{name}"
+    return f
+
+
+def _insteval() -> pd.DataFrame:
+    from pylmem.datasets import load
+
+    d = load("InstEval")
+    # statsmodels has no ':' for a grouping factor: a ready-made interaction column
+    d["dept_service"] = d["dept"] + "_" + d["service"]
+    return d
+
+
+# ----------------------------------------------------------------------------- simulators
+# Ω for (intercept, x, x2): SDs 2.0, 0.5, 0.3 with correlations -0.3, 0.2, 0.1; σ² = 1.
+SIM_SD = np.array([2.0, 0.5, 0.3])
+SIM_CORR = np.array([[1.0, -0.3, 0.2],
+                     [-0.3, 1.0, 0.1],
+                     [0.2, 0.1, 1.0]])
+SIM_OMEGA = SIM_CORR * np.outer(SIM_SD, SIM_SD)
+SIM_BETA = np.array([10.0, 1.5, -0.5])
+SIM_SIGMA = 1.0
+
+
+def simulate_single(n_obs: int, per_group: int = 10, seed: int = 20240601) -> pd.DataFrame:
+    """``y ~ x + x2 + (x + x2 | g)``: one grouping factor, ``per_group`` rows per level.
+
+    x is a standardised "time" (0..per_group-1, centred and scaled, plus jitter) and
+    x2 = x**2, like the rat growth curves; random effects are drawn from N(0, SIM_OMEGA).
+    """
+    rng = np.random.default_rng(seed)
+    n_groups = n_obs // per_group
+    n = n_groups * per_group
+    g = np.repeat(np.arange(n_groups), per_group)
+    t = np.tile(np.arange(per_group, dtype=float), n_groups)
+    x = (t - (per_group - 1) / 2) / (per_group / 3.5) + rng.normal(0.0, 0.1, n)
+    x2 = x ** 2
+    b = rng.multivariate_normal(np.zeros(3), SIM_OMEGA, size=n_groups)
+    y = (SIM_BETA[0] + b[g, 0]) + (SIM_BETA[1] + b[g, 1]) * x + (SIM_BETA[2] + b[g, 2]) * x2 \
+        + rng.normal(0.0, SIM_SIGMA, n)
+    return pd.DataFrame({"y": y, "x": x, "x2": x2, "g": np.char.add("g", g.astype(str))})
+
+
+def simulate_crossed(n_obs: int = 100_000, n_a: int = 1000, n_b: int = 200,
+                     seed: int = 20240602) -> pd.DataFrame:
+    """``y ~ x + (1 | a) + (1 | b)``: two crossed factors, each row a random (a, b) cell."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n_a, n_obs)
+    b = rng.integers(0, n_b, n_obs)
+    # make sure every level is present
+    a[:n_a] = np.arange(n_a)
+    b[:n_b] = np.arange(n_b)
+    x = rng.normal(0.0, 1.0, n_obs)
+    ua = rng.normal(0.0, 1.0, n_a)      # SD 1.0
+    ub = rng.normal(0.0, 0.5, n_b)      # SD 0.5
+    y = 5.0 + 0.8 * x + ua[a] + ub[b] + rng.normal(0.0, 1.0, n_obs)
+    return pd.DataFrame({"y": y, "x": x,
+                         "a": np.char.add("a", a.astype(str)),
+                         "b": np.char.add("b", b.astype(str))})
+
+
+# ----------------------------------------------------------------------------- the cases
+def _single(n):
+    return dict(formula="y ~ x + x2", groups="g", re_formula="~x + x2")
+
+
+CASES: dict[str, Case] = {c.name: c for c in [
+    Case("rat_poly_ML", "weight ~ week + week2 + (week + week2 | id)", False, ("id",), _rat,
+         "ratWeight, quadratic growth curve, q=3, ML",
+         statsmodels=dict(formula="weight ~ week + week2", groups="id", re_formula="~week + week2")),
+    Case("rat_gender_ML", "weight ~ gender*week + gender*week2 + (week + week2 | id)", False,
+         ("id", "gender"), _rat, "ratWeight, gender x polynomial, q=3, ML",
+         statsmodels=dict(formula="weight ~ gender*week + gender*week2", groups="id",
+                          re_formula="~week + week2")),
+    Case("sleepstudy_REML", "Reaction ~ Days + (Days | Subject)", True, ("Subject",),
+         _dataset("sleepstudy"), "sleepstudy, random slope, REML",
+         statsmodels=dict(formula="Reaction ~ Days", groups="Subject", re_formula="~Days")),
+    Case("Penicillin_REML", "diameter ~ 1 + (1 | plate) + (1 | sample)", True, ("plate", "sample"),
+         _dataset("Penicillin"), "Penicillin, two crossed intercepts, REML",
+         statsmodels=dict(formula="diameter ~ 1", groups=None, re_formula="0",
+                          vc_formula={"plate": "0 + C(plate)", "sample": "0 + C(sample)"})),
+    Case("InstEval_ML", "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)", False,
+         ("s", "d", "dept", "service", "dept_service"), _insteval,
+         "InstEval, 73k obs, three crossed/nested intercepts, ML",
+         statsmodels=dict(formula="y ~ 1 + service", groups=None, re_formula="0",
+                          vc_formula={"s": "0 + C(s)", "d": "0 + C(d)",
+                                      "dept_service": "0 + C(dept_service)"})),
+    Case("sim_1e4_ML", "y ~ x + x2 + (x + x2 | g)", False, ("g",),
+         lambda: simulate_single(10_000), "simulated, 1,000 groups x 10, q=3, ML",
+         statsmodels=_single(10_000)),
+    Case("sim_1e5_ML", "y ~ x + x2 + (x + x2 | g)", False, ("g",),
+         lambda: simulate_single(100_000), "simulated, 10,000 groups x 10, q=3, ML",
+         statsmodels=_single(100_000)),
+    Case("sim_1e6_ML", "y ~ x + x2 + (x + x2 | g)", False, ("g",),
+         lambda: simulate_single(1_000_000), "simulated, 100,000 groups x 10, q=3, ML", large=True,
+         statsmodels=_single(1_000_000)),
+    Case("crossed_1e5_ML", "y ~ x + (1 | a) + (1 | b)", False, ("a", "b"),
+         lambda: simulate_crossed(100_000), "simulated, 1000 x 200 crossed intercepts, 1e5 obs, ML",
+         statsmodels=dict(formula="y ~ x", groups=None, re_formula="0",
+                          vc_formula={"a": "0 + C(a)", "b": "0 + C(b)"})),
+]}
+
+
+def write_csv(case: Case, path) -> None:
+    """The case's data as CSV for R (floats written with round-trip precision)."""
+    case.load().to_csv(path, index=False)
