@@ -26,11 +26,21 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg.lapack import dtrtrs
 
 from . import batched as B
 from .crossprod import CrossProducts
 
 _LOG2PI = np.log(2 * np.pi)
+
+
+def _trsolve(L: np.ndarray, b: np.ndarray, trans: int = 0) -> np.ndarray:
+    """Solve L x = b (trans=0) or L' x = b (trans=1), L lower triangular: LAPACK dtrtrs
+    called directly, without scipy.linalg's per-call validation (small systems, hot path)."""
+    x, info = dtrtrs(L, b, lower=1, trans=trans)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
+    return x
 
 
 @dataclass
@@ -77,7 +87,7 @@ class Factor:
     def beta(self) -> np.ndarray:
         if self.p == 0:
             return np.zeros(0)
-        return sla.solve_triangular(self.RX.T, self.LW[-1, :-1], lower=False)
+        return _trsolve(self.RX, self.LW[-1, :-1], trans=1)
 
     def spherical_modes(self, beta=None):
         """Conditional modes of u (spherical scale): first term (L, q), rest (m,)."""
@@ -173,6 +183,8 @@ class ProfiledDeviance:
         self._pairs = (Kmat, uniq)
         self._A_csc = A
         self._A_col = np.repeat(np.arange(A.shape[1]), cnt)
+        # small problems: dense arithmetic has less per-call overhead than scipy.sparse
+        self._A_dense = A.toarray() if A.shape[0] * A.shape[1] <= 250_000 else None
 
     # ---------------------------------------------------------------- θ helpers
     def split_theta(self, theta) -> list:
@@ -238,18 +250,23 @@ class ProfiledDeviance:
             # all terms scalar: L_R0 = diag(s) A diag(c), A = Z_R'Z_0, c_j = θ_0 / L0_j
             sR = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
             c = T0[0, 0] / L0s[0, 0]
-            Kmat, uniq = self._pairs
-            P = np.zeros(self.m * self.m)
-            P[uniq] = Kmat @ (c * c)
-            # lower triangle of Λ_R'Z_R'Z_RΛ_R + I − L_R0 L_R0' (the Cholesky reads only that)
-            ARR = (self.ZRtZR - P.reshape(self.m, self.m)) * np.outer(sR, sR)
+            if self._A_dense is not None:
+                LR0 = self._A_dense * sR[:, None] * c[None, :]
+                ARR = self.ZRtZR * np.outer(sR, sR) - LR0 @ LR0.T
+            else:
+                Kmat, uniq = self._pairs
+                P = np.zeros(self.m * self.m)
+                P[uniq] = Kmat @ (c * c)
+                # lower triangle of Λ_R'Z_R'Z_RΛ_R − L_R0 L_R0' (the Cholesky reads only that)
+                ARR = (self.ZRtZR - P.reshape(self.m, self.m)) * np.outer(sR, sR)
+                A = self._A_csc
+                LR0 = sp.csc_matrix((A.data * sR[A.indices] * c[self._A_col], A.indices, A.indptr),
+                                    shape=A.shape)
             ARR[np.diag_indices_from(ARR)] += 1.0
-            A = self._A_csc
-            LR0 = sp.csc_matrix((A.data * sR[A.indices] * c[self._A_col], A.indices, A.indptr),
-                                shape=A.shape)
-            LRR = sla.cholesky(ARR, lower=True, check_finite=False, overwrite_a=True)
+            LRR = np.linalg.cholesky(ARR) if self.m <= 64 else \
+                sla.cholesky(ARR, lower=True, check_finite=False, overwrite_a=True)
             BR = sR[:, None] * self.ZRtW - LR0 @ C0r
-            CR = sla.solve_triangular(LRR, BR, lower=True, check_finite=False)
+            CR = _trsolve(LRR, BR)
             S = S - CR.T @ CR
             logdet += 2.0 * float(np.log(np.diag(LRR)).sum())
         elif self.m:
@@ -320,7 +337,7 @@ class ProfiledDeviance:
         nu = self.n - self.p if self.reml else self.n
         GD = M - (nu / f.pwrss) * (g @ g.T)
         if self.reml and self.p:
-            RXinv = sla.solve_triangular(f.RX, np.eye(self.p), lower=True)
+            RXinv = _trsolve(f.RX, np.eye(self.p))
             KX = np.einsum("ba,iag->ibg", RXinv, K[:, :-1, :]).reshape(q, -1)
             GD = GD - KX @ KX.T
         GT = 2.0 * GD @ T0

@@ -272,7 +272,9 @@ class LmerFit:
         # L^{-1} = [[L0^{-1}, 0], [-LRR^{-1} LR0 L0^{-1}, LRR^{-1}]]
         G = len(L0inv)
         L0inv_bd = sp.bsr_matrix((L0inv, np.arange(G), np.arange(G + 1)), shape=(G * q0, G * q0))
-        Y = sla.solve_triangular(f.LRR, (f.LR0 @ L0inv_bd).toarray(), lower=True)
+        LR0L0inv = f.LR0 @ L0inv_bd if sp.issparse(f.LR0) else (L0inv_bd.T @ f.LR0.T).T
+        LR0L0inv = LR0L0inv.toarray() if sp.issparse(LR0L0inv) else np.asarray(LR0L0inv)
+        Y = sla.solve_triangular(f.LRR, LR0L0inv, lower=True)
         D0 = D0 + np.einsum("mgi,mgj->gij", Y.reshape(-1, G, q0), Y.reshape(-1, G, q0))
         out.append(D0)
         LRRinv = sla.solve_triangular(f.LRR, np.eye(f.LRR.shape[0]), lower=True)

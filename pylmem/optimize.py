@@ -60,36 +60,61 @@ def _row_scales(terms, dev) -> np.ndarray:
 def start_theta(design, dev) -> np.ndarray:
     """Starting θ: moment estimates for scalar terms, scaled identity for vector terms.
 
-    For a scalar term the variance of the group means of the OLS residuals, less the
-    part due to the residual variance, estimates the term's variance (a method of
-    moments); θ_k is its square root relative to the residual SD.
+    For a scalar intercept term k the variance of the level means of the OLS residuals
+    estimates b_k = σ_k² + σ² mean(1/n_j); the residual variance is what the terms leave
+    of the total, σ² = s² − Σ_k σ_k² (a few fixed-point sweeps, floored at s²/10), and
+    θ_k = σ_k/σ.  From there BOBYQA needs ~45 evaluations on InstEval against ~115 from
+    θ = 1, and ~35 instead of ~60 on Penicillin.
     """
     X, y = design.X, design.y
     beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta
     s2 = max(float(e.var()), 1e-300)
+    scalar = [t.q == 1 and np.all(t.Z == 1.0) for t in design.terms]
+    stats = {}
+    for k, t in enumerate(design.terms):
+        if scalar[k]:
+            n_j = np.maximum(np.bincount(t.codes, minlength=t.n_levels).astype(float), 1)
+            m_j = np.bincount(t.codes, weights=e, minlength=t.n_levels) / n_j
+            stats[k] = (m_j.var(), np.mean(1.0 / n_j))
+    sigma2 = s2
+    var = {}
+    for _ in range(5):
+        var = {k: max(b - sigma2 * inv_n, 0.01 * sigma2) for k, (b, inv_n) in stats.items()}
+        sigma2 = max(s2 - sum(var.values()), 0.1 * s2)
     parts = []
-    for t in design.terms:
-        if t.q == 1 and np.all(t.Z == 1.0):
-            n_j = np.bincount(t.codes, minlength=t.n_levels).astype(float)
-            m_j = np.bincount(t.codes, weights=e, minlength=t.n_levels) / np.maximum(n_j, 1)
-            between = m_j.var() - s2 * np.mean(1.0 / np.maximum(n_j, 1))
-            parts.append(np.array([np.sqrt(max(between, 0.01 * s2) / s2)]))
+    for k, t in enumerate(design.terms):
+        if scalar[k]:
+            parts.append(np.array([np.sqrt(var[k] / sigma2)]))
         else:
             s = np.sqrt(np.mean(t.Z ** 2, axis=0))
             parts.append(B.theta_from_lower(np.diag(1.0 / np.where(s > 0, s, 1.0))))
     return np.concatenate(parts)
 
 
-def _fd_hessian(grad, x, h):
-    """Symmetrised central-difference Hessian from a gradient function."""
+def _fd_hessian(grad, x, h, g0):
+    """Symmetrised forward-difference Hessian from a gradient function (g0 = grad(x)).
+
+    Forward steps stay inside the bounds (θ_diag ≥ 0) and cost k gradients, not 2k.
+    """
     k = len(x)
     H = np.empty((k, k))
     for i in range(k):
         e = np.zeros(k)
         e[i] = h[i]
-        H[i] = (grad(x + e) - grad(x - e)) / (2 * h[i])
+        H[i] = (grad(x + e) - g0) / h[i]
     return 0.5 * (H + H.T)
+
+
+def _fd_grad(f, x, h):
+    """Central-difference gradient of a scalar function."""
+    k = len(x)
+    g = np.empty(k)
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h[i]
+        g[i] = (f(x + e) - f(x - e)) / (2 * h[i])
+    return g
 
 
 def _fd_grad_hess(f, x, h):
@@ -164,8 +189,10 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
             opt.set_min_objective(f)
             opt.set_lower_bounds(lo.tolist())
             opt.set_upper_bounds([1e4] * len(start))
-            opt.set_ftol_rel(1e-12)
-            opt.set_xtol_abs(1e-10)
+            # moderate tolerances: the Newton step in check_convergence polishes the optimum
+            # to ~1e-13 relative in d, and saves ~15% of the evaluations (InstEval: 63 -> 54)
+            opt.set_ftol_rel(1e-9)
+            opt.set_xtol_abs(1e-7)
             opt.set_maxeval(10000)
             opt.set_initial_step([max(0.1, 0.2 * abs(t)) for t in start])
             x = opt.optimize(np.clip(start, lo, None))
@@ -212,7 +239,7 @@ def check_convergence(dev, theta, *, theta0, method, message, trace) -> OptSumma
         if dev.has_gradient:
             grad = lambda x: dev.value_and_gradient(x)[1]  # noqa: E731
             g = grad(theta)
-            H = _fd_hessian(grad, theta, h)
+            H = _fd_hessian(grad, theta, h, g)
         else:
             g, H = _fd_grad_hess(dev, theta, h)
         gf, Hf = g[free], H[np.ix_(free, free)]
@@ -225,7 +252,7 @@ def check_convergence(dev, theta, *, theta0, method, message, trace) -> OptSumma
                 o2 = dev(t2)
                 if o2 < obj:
                     theta, obj = t2, o2
-                    gf = (grad(theta) if dev.has_gradient else _fd_grad_hess(dev, theta, h)[0])[free]
+                    gf = (grad(theta) if dev.has_gradient else _fd_grad(dev, theta, h))[free]
                     g = g.copy()
                     g[free] = gf
         except np.linalg.LinAlgError:
