@@ -107,19 +107,82 @@ def _group_labels(data: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
     return lab
 
 
-def _random_matrix(spec: RandomSpec, data: pd.DataFrame):
-    expr, renames = translate_r(spec.expr)
+class NumericSpec:
+    """Model spec of an expression made of an intercept and plain numeric columns.
+
+    Such expressions (``Days``, ``week + week2``, ``1``, ``0 + x``) are the common case of
+    random-effects terms and simple fixed parts; building them directly skips formulaic's
+    parse-and-materialise (about 1 ms a call).  Offers the parts of formulaic's ModelSpec
+    that pylmem uses: ``get_model_matrix``, ``required_variables``, ``encoder_state``,
+    ``term_indices``.
+    """
+
+    encoder_state: dict = {}
+
+    def __init__(self, intercept: bool, columns: list[str]):
+        self.intercept = intercept
+        self.columns = list(columns)
+
+    @property
+    def names(self) -> list[str]:
+        return (["Intercept"] if self.intercept else []) + self.columns
+
+    @property
+    def required_variables(self) -> set:
+        return set(self.columns)
+
+    @property
+    def term_indices(self) -> dict:
+        return {name: [i] for i, name in enumerate(self.names)}
+
+    def get_model_matrix(self, data: pd.DataFrame, output: str = "pandas", **_) -> pd.DataFrame:
+        missing = [c for c in self.columns if c not in data.columns]
+        if missing:
+            raise ValueError(f"column(s) {', '.join(map(repr, missing))} not found in the data")
+        cols = {"Intercept": np.ones(len(data))} if self.intercept else {}
+        for c in self.columns:
+            cols[c] = pd.to_numeric(data[c]).to_numpy(dtype=float)
+        return pd.DataFrame(cols, index=data.index, columns=self.names)
+
+    @classmethod
+    def detect(cls, expr: str, data: pd.DataFrame):
+        """A NumericSpec for ``expr`` if it is only ``1``/``0``/``-1`` and numeric columns."""
+        from .formula import _split_sum
+
+        intercept, cols = True, []
+        for sign, term in _split_sum(expr):
+            if term == "1":
+                intercept = sign == "+"
+            elif term == "0" and sign == "+":
+                intercept = False
+            elif (sign == "+" and term in data.columns and term not in cols
+                  and pd.api.types.is_numeric_dtype(data[term])
+                  and not pd.api.types.is_bool_dtype(data[term])):
+                cols.append(term)
+            else:
+                return None
+        return cls(intercept, cols)
+
+
+def _required_variables(expr: str, data: pd.DataFrame) -> set:
+    """Data columns an expression uses (formulaic's parse, skipped for plain numeric ones)."""
+    spec = NumericSpec.detect(expr, data)
+    return spec.required_variables if spec is not None else set(Formula(expr).required_variables)
+
+
+def _model_matrix(expr: str, data: pd.DataFrame):
+    """(matrix, formulaic-style column names, spec, term_indices) of a right-hand side."""
+    spec = NumericSpec.detect(expr, data)
+    if spec is not None:
+        M = np.empty((len(data), len(spec.names)))
+        if spec.intercept:
+            M[:, 0] = 1.0
+        for j, c in enumerate(spec.columns, start=int(spec.intercept)):
+            M[:, j] = data[c].to_numpy(dtype=float)
+        return M, spec.names, spec, spec.term_indices
     mm = model_matrix(expr, data, na_action="ignore", output="pandas")
-    names = [r_column_name(c, expr, renames) for c in mm.columns]
-    return mm, names, renames
-
-
-def _split_uncorrelated(spec: RandomSpec, mm, names):
-    """``(a + b || g)``: one term per formula term of ``expr`` (lme4's double bar)."""
-    groups = []
-    for _term, idx in mm.model_spec.term_indices.items():
-        groups.append(list(idx))
-    return groups
+    return (np.asarray(mm.to_numpy(dtype=float)), list(mm.columns), mm.model_spec,
+            mm.model_spec.term_indices)
 
 
 def _drop_rank_deficient(X: np.ndarray, names: list[str]):
@@ -162,11 +225,11 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
         raise ValueError(f"response column {parsed.response!r} is not numeric "
                          f"(dtype {data[parsed.response].dtype})")
     used = {parsed.response}
-    fixed_vars = Formula(parsed.fixed).required_variables
+    fixed_vars = _required_variables(parsed.fixed, data)
     _check_columns(sorted(fixed_vars), data, f"the fixed part '{parsed.fixed}'")
     used |= set(fixed_vars)
     for spec in parsed.random:
-        expr_vars = Formula(translate_r(spec.expr)[0]).required_variables
+        expr_vars = _required_variables(translate_r(spec.expr)[0], data)
         _check_columns(sorted(expr_vars), data, f"the random term ({spec.expr} | {spec.name})")
         _check_columns(list(spec.group), data, f"the random term ({spec.expr} | {spec.name})")
         used |= set(expr_vars) | set(spec.group)
@@ -180,26 +243,28 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
         raise ValueError(f"no rows left after dropping {n_dropped} rows with missing values")
 
     # fixed effects
-    fmm = model_matrix(parsed.fixed, data, na_action="ignore", output="pandas")
-    fixef_names = [r_column_name(c, parsed.fixed, parsed.renames) for c in fmm.columns]
-    X = np.asarray(fmm.to_numpy(dtype=float))
+    X, fcols, fixed_spec, _ = _model_matrix(parsed.fixed, data)
+    fixef_names = [r_column_name(c, parsed.fixed, parsed.renames) for c in fcols]
     X, fixef_names, dropped_cols = _drop_rank_deficient(X, fixef_names)
     y = data[parsed.response].to_numpy(dtype=float)
 
     # random effects
     terms: list[RandomTerm] = []
     for spec in parsed.random:
-        mm, names, _ = _random_matrix(spec, data)
+        expr = translate_r(spec.expr)[0]
+        Zfull, zcols, zspec, term_indices = _model_matrix(expr, data)
+        names = [r_column_name(c, expr, translate_r(spec.expr)[1]) for c in zcols]
         labels = _group_labels(data, spec.group)
         codes, levels = pd.factorize(labels, sort=True)
-        Zfull = mm.to_numpy(dtype=float)
-        col_groups = [list(range(Zfull.shape[1]))] if spec.correlated else _split_uncorrelated(spec, mm, names)
+        # (a + b || g): one term per formula term of the expression, as lme4's double bar
+        col_groups = [list(range(Zfull.shape[1]))] if spec.correlated else \
+            [list(idx) for idx in term_indices.values()]
         for cols in col_groups:
             terms.append(RandomTerm(name=spec.name, group=spec.group,
                                     coef_names=[names[c] for c in cols],
                                     Z=np.ascontiguousarray(Zfull[:, cols]),
                                     codes=codes.astype(np.int64), levels=np.asarray(levels),
-                                    expr=translate_r(spec.expr)[0], spec=mm.model_spec,
+                                    expr=expr, spec=zspec,
                                     columns=list(cols)))
     # lme4 orders terms by decreasing number of levels (stable), and makes names unique
     terms.sort(key=lambda t: -t.n_levels)
@@ -222,4 +287,4 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
     return ModelDesign(formula=formula, parsed=parsed, y=y[order], X=np.ascontiguousarray(X[order]),
                        fixef_names=fixef_names, terms=terms,
                        row_labels=np.asarray(data.index)[order], order=order, n_dropped=n_dropped,
-                       fixed_spec=fmm.model_spec, dropped_columns=dropped_cols)
+                       fixed_spec=fixed_spec, dropped_columns=dropped_cols)
