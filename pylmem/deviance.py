@@ -171,15 +171,25 @@ class ProfiledDeviance:
         if n_pairs > max_pairs:
             return
         # entry e at local position t of its column pairs with the t+1 entries at or above it
-        local = np.arange(A.nnz) - np.repeat(A.indptr[:-1], cnt)
-        e = np.repeat(np.arange(A.nnz), local + 1)
-        starts = np.repeat(np.repeat(A.indptr[:-1], cnt), local + 1)
-        partner = starts + (np.arange(len(e)) - np.repeat(np.cumsum(local + 1) - (local + 1), local + 1))
+        start_e = np.repeat(A.indptr[:-1], cnt)                 # first entry of e's column
+        reps = np.arange(A.nnz) - start_e + 1
+        e = np.repeat(np.arange(A.nnz, dtype=np.int32 if A.nnz < 2**31 else np.int64), reps)
+        # partner runs start_e, start_e + 1, ..., e: position in the run plus the column start
+        partner = np.arange(len(e), dtype=e.dtype) - np.repeat(
+            (np.cumsum(reps) - reps - start_e).astype(e.dtype), reps)
         m = self.m
-        flat = A.indices[e].astype(np.int64) * m + A.indices[partner]
-        col = np.repeat(np.repeat(np.arange(A.shape[1]), cnt), local + 1)
-        uniq, inv = np.unique(flat, return_inverse=True)
-        Kmat = sp.csr_matrix((A.data[e] * A.data[partner], (inv, col)), shape=(len(uniq), A.shape[1]))
+        rows = A.indices.astype(np.int64)
+        flat = rows[e] * m + rows[partner]
+        col = np.repeat(np.arange(A.shape[1]), cnt)[e]
+        coef = A.data[e] * A.data[partner]
+        if m * m <= 20_000_000:
+            # rows indexed by the flat position in the m × m block: K w is the block itself
+            # (scipy sums duplicate entries in a linear-time conversion, no sort needed)
+            Kmat = sp.csr_matrix((coef, (flat, col)), shape=(m * m, A.shape[1]))
+            uniq = None
+        else:
+            uniq, inv = np.unique(flat, return_inverse=True)
+            Kmat = sp.csr_matrix((coef, (inv, col)), shape=(len(uniq), A.shape[1]))
         self._pairs = (Kmat, uniq)
         self._A_csc = A
         self._A_col = np.repeat(np.arange(A.shape[1]), cnt)
@@ -255,8 +265,11 @@ class ProfiledDeviance:
                 ARR = self.ZRtZR * np.outer(sR, sR) - LR0 @ LR0.T
             else:
                 Kmat, uniq = self._pairs
-                P = np.zeros(self.m * self.m)
-                P[uniq] = Kmat @ (c * c)
+                if uniq is None:
+                    P = Kmat @ (c * c)
+                else:
+                    P = np.zeros(self.m * self.m)
+                    P[uniq] = Kmat @ (c * c)
                 # lower triangle of Λ_R'Z_R'Z_RΛ_R − L_R0 L_R0' (the Cholesky reads only that)
                 ARR = (self.ZRtZR - P.reshape(self.m, self.m)) * np.outer(sR, sR)
                 A = self._A_csc
