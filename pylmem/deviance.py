@@ -166,7 +166,14 @@ class ProfiledDeviance:
         """
         A = self.ZRtZ0.tocsc()
         A.sort_indices()
+        self._A_csc = A
         cnt = np.diff(A.indptr)
+        self._A_col = np.repeat(np.arange(A.shape[1]), cnt)
+        # small problems: dense arithmetic has less per-call overhead than scipy.sparse
+        self._A_dense = A.toarray() if A.shape[0] * A.shape[1] <= 250_000 else None
+        if self._A_dense is not None:
+            self._pairs = (None, None)
+            return
         n_pairs = int((cnt * (cnt + 1) // 2).sum())
         if n_pairs > max_pairs:
             return
@@ -180,7 +187,7 @@ class ProfiledDeviance:
         m = self.m
         rows = A.indices.astype(np.int64)
         flat = rows[e] * m + rows[partner]
-        col = np.repeat(np.arange(A.shape[1]), cnt)[e]
+        col = self._A_col[e]
         coef = A.data[e] * A.data[partner]
         if m * m <= 20_000_000:
             # rows indexed by the flat position in the m × m block: K w is the block itself
@@ -191,10 +198,6 @@ class ProfiledDeviance:
             uniq, inv = np.unique(flat, return_inverse=True)
             Kmat = sp.csr_matrix((coef, (inv, col)), shape=(len(uniq), A.shape[1]))
         self._pairs = (Kmat, uniq)
-        self._A_csc = A
-        self._A_col = np.repeat(np.arange(A.shape[1]), cnt)
-        # small problems: dense arithmetic has less per-call overhead than scipy.sparse
-        self._A_dense = A.toarray() if A.shape[0] * A.shape[1] <= 250_000 else None
 
     # ---------------------------------------------------------------- θ helpers
     def split_theta(self, theta) -> list:
