@@ -1,63 +1,24 @@
-"""Batched kernels for stacks of small matrices, shape (G, q, q) with q small.
+"""Batched kernels for stacks of small matrices (G matrices of q × q, q small).
 
 numpy's ``linalg`` gufuncs call LAPACK once per matrix, which costs about a
 microsecond each and dominates for 10^5 groups of 3 × 3 blocks.  These kernels loop
-over the q columns (a handful) and do the arithmetic for all G matrices at once.
+over the q columns (a handful) and do the arithmetic for all G matrices at once, on
+the "structure of arrays" layout (q, q, G); ``solve_lower``/``solve_lower_t`` accept the
+(G, q, q) layout as views of the same kernels.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def cholesky(A: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a stack of symmetric positive-definite matrices.
-
-    Raises ``np.linalg.LinAlgError`` if a pivot is not positive.
-    """
-    G, q, _ = A.shape
-    if q == 1:
-        if np.any(~(A[:, 0, 0] > 0)):
-            raise np.linalg.LinAlgError("matrix not positive definite")
-        return np.sqrt(A)
-    L = np.zeros_like(A)
-    for j in range(q):
-        d = A[:, j, j] - np.einsum("gk,gk->g", L[:, j, :j], L[:, j, :j])
-        if np.any(~(d > 0)):
-            raise np.linalg.LinAlgError("matrix not positive definite")
-        ljj = np.sqrt(d)
-        L[:, j, j] = ljj
-        if j + 1 < q:
-            L[:, j + 1:, j] = (A[:, j + 1:, j] - np.einsum("gik,gk->gi", L[:, j + 1:, :j], L[:, j, :j])) / ljj[:, None]
-    return L
-
-
 def solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Solve L X = B for stacks: L (G, q, q) lower triangular, B (G, q, r)."""
-    G, q, _ = L.shape
-    if q == 1:
-        return B / L
-    X = np.empty(np.broadcast_shapes(B.shape, (G, q, B.shape[-1])), dtype=float)
-    for i in range(q):
-        acc = B[:, i, :] - np.einsum("gk,gkr->gr", L[:, i, :i], X[:, :i, :]) if i else B[:, i, :]
-        X[:, i, :] = acc / L[:, i, i][:, None]
-    return X
+    return solve_lower_soa(L.transpose(1, 2, 0), B.transpose(1, 2, 0)).transpose(2, 0, 1)
 
 
 def solve_lower_t(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Solve L' X = B for stacks: L (G, q, q) lower triangular, B (G, q, r)."""
-    G, q, _ = L.shape
-    if q == 1:
-        return B / L
-    X = np.empty(np.broadcast_shapes(B.shape, (G, q, B.shape[-1])), dtype=float)
-    for i in range(q - 1, -1, -1):
-        acc = B[:, i, :] - np.einsum("gk,gkr->gr", L[:, i + 1:, i], X[:, i + 1:, :]) if i + 1 < q else B[:, i, :]
-        X[:, i, :] = acc / L[:, i, i][:, None]
-    return X
-
-
-def logdet_chol(L: np.ndarray) -> float:
-    """log|A| summed over a stack, from the stack's Cholesky factors L (A = L L')."""
-    return 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
+    return solve_lower_t_soa(L.transpose(1, 2, 0), B.transpose(1, 2, 0)).transpose(2, 0, 1)
 
 
 def psd_cholesky(M: np.ndarray, tol: float = 1e-12) -> np.ndarray:
