@@ -23,22 +23,30 @@ from .deviance import Factor, ProfiledDeviance
 from .optimize import OptSummary, check_convergence, optimize_theta
 
 
+_BLAS_CONTROLLER = []
+
+
 def _blas_threads_for(dev):
     """One BLAS thread unless the dense block is large enough to gain from more.
 
     Measured here (OpenBLAS, 2 cores): a 200 × 200 block evaluates in 1.5 ms on one thread
     and ~45 ms on two (thread hand-off dominates small operations); InstEval's 1156 × 1156
-    block gains ~15% from two.
+    block gains ~15% from two.  The libraries are looked up once (a scan of the process's
+    maps costs ~3 ms), then each fit only sets the limit.
     """
     from contextlib import nullcontext
 
     if not 0 < dev.m < 512:   # one term: no dense block; large blocks: threads pay off
         return nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional speed-up
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CONTROLLER.append(ThreadpoolController())
+        except ImportError:  # pragma: no cover - optional speed-up
+            _BLAS_CONTROLLER.append(None)
+    ctl = _BLAS_CONTROLLER[0]
+    return nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
 class ConvergenceWarning(UserWarning):
