@@ -56,6 +56,7 @@ class Factor:
     CR: np.ndarray        # (m, r)
     LW: np.ndarray        # (r, r) lower factor of the W block
     logdet_L: float       # log|L|²
+    TtG0: np.ndarray = None  # (q, q, L) T0' Z_0'Z_0 per level, kept for the gradient
 
     @property
     def L0(self) -> np.ndarray:
@@ -253,12 +254,12 @@ class ProfiledDeviance:
         A00[np.arange(q0), np.arange(q0)] += 1.0
         L0s = B.cholesky_soa(A00)
         C0s = B.solve_lower_soa(L0s, B.left_mul_soa(T0.T, self._ZW0))
-        C0r = C0s.transpose(2, 0, 1).reshape(-1, self.r)
-        S = self.cp.WtW - C0r.T @ C0r
+        S = self.cp.WtW - sum(C0s[j] @ C0s[j].T for j in range(q0))   # W'W − Σ_levels C0'C0
         logdet = 2.0 * float(np.log(L0s[np.arange(q0), np.arange(q0)]).sum())
         L0 = L0s.transpose(2, 0, 1)
         C0 = C0s.transpose(2, 0, 1)
         LR0 = LRR = CR = None
+        C0r = C0s.transpose(2, 0, 1).reshape(-1, self.r) if self.m else None
         if self.m and self._pairs is not None:
             # all terms scalar: L_R0 = diag(s) A diag(c), A = Z_R'Z_0, c_j = θ_0 / L0_j
             sR = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
@@ -304,7 +305,7 @@ class ProfiledDeviance:
             logdet += 2.0 * float(np.log(np.diag(LRR)).sum())
         LW = np.linalg.cholesky(S)
         return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LR0=LR0, LRR=LRR, CR=CR,
-                      LW=LW, logdet_L=logdet)
+                      LW=LW, logdet_L=logdet, TtG0=TtG)
 
     def objective_from(self, f: Factor) -> float:
         """The criterion from a factor."""
@@ -345,7 +346,7 @@ class ProfiledDeviance:
         val = self.objective_from(f)
         T0 = f.T[0]
         q, r, G = f.C0s.shape
-        H = B.solve_lower_soa(f.L0s, B.left_mul_soa(T0.T, self._G0))  # L^{-1} T' G, (q, q, L)
+        H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)
         K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s)          # Z'V^{-1}W, (q, r, L)
         M = self._sum_ZtZ0 - np.einsum("jig,jkg->ik", H, H)           # Σ Z'V^{-1}Z
         beta = f.beta()
