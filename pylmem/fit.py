@@ -74,6 +74,8 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
     t0 = time.perf_counter() if _t0 is None else _t0
     if method not in ("profiled", "em"):
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
+    if method == "em" and reml:
+        raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
     cp = crossproducts(design.y, design.X, design.terms) if cp is None else cp
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
                            reml=reml)
@@ -82,14 +84,12 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
     progress = Progress(verbose=verbose, label="lmer")
     em_result = None
     if method == "em":
-        if reml:
-            raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
         from .em import fit_em
 
         em_result = fit_em(design, **(em_options or {}))
         theta = B.theta_from_lower(B.psd_cholesky(em_result.omega / em_result.sigma2))
-        opt = check_convergence(dev, theta, theta0=theta, method="EM (SQUAREM)" if
-                                (em_options or {}).get("accelerate", True) else "EM",
+        # the check polishes θ with one Newton step when that raises the likelihood
+        opt = check_convergence(dev, theta, theta0=theta, method=f"EM ({em_result.method})",
                                 message=f"EM stopped after {em_result.n_iter} iterations",
                                 trace=list(-2 * np.asarray(em_result.trace)))
         if not em_result.converged:
