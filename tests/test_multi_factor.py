@@ -74,3 +74,16 @@ def test_crossed_vector_terms_match_dense_likelihood():
     # and β̂ is the GLS estimate at those variances
     Vi = np.linalg.inv(V)
     np.testing.assert_allclose(fit.beta, np.linalg.solve(Xm.T @ Vi @ Xm, Xm.T @ Vi @ y), rtol=1e-8)
+
+
+def test_singular_term_lands_on_the_boundary_as_lme4():
+    """A zero variance component: lme4 1.1-31 (Rscript) gives θ = (0.9667307293535,
+    0.0151685698555, 0.2309102429532, 0) and REMLcrit 1743.62827196, a singular fit."""
+    d = pylmem.datasets.load("sleepstudy")
+    with pytest.warns(pylmem.ConvergenceWarning, match="singular"):
+        fit = pylmem.lmer("Reaction ~ Days + (Days | Subject) + (1 | Days)", d)
+    assert fit.reml_criterion == pytest.approx(1743.62827196, abs=1e-7)
+    np.testing.assert_allclose(fit.theta, [0.9667307293535, 0.0151685698555, 0.2309102429532, 0],
+                               atol=2e-5)
+    assert fit.is_singular and fit.theta[3] == 0
+    assert fit.cov_re["Days"].iloc[0, 0] == 0
