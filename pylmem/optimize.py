@@ -67,7 +67,10 @@ def _random_coefficient_start(design, dev, beta, e):
     t, st = design.terms[0], dev.cp.terms[0]
     q = t.q
     n_j = np.bincount(t.codes, minlength=t.n_levels)
-    ok = n_j > q
+    diag = np.einsum("gii->gi", st.ZtZ)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        well_posed = np.linalg.det(st.ZtZ) > 1e-6 * np.prod(diag, axis=1)  # Z_i of full rank
+    ok = (n_j > q) & well_posed
     if ok.sum() < 2 * q:
         return None
     G = st.ZtZ[ok]
