@@ -575,7 +575,12 @@ def format_vc(fit, digits: int = DIGITS, comp=("Variance", "Std.Dev.")) -> list[
 
 def _groups_line(fit) -> list[str]:
     grp = "; ".join(f"{k}, {v}" for k, v in fit.n_groups.items())
-    return cat_fill([f"Number of obs: {fit.n_obs}, groups: ", grp])
+    lines = cat_fill([f"Number of obs: {fit.n_obs}, groups: ", grp])
+    if getattr(fit, "n_dropped", 0):
+        # as R's summary.lm: rows with missing values are counted, never silently dropped
+        lines.append(f"({fit.n_dropped} observation{'s' if fit.n_dropped != 1 else ''} "
+                     "deleted due to missingness)")
+    return lines
 
 
 def _fixef_table(fit, digits: int = DIGITS):

@@ -627,3 +627,18 @@ def test_deparse_formula():
                            "predictor_three + (predictor_one + predictor_two | grouping_factor)") == [
         "response_variable_long ~ predictor_one + predictor_two * predictor_three + ",
         "    (predictor_one + predictor_two | grouping_factor)"]
+
+
+def test_summary_counts_rows_dropped_for_missing_values():
+    import numpy as np
+
+    import pylmem
+
+    d = pylmem.datasets.load("sleepstudy")
+    d.loc[:4, "Reaction"] = np.nan
+    d.loc[7, "Days"] = np.nan
+    fit = pylmem.lmer("Reaction ~ Days + (Days | Subject)", d)
+    lines = str(fit.summary()).splitlines()
+    i = lines.index("Number of obs: 174, groups:  Subject, 18")
+    assert lines[i + 1] == "(6 observations deleted due to missingness)"
+    assert "(6 observations deleted due to missingness)" in repr(fit)
