@@ -98,6 +98,14 @@ def _check_columns(names, data: pd.DataFrame, where: str) -> None:
             f"(columns: {', '.join(map(str, data.columns))})")
 
 
+def _check_finite(M: np.ndarray, names, what: str) -> None:
+    """Infinite values would break the fit silently (rank checks, Cholesky): name them."""
+    bad = ~np.isfinite(M)
+    if bad.any():
+        cols = [f"{names[j]!r} ({int(bad[:, j].sum())} rows)" for j in np.flatnonzero(bad.any(axis=0))]
+        raise ValueError(f"non-finite values (inf) in the {what} column(s) {', '.join(cols)}")
+
+
 def _group_labels(data: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
     """Level label of each row for a grouping factor or an interaction ``a:b``."""
     cols = [data[g].astype(str) for g in group]
@@ -243,10 +251,12 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
         raise ValueError(f"no rows left after dropping {n_dropped} rows with missing values")
 
     # fixed effects
+    y = data[parsed.response].to_numpy(dtype=float)
+    _check_finite(y[:, None], [parsed.response], "response")
     X, fcols, fixed_spec, _ = _model_matrix(parsed.fixed, data)
     fixef_names = [r_column_name(c, parsed.fixed, parsed.renames) for c in fcols]
+    _check_finite(X, fixef_names, "fixed-effects")
     X, fixef_names, dropped_cols = _drop_rank_deficient(X, fixef_names)
-    y = data[parsed.response].to_numpy(dtype=float)
 
     # random effects
     terms: list[RandomTerm] = []
@@ -254,6 +264,7 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
         expr = translate_r(spec.expr)[0]
         Zfull, zcols, zspec, term_indices = _model_matrix(expr, data)
         names = [r_column_name(c, expr, translate_r(spec.expr)[1]) for c in zcols]
+        _check_finite(Zfull, names, f"random-effects ({spec.expr} | {spec.name})")
         labels = _group_labels(data, spec.group)
         codes, levels = pd.factorize(labels, sort=True)
         # (a + b || g): one term per formula term of the expression, as lme4's double bar
@@ -275,6 +286,9 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
         if k:
             t.name = f"{t.name}.{k}"
     for t in terms:
+        if t.n_levels < 2:
+            raise ValueError(f"grouping factor {t.name!r} has {t.n_levels} level: a random-effects "
+                             "term needs at least 2 levels")
         if t.n_levels >= len(y) and t.q >= 1:
             raise ValueError(f"number of levels of grouping factor {t.name!r} ({t.n_levels}) "
                              f"must be less than the number of observations ({len(y)})")

@@ -23,6 +23,21 @@ from .deviance import Factor, ProfiledDeviance
 from .optimize import OptSummary, check_convergence, optimize_theta
 
 
+def _check_residual_variance(cp, response: str) -> None:
+    """The response must not be fitted exactly by the fixed effects (σ² would be 0)."""
+    W = cp.WtW
+    p = W.shape[0] - 1
+    yy = W[p, p]
+    if p:
+        beta = np.linalg.lstsq(W[:p, :p], W[:p, p], rcond=None)[0]
+        rss = yy - W[:p, p] @ beta
+    else:
+        rss = yy
+    if not rss > 1e-12 * max(yy, 1e-300):
+        raise ValueError(f"the response {response!r} is fitted exactly by the fixed effects "
+                         "(constant, or a linear function of them): the residual variance is 0")
+
+
 _BLAS_CONTROLLER = []
 
 
@@ -77,6 +92,7 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
     if method == "em" and reml:
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
     cp = crossproducts(design.y, design.X, design.terms) if cp is None else cp
+    _check_residual_variance(cp, design.response)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
                            reml=reml)
     from .progress import Progress

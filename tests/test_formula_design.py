@@ -105,3 +105,15 @@ def test_factor_option_makes_numeric_column_categorical():
     m = build_design("Reaction ~ day_f + (1 | Subject)", d, factors=["day_f"])
     assert m.fixef_names[:3] == ["(Intercept)", "day_f1", "day_f2"]
     assert len(m.fixef_names) == 10
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d.assign(Reaction=d.Reaction.where(d.index != 3, np.inf)), r"response.*'Reaction' \(1 rows\)"),
+    (lambda d: d.assign(Days=d.Days.where(d.index > 1, -np.inf)), r"fixed-effects.*'Days' \(2 rows\)"),
+    (lambda d: d.assign(Reaction=2.0 + 3.0 * d.Days), "fitted exactly by the fixed effects"),
+    (lambda d: d.assign(Subject="a"), "'Subject' has 1 level"),
+])
+def test_degenerate_input_raises_clear_error(change, match):
+    d = change(pylmem.datasets.load("sleepstudy"))
+    with pytest.raises(ValueError, match=match):
+        pylmem.lmer("Reaction ~ Days + (Days | Subject)", d)
