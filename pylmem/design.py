@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
-from .formula import ParsedFormula, RandomSpec, parse_formula, r_column_name, translate_r
+from .formula import ParsedFormula, parse_formula, r_column_name, translate_r
 
 
 @dataclass

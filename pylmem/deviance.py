@@ -257,7 +257,6 @@ class ProfiledDeviance:
         S = self.cp.WtW - sum(C0s[j] @ C0s[j].T for j in range(q0))   # W'W − Σ_levels C0'C0
         logdet = 2.0 * float(np.log(L0s[np.arange(q0), np.arange(q0)]).sum())
         L0 = L0s.transpose(2, 0, 1)
-        C0 = C0s.transpose(2, 0, 1)
         LR0 = LRR = CR = None
         C0r = C0s.transpose(2, 0, 1).reshape(-1, self.r) if self.m else None
         if self.m and self._pairs is not None:

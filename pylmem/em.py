@@ -402,7 +402,7 @@ class _Problem:
 
     def estep(self, delta, Omega, sigma2):
         """Conditional moments at (β0 + δ, Ω, σ²) and the log-likelihood there."""
-        q, G = self.q, self.G
+        q = self.q
         Az = self.Ar - self.AXA(delta)                   # (q, G): A_i'z_i
         zz = self.zz(delta)
         L, s, psd = self.factor(Omega)
@@ -445,7 +445,6 @@ class _Problem:
     def mstep(self, E, sigma2, simplified, mask):
         """The seed's updates from the E-step statistics; returns (δ, Ω, σ²)."""
         L, Minv, W, mu, c = E["L"], E["Minv"], E["W"], E["mu"], E["c"]
-        q, G = self.q, self.G
         R = L @ Minv.sum(axis=2) @ L.T + np.einsum("ig,jg->ij", mu, mu)
         delta = self.solve_XtX(self.Xtr - self.Xtu(mu))
         # T = Σ tr((Γ_i + μ_iμ_i')A_i'A_i) = σ² Σ <M_i⁻¹, W_i> + Σ c_i'W_i c_i / σ²

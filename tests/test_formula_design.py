@@ -1,6 +1,5 @@
 """lme4 formula parsing, column naming as lme4, missing values, and input errors."""
 import numpy as np
-import pandas as pd
 import pytest
 
 import pylmem
