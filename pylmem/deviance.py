@@ -121,6 +121,7 @@ class ProfiledDeviance:
         lower = np.concatenate([np.where(B.theta_diagonal_mask(q), 0.0, -np.inf) for q in self.qs])
         self.lower = lower
         self.n_evals = 0
+        self._recent: dict = {}
         self._tril = []
         for q in self.qs:
             rows, cols = np.tril_indices(q)
@@ -316,6 +317,9 @@ class ProfiledDeviance:
         return f.logdet_L + n * (1.0 + np.log(2 * np.pi * pw / n))
 
     def __call__(self, theta) -> float:
+        key = np.asarray(theta, float).tobytes()
+        if key in self._recent:
+            return self._recent[key][0]
         self.n_evals += 1
         try:
             f = self.factor(theta)
@@ -323,6 +327,13 @@ class ProfiledDeviance:
             return np.inf
         val = self.objective_from(f)
         return val if np.isfinite(val) else np.inf
+
+    def _remember(self, theta, val, grad):
+        """Keep the last few (value, gradient) pairs: the optimiser's final point is
+        evaluated again by the convergence check."""
+        self._recent[np.asarray(theta, float).tobytes()] = (val, grad)
+        while len(self._recent) > 4:
+            self._recent.pop(next(iter(self._recent)))
 
     # ---------------------------------------------------------------- gradient
     @property
@@ -337,6 +348,10 @@ class ProfiledDeviance:
         g_i = K_i [−β̂; 1], C = (X'V^{-1}X)^{-1}, ν = n (ML) or n − p (REML);
         then ∂d/∂T = 2 (∂d/∂D) T, read off on the lower triangle.
         """
+        key = np.asarray(theta, float).tobytes()
+        if key in self._recent and self._recent[key][1] is not None:
+            val, grad = self._recent[key]
+            return val, grad.copy()
         self.n_evals += 1
         try:
             f = self.factor(theta)
@@ -357,4 +372,6 @@ class ProfiledDeviance:
             KX = np.einsum("ba,iag->ibg", RXinv, K[:, :-1, :]).reshape(q, -1)
             GD = GD - KX @ KX.T
         GT = 2.0 * GD @ T0
-        return val, GT[self._tril[0]]
+        grad = GT[self._tril[0]]
+        self._remember(theta, val, grad.copy())
+        return val, grad
