@@ -69,19 +69,20 @@ def _worker(lib: str, case_name: str, reps: int, budget: float, memory: bool) ->
     data = case.load()
     caught: list[str] = []
 
-    def record(w):
+    def recorded(call):
+        """Run one fit, keeping its warnings (as text) for the report."""
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            result = call()
         caught.extend(f"{x.category.__name__}: {x.message}" for x in w)
+        return result
 
     extra: dict = {}
     if lib == "pylmem":
         import pylmem
 
         def fit_once():
-            with warnings.catch_warnings(record=True) as w:
-                warnings.simplefilter("always")
-                f = pylmem.lmer(case.formula, data, reml=case.reml)
-            record(w)
-            return f
+            return recorded(lambda: pylmem.lmer(case.formula, data, reml=case.reml))
 
         if memory:
             import tracemalloc
@@ -107,11 +108,7 @@ def _worker(lib: str, case_name: str, reps: int, budget: float, memory: bool) ->
         import mixedlm
 
         def fit_once():
-            with warnings.catch_warnings(record=True) as w:
-                warnings.simplefilter("always")
-                r = mixedlm.lmer(case.formula, data, REML=case.reml)
-            record(w)
-            return r
+            return recorded(lambda: mixedlm.lmer(case.formula, data, REML=case.reml))
 
         r, times, warm_only = _timed_fits(fit_once, reps, budget)
         ll = float(r.logLik())
@@ -126,13 +123,9 @@ def _worker(lib: str, case_name: str, reps: int, budget: float, memory: bool) ->
             groups = "_one"
 
         def fit_once():
-            with warnings.catch_warnings(record=True) as w:
-                warnings.simplefilter("always")
-                m = smf.mixedlm(spec["formula"], d, groups=groups,
-                                re_formula=spec.get("re_formula"), vc_formula=spec.get("vc_formula"))
-                r = m.fit(reml=case.reml)
-            record(w)
-            return r
+            return recorded(lambda: smf.mixedlm(
+                spec["formula"], d, groups=groups, re_formula=spec.get("re_formula"),
+                vc_formula=spec.get("vc_formula")).fit(reml=case.reml))
 
         r, times, warm_only = _timed_fits(fit_once, reps, budget)
         ll = float(r.llf)
