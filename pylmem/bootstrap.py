@@ -452,6 +452,25 @@ def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
              np.full(nsim, np.nan), np.full(nsim, np.nan), np.array(["failed"] * nsim, dtype=object)]
             for f in fits]
     prog = _BootProgress(verbose, label)
+    with _one_blas_thread():
+        _run_blocks(fits, engines, outs, src, nsim, seed, use_u, prog)
+    prog.close()
+    return outs
+
+
+def _one_blas_thread():
+    """Small LAPACK calls (the one-by-one refits) run ~100× slower when OpenBLAS hands them
+    to a thread pool on a busy machine: one BLAS thread for the whole run."""
+    from contextlib import nullcontext
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _run_blocks(fits, engines, outs, src, nsim, seed, use_u, prog):
     for s, Y in _simulate_blocks(src, nsim, seed, use_u):
         Yd = None
         for f, eng, out in zip(fits, engines, outs):
@@ -466,8 +485,6 @@ def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
             for o, r in zip(out, res):
                 o[s:s + Y.shape[1]] = r
         prog.update(s + Y.shape[1], nsim)
-    prog.close()
-    return outs
 
 
 def bootstrap(fit, nsim: int, seed=None, *, use_u: bool = False, verbose=None) -> BootstrapResult:
