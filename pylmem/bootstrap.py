@@ -218,7 +218,8 @@ class _Engine:
 
     def run_block(self, Y):
         """Fit every column of Y (model order): θ (R, k), β (R, p), σ (R,), objective (R,),
-        status (R,) of 'ok', 'singular', 'failed'."""
+        status (R,) of 'ok', 'singular', 'unconverged' (estimates kept, as lme4's bootMer
+        keeps them) or 'failed' (the refit raised: NaN)."""
         R = Y.shape[1]
         theta = np.full((R, self.k), np.nan)
         beta = np.full((R, self.p), np.nan)
@@ -258,7 +259,8 @@ class _Engine:
             except (np.linalg.LinAlgError, ValueError, FloatingPointError):
                 continue
             theta[r], beta[r], sigma[r], obj[r] = m.theta, m.beta, m.sigma, m.objective
-            status[r] = "failed" if not m.converged else ("singular" if m.optsum.singular else "ok")
+            status[r] = ("unconverged" if not m.converged else
+                         "singular" if m.optsum.singular else "ok")
         return theta, beta, sigma, obj, status
 
 
@@ -321,7 +323,8 @@ class BootstrapResult:
     ``t``: one row per replicate, columns ``.sig01 …`` (sd/cor of the random effects),
     ``.sigma`` and the fixed effects (lme4's ``confint(method="boot")`` parameters);
     ``t0``: the same for the fit.  ``status``: 'ok', 'singular' (a variance on the
-    boundary) or 'failed' (no convergence: its row is NaN).
+    boundary), 'unconverged' (the optimiser's convergence check failed: estimates kept, as
+    lme4 keeps them) or 'failed' (the refit raised an error: its row is NaN).
     """
 
     def __init__(self, fit, theta, beta, sigma, objective, status, *, seed, seconds):
@@ -349,6 +352,10 @@ class BootstrapResult:
     @property
     def n_singular(self) -> int:
         return int((self.status == "singular").sum())
+
+    @property
+    def n_unconverged(self) -> int:
+        return int((self.status == "unconverged").sum())
 
     @property
     def cov_re(self) -> dict:
@@ -386,7 +393,7 @@ class BootstrapResult:
         a = (1 - level) / 2
         cols = [f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"]
         if self.n_failed:
-            warnings.warn(f"{self.n_failed} of {self.nsim} bootstrap replicates failed to converge "
+            warnings.warn(f"{self.n_failed} of {self.nsim} bootstrap replicates failed "
                           "and are left out of the intervals", RuntimeWarning, stacklevel=2)
         rows = []
         for name in self.t.columns:
@@ -415,7 +422,7 @@ class BootstrapResult:
     def __repr__(self) -> str:
         head = (f"Parametric bootstrap of {self.fit.formula} ({'REML' if self.fit.reml else 'ML'}): "
                 f"{self.nsim} replicates in {self.seconds:.2f} s, {self.n_singular} singular, "
-                f"{self.n_failed} failed")
+                f"{self.n_unconverged} unconverged, {self.n_failed} failed")
         return head + "\n" + self.summary_frame().to_string(float_format=lambda x: f"{x:.6g}")
 
 
@@ -499,8 +506,12 @@ def bootstrap(fit, nsim: int, seed=None, *, use_u: bool = False, verbose=None) -
     res = BootstrapResult(fit, theta, beta, sigma, obj, status, seed=seed,
                           seconds=time.perf_counter() - t0)
     if res.n_failed:
-        warnings.warn(f"bootstrap: {res.n_failed} of {nsim} replicates failed to converge "
+        warnings.warn(f"bootstrap: {res.n_failed} of {nsim} replicates failed "
                       "(status 'failed', NaN rows)", RuntimeWarning, stacklevel=2)
+    if res.n_unconverged:
+        warnings.warn(f"bootstrap: {res.n_unconverged} of {nsim} replicates did not pass the "
+                      "convergence check (status 'unconverged', estimates kept)",
+                      RuntimeWarning, stacklevel=2)
     return res
 
 
@@ -509,8 +520,9 @@ class PBTest:
     """pbkrtest's ``PBmodcomp`` result: ``test`` (LRT, PBtest, Gamma, Bartlett, F rows),
     ``ref`` (the simulated LRT statistics), counts and times."""
 
-    def __init__(self, test, ref, n_failed, n_singular, seconds, names):
+    def __init__(self, test, ref, n_failed, n_singular, seconds, names, n_unconverged=0):
         self.test = test
+        self.n_unconverged = n_unconverged
         self.ref = ref
         self.n_failed = n_failed
         self.n_singular = n_singular
@@ -526,7 +538,8 @@ class PBTest:
         npos = int((self.ref > 0).sum())
         lines = [f"Bootstrap test; time: {self.seconds:.2f} sec; samples: {len(self.ref)}; "
                  f"extremes: {int((self.ref > self.test.loc['LRT', 'stat']).sum())} "
-                 f"(positive: {npos}; failed: {self.n_failed}, singular fits: {self.n_singular})",
+                 f"(positive: {npos}; failed: {self.n_failed}, unconverged: {self.n_unconverged}, "
+                 f"singular fits: {self.n_singular})",
                  f"large : {self.names[1]}", f"small : {self.names[0]}",
                  self.test.to_string(float_format=lambda x: f"{x:.5g}", na_rep="")]
         return "\n".join(lines)
@@ -573,7 +586,8 @@ def pb_anova(m0, m1, nsim: int = 1000, seed=None, *, verbose=None) -> PBTest:
          [fobs, ndf, ddf, stats.f.sf(fobs, ndf, ddf) if ddf > 0 else np.nan]],
         index=["LRT", "PBtest", "Gamma", "Bartlett", "F"], columns=["stat", "df", "ddf", "p.value"])
     if failed.any():
-        warnings.warn(f"pb_anova: {int(failed.sum())} of {nsim} replicates failed to converge "
+        warnings.warn(f"pb_anova: {int(failed.sum())} of {nsim} replicates failed "
                       "and are left out", RuntimeWarning, stacklevel=2)
+    unconv = (o0[4] == "unconverged") | (o1[4] == "unconverged")
     return PBTest(test, ref, int(failed.sum()), int(singular.sum()), time.perf_counter() - t0,
-                  (m0.formula, m1.formula))
+                  (m0.formula, m1.formula), n_unconverged=int(unconv.sum()))

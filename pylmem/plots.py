@@ -317,6 +317,7 @@ def plot_bootstrap(result, path, *, level=0.95, params=None, title=None) -> Path
     for ax in axes.ravel()[k:]:
         ax.set_visible(False)
     main = (f"Parametric bootstrap: {result.nsim} replicates, {result.n_singular} singular, "
-            f"{result.n_failed} failed; estimate (solid), {100 * level:g}% percentile interval (dashed)")
+            f"{result.n_unconverged} unconverged, {result.n_failed} failed; estimate (solid), "
+            f"{100 * level:g}% percentile interval (dashed)")
     _title(fig, main, result.fit, title)
     return _save(fig, path)

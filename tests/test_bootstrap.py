@@ -203,7 +203,7 @@ def test_bootstrap_result_api(sleep_fit, tmp_path):
         assert np.all(c.iloc[:, 0] < c.iloc[:, 1])
     with pytest.raises(ValueError, match="method"):
         res.confint(method="bca")
-    assert res.n_failed + res.n_singular + int((res.status == "ok").sum()) == 200
+    assert res.n_failed + res.n_singular + res.n_unconverged + int((res.status == "ok").sum()) == 200
     assert "200 replicates" in repr(res)
     p = res.plot(tmp_path / "boot.png")
     assert p.exists() and p.stat().st_size > 10_000
@@ -240,6 +240,24 @@ def test_failed_replicates_are_counted_not_dropped(monkeypatch):
     assert res.status.iloc[1] == "failed" and res.t.iloc[1].isna().all()
     with pytest.warns(RuntimeWarning, match="1 of 3"):
         res.confint()
+
+
+def test_unconverged_replicates_keep_their_estimates(monkeypatch):
+    d = load("Penicillin")
+    fit = pylmem.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", d)
+    real = bs._refit_model_order
+
+    def unconverged(f, y, reml, verbose=False):
+        m = real(f, y, reml, verbose)
+        m.optsum.converged = False
+        return m
+
+    monkeypatch.setattr(bs, "_refit_model_order", unconverged)
+    with pytest.warns(RuntimeWarning, match="2 of 2 replicates did not pass"):
+        res = fit.bootstrap(2, seed=2)
+    assert res.n_unconverged == 2 and res.n_failed == 0
+    assert np.isfinite(res.t.to_numpy()).all()
+    assert "2 unconverged" in repr(res)
 
 
 # ------------------------------------------------------------------------------ against theory
