@@ -151,6 +151,11 @@ class _Engine:
             self.t = d.terms[0]
             self.starts = np.flatnonzero(np.r_[True, np.diff(self.t.codes) != 0])
             self.scale = _row_scale(fit)
+            # replicates per batched sub-block, so that the (q, q, L, R) arrays stay in cache:
+            # sleepstudy 555, rat model 128 (measured, per 1000 replicates: rat 0.5 s at
+            # R = 128-250 against 1.3 s at R = 1000; sleepstudy 0.08 s at R = 500, 0.11 s
+            # at 1000, 0.12 s at 250)
+            self.sub = int(np.clip(40_000 // (self.t.q ** 2 * self.t.n_levels), 128, _SIM_CHUNK))
             self._start(fit)
 
     def _responses(self, Y):
@@ -216,6 +221,31 @@ class _Engine:
         acc = small.any(axis=0) & cb & np.isfinite(fb) & (~ok_u | (fb <= f + 1e-10 * np.abs(f)))
         return bd.canonical(xb), fb, bb, pb, acc
 
+    def _batched(self, Y, theta, beta, sigma, obj, status, nu):
+        """The batched refits of a sub-block (filled in place); returns the fitted mask."""
+        bd = self.bd
+        Zy, Xty, yty = self._responses(Y)
+        x, f, b, pw, conv = minimize_batch(bd, self.theta0, self.Hinv0, Zy, Xty, yty)
+        x = bd.canonical(x)
+        di = bd.diag_index()
+        interior = np.all(x[di] * self.scale[bd.rows[di], None] > 1e-3, axis=0)
+        ok = conv & interior & np.isfinite(f)
+        near = np.flatnonzero(~ok)
+        if len(near):
+            xb, fb, bb, pb, acc = self._boundary(x[:, near], f[near], conv[near], Zy[..., near],
+                                                 Xty[:, near], yty[near])
+            sel = near[acc]
+            x[:, sel], f[sel], b[:, sel], pw[sel] = xb[:, acc], fb[acc], bb[:, acc], pb[acc]
+            status[sel] = "singular"
+            # not accepted, but a converged interior fit (a small variance): keep it
+            ok[near[~acc & conv[near] & np.isfinite(f[near])]] = True
+        fitted = ok | (status == "singular")
+        theta[fitted], beta[fitted] = x[:, fitted].T, b[:, fitted].T
+        sigma[fitted] = np.sqrt(pw[fitted] / nu)
+        obj[fitted] = f[fitted]
+        status[ok] = "ok"
+        return fitted
+
     def run_block(self, Y):
         """Fit every column of Y (model order): θ (R, k), β (R, p), σ (R,), objective (R,),
         status (R,) of 'ok', 'singular', 'unconverged' (estimates kept, as lme4's bootMer
@@ -229,27 +259,11 @@ class _Engine:
         todo = np.arange(R)
         nu = self.fit.n_obs - (self.p if self.reml else 0)
         if self.batched:
-            bd = self.bd
-            Zy, Xty, yty = self._responses(Y)
-            x, f, b, pw, conv = minimize_batch(bd, self.theta0, self.Hinv0, Zy, Xty, yty)
-            x = bd.canonical(x)
-            di = bd.diag_index()
-            interior = np.all(x[di] * self.scale[bd.rows[di], None] > 1e-3, axis=0)
-            ok = conv & interior & np.isfinite(f)
-            near = np.flatnonzero(~ok)
-            if len(near):
-                xb, fb, bb, pb, acc = self._boundary(x[:, near], f[near], conv[near], Zy[..., near],
-                                                     Xty[:, near], yty[near])
-                sel = near[acc]
-                x[:, sel], f[sel], b[:, sel], pw[sel] = xb[:, acc], fb[acc], bb[:, acc], pb[acc]
-                status[sel] = "singular"
-                # not accepted, but a converged interior fit (a small variance): keep it
-                ok[near[~acc & conv[near] & np.isfinite(f[near])]] = True
-            fitted = ok | (status == "singular")
-            theta[fitted], beta[fitted] = x[:, fitted].T, b[:, fitted].T
-            sigma[fitted] = np.sqrt(pw[fitted] / nu)
-            obj[fitted] = f[fitted]
-            status[ok] = "ok"
+            fitted = np.zeros(R, bool)
+            for a in range(0, R, self.sub):
+                sl = slice(a, min(a + self.sub, R))
+                fitted[sl] = self._batched(Y[:, sl], theta[sl], beta[sl], sigma[sl], obj[sl],
+                                           status[sl], nu)
             todo = np.flatnonzero(~fitted)
         for r in todo:
             try:

@@ -331,3 +331,23 @@ def test_pb_anova_checks_models(sleep_fit):
     other = load("Dyestuff")
     with pytest.raises(ValueError, match="same data"):
         pylmem.pb_anova(pylmem.lmer("Yield ~ 1 + (1 | Batch)", other), sleep_fit, 10)
+
+
+def test_bootstrap_equivariant_under_response_shift(sleep_fit):
+    """y + c: with the same seed every replicate's intercept moves by c, nothing else."""
+    d = load("sleepstudy")
+    d["Reaction"] = d["Reaction"] + 1000.0
+    shifted = pylmem.lmer(SLEEP, d)
+    a = sleep_fit.bootstrap(100, seed=9).t
+    b = shifted.bootstrap(100, seed=9).t
+    np.testing.assert_allclose(b["(Intercept)"] - 1000.0, a["(Intercept)"], rtol=0, atol=1e-6)
+    cols = [c for c in a.columns if c != "(Intercept)"]
+    np.testing.assert_allclose(b[cols].to_numpy(), a[cols].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bootstrap_progress_line(sleep_fit, capsys):
+    sleep_fit.bootstrap(20, seed=1, verbose=True)
+    err = capsys.readouterr().err
+    assert "bootstrap: 20/20 replicates" in err
+    sleep_fit.bootstrap(20, seed=1, verbose=False)
+    assert capsys.readouterr().err == ""
