@@ -38,7 +38,7 @@ def _rng(seed):
 
 
 def _simulate_block(fit, rng, nsim, use_u):
-    """(n, nsim) responses in the model's row order.
+    """(nsim, n) responses, one replicate per row, columns in the model's row order.
 
     Replicate r takes the next Σ_k L_k q_k + n standard normals of the stream (u of each
     term, then ε), so the first replicates do not depend on ``nsim`` or the block size.
@@ -49,19 +49,23 @@ def _simulate_block(fit, rng, nsim, use_u):
     sigma = fit.sigma
     sizes = [] if use_u else [t.n_levels * t.q for t in d.terms]
     Z = rng.standard_normal((nsim, sum(sizes) + n))
-    Y = sigma * Z[:, sum(sizes):].T
-    Y += (fit._fitted_model_order() if use_u else mu)[:, None]
+    Y = sigma * Z[:, sum(sizes):]
+    Y += (fit._fitted_model_order() if use_u else mu)[None, :]
     off = 0
-    for t, T, m in zip(d.terms, fit.factor.T, sizes):
+    for k, (t, T, m) in enumerate(zip(d.terms, fit.factor.T, sizes)):
         u = Z[:, off:off + m].reshape(nsim, t.n_levels, t.q)
-        b = sigma * np.einsum("ij,rgj->gir", T, u)            # (L, q, R)
-        Y += np.einsum("nq,nqr->nr", t.Z, b[t.codes])
         off += m
+        counts = np.bincount(t.codes, minlength=t.n_levels) if k == 0 else None
+        for i in range(t.q):
+            b_i = sigma * np.einsum("j,rgj->rg", T[i], u)        # (R, L) coefficient i
+            # rows are sorted by the first term's levels: a repeat instead of a gather
+            rows = np.repeat(b_i, counts, axis=1) if k == 0 else b_i[:, t.codes]
+            Y += t.Z[None, :, i] * rows
     return Y
 
 
 def _simulate_blocks(fit, nsim, seed, use_u):
-    """Yield (start, Y block in model order) for the replicates, _SIM_CHUNK at a time."""
+    """Yield (start, Y block (R, n), model order) for the replicates, _SIM_CHUNK at a time."""
     rng = _rng(seed)
     for s in range(0, nsim, _SIM_CHUNK):
         yield s, _simulate_block(fit, rng, min(_SIM_CHUNK, nsim - s), use_u)
@@ -78,7 +82,7 @@ def simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
     out = np.empty((fit.n_obs, nsim))
     order = fit.design.order
     for s, Y in _simulate_blocks(fit, nsim, seed, use_u):
-        out[order, s:s + Y.shape[1]] = Y
+        out[order, s:s + Y.shape[0]] = Y.T
     return out
 
 
@@ -159,13 +163,13 @@ class _Engine:
             self._start(fit)
 
     def _responses(self, Y):
-        """Zy (q, L, R), X'Y (p, R), y'y (R,) of a block of responses (model order)."""
+        """Zy (q, L, R), X'Y (p, R), y'y (R,) of a block of responses Y (R, n), model order."""
         t = self.t
-        Zy = np.stack([np.add.reduceat(t.Z[:, a, None] * Y, self.starts, axis=0)
+        Zy = np.stack([np.add.reduceat(t.Z[None, :, a] * Y, self.starts, axis=1).T
                        for a in range(t.q)])
         if len(self.starts) != t.n_levels:   # pragma: no cover - every level has rows
             raise RuntimeError("a level without observations")
-        return Zy, self.fit.design.X.T @ Y, np.einsum("nr,nr->r", Y, Y)
+        return Zy, (Y @ self.fit.design.X).T, np.einsum("rn,rn->r", Y, Y)
 
     def _start(self, fit):
         """θ0 (diagonal floored away from 0) and the inverse Hessian of d there."""
@@ -175,7 +179,7 @@ class _Engine:
         floor = 0.05 / self.scale[bd.rows[di]]
         th[di] = np.maximum(np.abs(th[di]), floor)
         y = fit.design.y
-        Zy, Xty, yty = self._responses(y[:, None])
+        Zy, Xty, yty = self._responses(y[None, :])
         # refit the original response first: its optimum is the best common start
         rep = lambda a, m: np.repeat(a, m, axis=-1)  # noqa: E731
         h = 1e-5 * np.maximum(np.abs(th), 1e-2)
@@ -247,10 +251,10 @@ class _Engine:
         return fitted
 
     def run_block(self, Y):
-        """Fit every column of Y (model order): θ (R, k), β (R, p), σ (R,), objective (R,),
+        """Fit every row of Y (R, n; model order): θ (R, k), β (R, p), σ (R,), objective (R,),
         status (R,) of 'ok', 'singular', 'unconverged' (estimates kept, as lme4's bootMer
         keeps them) or 'failed' (the refit raised: NaN)."""
-        R = Y.shape[1]
+        R = Y.shape[0]
         theta = np.full((R, self.k), np.nan)
         beta = np.full((R, self.p), np.nan)
         sigma = np.full(R, np.nan)
@@ -262,14 +266,14 @@ class _Engine:
             fitted = np.zeros(R, bool)
             for a in range(0, R, self.sub):
                 sl = slice(a, min(a + self.sub, R))
-                fitted[sl] = self._batched(Y[:, sl], theta[sl], beta[sl], sigma[sl], obj[sl],
+                fitted[sl] = self._batched(Y[sl], theta[sl], beta[sl], sigma[sl], obj[sl],
                                            status[sl], nu)
             todo = np.flatnonzero(~fitted)
         for r in todo:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    m = _refit_model_order(self.fit, Y[:, r], self.reml)
+                    m = _refit_model_order(self.fit, Y[r], self.reml)
             except (np.linalg.LinAlgError, ValueError, FloatingPointError):
                 continue
             theta[r], beta[r], sigma[r], obj[r] = m.theta, m.beta, m.sigma, m.objective
@@ -500,12 +504,12 @@ def _run_blocks(fits, engines, outs, src, nsim, seed, use_u, prog):
             else:
                 if Yd is None:
                     Yd = np.empty_like(Y)
-                    Yd[src.design.order] = Y
-                Ym = Yd[f.design.order]
+                    Yd[:, src.design.order] = Y
+                Ym = Yd[:, f.design.order]
             res = eng.run_block(Ym)
             for o, r in zip(out, res):
-                o[s:s + Y.shape[1]] = r
-        prog.update(s + Y.shape[1], nsim)
+                o[s:s + Y.shape[0]] = r
+        prog.update(s + Y.shape[0], nsim)
 
 
 def bootstrap(fit, nsim: int, seed=None, *, use_u: bool = False, verbose=None) -> BootstrapResult:
