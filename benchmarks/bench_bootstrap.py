@@ -125,7 +125,7 @@ def main(argv=None):
         r = run_r(csv, formula, reml, n_r)
         rows.append(dict(case=name, rows=fit.n_obs, groups=fit.n_groups, pylmem_nsim=n_py,
                          pylmem_s=t, pylmem_ms_per_rep=1e3 * t / n_py,
-                         singular=res.n_singular, failed=res.n_failed,
+                         singular=res.n_singular, failed=res.n_failed + res.n_unconverged,
                          lme4_nsim=r and r["nsim"], lme4_ms_per_rep=r and 1e3 * r["seconds"] / r["nsim"]))
         print(rows[-1], flush=True)
     # the GMO test: two models per replicate
@@ -141,13 +141,14 @@ def main(argv=None):
     r = run_r(csv, "gmo", False, n_r)
     rows.append(dict(case="gmo pb_anova", rows=h0.n_obs, groups=h0.n_groups, pylmem_nsim=n_py,
                      pylmem_s=t, pylmem_ms_per_rep=1e3 * t / n_py, singular=pb.n_singular,
-                     failed=pb.n_failed, lme4_nsim=r and r["nsim"],
+                     failed=pb.n_failed + pb.n_unconverged, lme4_nsim=r and r["nsim"],
                      lme4_ms_per_rep=r and 1e3 * r["seconds"] / r["nsim"]))
     print(rows[-1], flush=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"Parametric bootstrap, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy {np.__version__}; "
+             f"{os.cpu_count()} cores (load average {load:.1f} at the end), Python {sys.version.split()[0]}, numpy {np.__version__}; "
              f"pylmem best of {args.reps}; lme4 bootMer / pbkrtest PBmodcomp in the same run.", "",
-             "| case | rows | pylmem nsim | pylmem s | pylmem ms/rep | singular | failed "
+             "| case | rows | pylmem nsim | pylmem s | pylmem ms/rep | singular | unconv./failed "
              "| lme4 nsim | lme4 ms/rep | speed-up |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for x in rows:

@@ -351,3 +351,30 @@ def test_bootstrap_progress_line(sleep_fit, capsys):
     assert "bootstrap: 20/20 replicates" in err
     sleep_fit.bootstrap(20, seed=1, verbose=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_boundary_replicates_q3_match_full_fits():
+    """A q = 3 model whose x² variance is 0: most replicates are singular.  Each batched
+    replicate must carry the regular fitter's status and an objective no worse than its."""
+    rng = np.random.default_rng(5)
+    G, m = 30, 6
+    g = np.repeat(np.arange(G), m)
+    x = np.tile(np.arange(m, dtype=float), G)
+    b0, b1 = rng.normal(0, 3, G), rng.normal(0, 0.5, G)
+    y = 10 + 2 * x - 0.1 * x ** 2 + b0[g] + b1[g] * x + rng.normal(0, 1, G * m)
+    d = pd.DataFrame({"y": y, "x": x, "x2": x ** 2, "g": [f"g{i}" for i in g]})
+    f = "y ~ x + x2 + (x + x2 | g)"
+    fit = _quiet_lmer(f, d, reml=False)
+    nsim = 30
+    res = fit.bootstrap(nsim, seed=1)
+    assert res.n_singular > nsim // 3
+    Y = fit.simulate(nsim, seed=1)
+    for j in range(nsim):
+        d2 = d.copy()
+        d2["y"] = Y[:, j]
+        with bs._one_blas_thread():
+            full = _quiet_lmer(f, d2, reml=False)
+        status = "unconverged" if not full.converged else ("singular" if full.optsum.singular else "ok")
+        assert res.status.iloc[j] == status
+        assert res.objective.iloc[j] <= full.objective + 1e-6
