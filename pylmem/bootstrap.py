@@ -72,7 +72,8 @@ def _simulate_blocks(fit, nsim, seed, use_u):
 
 
 def simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
-    """``nsim`` responses simulated from ``fit``: an (n, nsim) array, rows in the data's order.
+    """``nsim`` responses simulated from ``fit``: an (n, nsim) array, one row per observation
+    the fit used (rows with missing values dropped), in the data's row order.
 
     y* = Xβ̂ + Σ_k Z_k b_k + σ̂ε with b_k = σ̂ T_k u (u, ε ~ N(0, I)), i.e. y* ~ N(Xβ̂, ZΣZ' + σ̂²I);
     ``use_u=True`` keeps b at its conditional modes (lme4's ``use.u``).
@@ -116,7 +117,8 @@ def _refit_model_order(fit, y, reml, verbose=False):
 
 
 def refit_response(fit, y, *, reml=None):
-    """The model refitted to a new response ``y`` (length n, the data's row order).
+    """The model refitted to a new response ``y`` (one value per observation the fit used,
+    in the data's row order, as :func:`simulate` returns them).
 
     X, Z and their cross-products are reused (lme4's ``refit(fit, newresp)``); ``reml``
     defaults to the fit's criterion.
