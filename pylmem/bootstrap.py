@@ -169,37 +169,25 @@ class _Engine:
         t = self.t
         Zy = np.stack([np.add.reduceat(t.Z[None, :, a] * Y, self.starts, axis=1).T
                        for a in range(t.q)])
-        if len(self.starts) != t.n_levels:   # pragma: no cover - every level has rows
-            raise RuntimeError("a level without observations")
         return Zy, (Y @ self.fit.design.X).T, np.einsum("rn,rn->r", Y, Y)
 
     def _start(self, fit):
-        """θ0 (diagonal floored away from 0) and the inverse Hessian of d there."""
-        bd = self.bd
+        """θ0 = θ̂ (diagonal floored away from 0: d is flat in a zero column of T) and the
+        Hessian of d there for the fit's own response, by forward differences of the
+        batched gradient (eigenvalues floored to keep it positive definite)."""
+        bd, k = self.bd, self.k
         th = fit.theta.copy()
         di = bd.diag_index()
-        floor = 0.05 / self.scale[bd.rows[di]]
-        th[di] = np.maximum(np.abs(th[di]), floor)
-        y = fit.design.y
-        Zy, Xty, yty = self._responses(y[None, :])
-        # refit the original response first: its optimum is the best common start
-        rep = lambda a, m: np.repeat(a, m, axis=-1)  # noqa: E731
+        th[di] = np.maximum(np.abs(th[di]), 0.05 / self.scale[bd.rows[di]])
+        Zy, Xty, yty = self._responses(np.repeat(fit.design.y[None, :], k + 1, axis=0))
         h = 1e-5 * np.maximum(np.abs(th), 1e-2)
-        for _ in range(2):
-            pts = np.repeat(th[:, None], self.k + 1, axis=1)
-            pts[np.arange(self.k), np.arange(self.k) + 1] += h
-            _, g, _, _ = bd.evaluate(pts, rep(Zy, self.k + 1), rep(Xty, self.k + 1),
-                                     rep(yty, self.k + 1))
-            H = (g[:, 1:] - g[:, :1]) / h[None, :]
-            H = 0.5 * (H + H.T)
-            w, V = np.linalg.eigh(H)
-            w = np.maximum(w, 1e-6 * max(w.max(), 1e-12))
-            H = (V * w) @ V.T
-            Hinv = (V / w) @ V.T
-            x, f, _, _, conv = minimize_batch(bd, th, Hinv, Zy, Xty, yty)
-            if conv[0] and np.all(np.abs(x[di, 0]) > floor):
-                th = bd.canonical(x)[:, 0]
-        self.theta0, self.Hinv0, self.H0 = th, Hinv, H
+        pts = np.repeat(th[:, None], k + 1, axis=1)
+        pts[np.arange(k), np.arange(k) + 1] += h
+        _, g, _, _ = bd.evaluate(pts, Zy, Xty, yty)
+        H = (g[:, 1:] - g[:, :1]) / h[None, :]
+        w, V = np.linalg.eigh(0.5 * (H + H.T))
+        w = np.maximum(w, 1e-6 * max(w.max(), 1e-12))
+        self.theta0, self.Hinv0, self.H0 = th, (V / w) @ V.T, (V * w) @ V.T
 
     def _boundary(self, x, f, conv, Zy, Xty, yty):
         """Refit with the near-zero diagonal θ of each replicate held at 0 (batched).
