@@ -8,10 +8,11 @@
 * :func:`bootstrap` — lme4's ``bootMer`` for the parameters: ``nsim`` responses simulated
   from the fit, each refitted.  For one random-effects term the refits run together
   (:mod:`pylmem.boot_kernels`: the profiled deviance with a replicate axis and a lock-step
-  BFGS from θ̂); replicates that do not converge there, or that end near the boundary,
-  are refitted one by one by the regular optimiser (which handles the boundary), and
-  models with several terms are refitted one by one.  Failed and singular replicates are
-  counted and reported (``status``), never dropped.
+  BFGS from θ̂); replicates that end near the boundary are refitted, still batched, with
+  the vanishing variance held at 0 (kept when the regular fitter's snapping rule would
+  keep it); the few that converge in neither way, and every replicate of a model with
+  several terms, are refitted one by one by the regular optimiser.  Singular, unconverged
+  and failed replicates are counted and reported (``status``), never dropped.
 * :func:`pb_anova` — pbkrtest's ``PBmodcomp``: the parametric-bootstrap likelihood-ratio
   test of a smaller model m0 against m1, simulating under m0.
 """
