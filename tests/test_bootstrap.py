@@ -395,3 +395,18 @@ def test_pb_anova_reference_distribution_is_refits_of_simulated_data():
         expect = [m0.refit(Y[:, j]).objective - m1.refit(Y[:, j]).objective for j in range(nsim)]
     np.testing.assert_allclose(pb.ref, expect, rtol=1e-6, atol=1e-6)
     assert pb.test.loc["LRT", "stat"] == pytest.approx(m0.objective - m1.objective, rel=1e-12)
+
+
+def test_bootstrap_use_u_and_em_fit():
+    """use_u=True: the responses vary only by residual noise, so β̂* varies less; an EM fit
+    (ML) is bootstrapped by ML refits, matching the profiled fit's bootstrap."""
+    d = load("sleepstudy")
+    ml = pylmem.lmer(SLEEP, d, reml=False)
+    free = ml.bootstrap(300, seed=4).fixef.std()
+    cond = ml.bootstrap(300, seed=4, use_u=True).fixef.std()
+    assert np.all(cond.to_numpy() < 0.75 * free.to_numpy())   # measured ratios 0.55, 0.47
+    em_fit = pylmem.lmer(SLEEP, d, reml=False, method="em")
+    a = em_fit.bootstrap(50, seed=4)
+    b = ml.bootstrap(50, seed=4)
+    assert not em_fit.reml
+    np.testing.assert_allclose(a.t.to_numpy(), b.t.to_numpy(), rtol=1e-4, atol=1e-4)
