@@ -4,8 +4,11 @@ from .design import ModelDesign, build_design
 from .fit import ConvergenceWarning, LmerFit, fit_design, lmer
 from .em import em  # noqa: E402  (the function shadows the submodule name on purpose)
 from .anova import anova  # noqa: E402
+from .ranova import drop1, ranova  # noqa: E402
+from .inference import coef_table  # noqa: E402
+from .profile import confint, profile  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["lmer", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
-           "datasets", "em", "anova"]
+           "datasets", "em", "anova", "ranova", "drop1", "coef_table", "confint", "profile"]

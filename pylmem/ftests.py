@@ -184,14 +184,17 @@ class FTestTable(pd.DataFrame):
         return pd.DataFrame
 
     def __str__(self) -> str:
-        from .summary import SIGNIF_LEGEND, format_pval, format_real, print_matrix, signif_stars
+        from .summary import (SIGNIF_LEGEND, format_pval, format_real, print_matrix, r_round,
+                              signif_stars)
 
         x = self[COLUMNS].to_numpy(dtype=float)
         n = len(x)
+        if n == 0:
+            return "\n".join([getattr(self, "heading", ""), "     " + " ".join(COLUMNS)])
         cols = {}
         for j, c in enumerate(COLUMNS[:-1]):
             v = x[:, j]
-            s = format_real(v, 5 if c != "F value" else 4)
+            s = format_real(r_round(v, 4), 5) if c == "F value" else format_real(v, 5)
             cols[c] = ["NA" if np.isnan(v[i]) else s[i] for i in range(n)]
         pv = x[:, -1]
         ok = ~np.isnan(pv)

@@ -398,3 +398,39 @@ def _fstat_ddf(nu, tol=1e-8) -> float:
         return 2.0
     E = float(np.sum(nu / (nu - 2)))
     return 2 * E / (E - len(nu))
+
+
+# ---------------------------------------------------------------------------- printing
+def lmertest_title(fit, ddf) -> str:
+    """lmerTest's summary title: "… fit by REML. t-tests use Satterthwaite's method …"."""
+    how = "REML" if fit.reml else "maximum likelihood "
+    method = "Satterthwaite's" if normalize_ddf(ddf) == "Satterthwaite" else "Kenward-Roger's"
+    return f"Linear mixed model fit by {how}. t-tests use {method} method ['lmerModLmerTest']"
+
+
+def format_coef_table(tab: pd.DataFrame, digits: int = 4) -> list:
+    """``printCoefmat`` of lmerTest's table: Estimate, Std. Error, df, t value, Pr(>|t|), stars."""
+    from .summary import SIGNIF_LEGEND, format_pval, format_real, print_matrix, r_round, signif_stars
+
+    est = tab["Estimate"].to_numpy(float)
+    se = tab["Std. Error"].to_numpy(float)
+    df = tab["df"].to_numpy(float)
+    tv = tab["t value"].to_numpy(float)
+    pv = tab["Pr(>|t|)"].to_numpy(float)
+    acs = np.abs(np.r_[est, se])
+    acs = acs[np.isfinite(acs) & (acs > 0)]
+    digmin = 1 + np.floor(np.log10([acs.min(), acs.max()])) if acs.size else np.array([1.0])
+    rd = max(1, int(np.max(digits - digmin)))
+    cs = format_real(r_round(np.r_[est, se], rd), digits)
+    p = len(est)
+    ds = format_real(df, digits)
+    ts = format_real(r_round(tv, max(1, min(5, digits - 1))), digits)
+    ps = format_pval(pv, max(1, min(5, digits - 1)))
+    st = signif_stars(pv)
+    w = max(len(s) for s in st) if st else 0
+    cells = [[cs[i], cs[p + i], ds[i], ts[i], ps[i], st[i].ljust(w)] for i in range(p)]
+    lines = print_matrix(cells, list(tab.index), ["Estimate", "Std. Error", "df", "t value",
+                                                  "Pr(>|t|)", ""], right=True)
+    if np.any(pv[np.isfinite(pv)] < 0.1):
+        lines += ["---", SIGNIF_LEGEND]
+    return lines
