@@ -185,7 +185,7 @@ class FTestTable(pd.DataFrame):
 
     def __str__(self) -> str:
         from .summary import (SIGNIF_LEGEND, format_pval, format_real, print_matrix, r_round,
-                              signif_stars)
+                              signif_stars, zapsmall)
 
         x = self[COLUMNS].to_numpy(dtype=float)
         n = len(x)
@@ -194,7 +194,8 @@ class FTestTable(pd.DataFrame):
         cols = {}
         for j, c in enumerate(COLUMNS[:-1]):
             v = x[:, j]
-            s = format_real(r_round(v, 4), 5) if c == "F value" else format_real(v, 5)
+            # print.anova: the test column rounded to 4 decimals, the others zapped
+            s = format_real(r_round(v, 4), 5) if c == "F value" else format_real(zapsmall(v, 5), 5)
             cols[c] = ["NA" if np.isnan(v[i]) else s[i] for i in range(n)]
         pv = x[:, -1]
         ok = ~np.isnan(pv)

@@ -133,8 +133,17 @@ def varpar_info(fit) -> VarparInfo:
     H[:k, k] = H[k, :k] = -2.0 * gb / sigma ** 3
     H[k, k] = 6.0 * b / sigma ** 4 - 2.0 * nu / sigma ** 2
     H = 0.5 * (H + H.T)
+    A, msgs = hessian_to_vcov(H)
+    jac = np.concatenate([sigma ** 2 * J, (2.0 * sigma * C)[None]], axis=0)
+    info = VarparInfo(varpar=np.r_[theta, sigma], hessian=H, vcov_varpar=A, jac=jac,
+                      vcov_beta=sigma ** 2 * C, warnings=msgs)
+    fit._varpar_info_cache = info
+    return info
+
+
+def hessian_to_vcov(H, tol=1e-8):
+    """A = 2 H⁺ on the eigenvalues > tol, with lmerTest's warnings for the others."""
     w, V = np.linalg.eigh(H)
-    tol = 1e-8
     msgs = []
     if np.any(w < -tol):
         neg = " ".join(f"{x:.1e}" for x in w[w < -tol])
@@ -144,12 +153,7 @@ def varpar_info(fit) -> VarparInfo:
         msgs.append(f"Model may not have converged with {int((np.abs(w) <= tol).sum())} "
                     "eigenvalue(s) of the Hessian in (theta, sigma) close to zero")
     pos = w > tol
-    A = 2.0 * (V[:, pos] / w[pos]) @ V[:, pos].T
-    jac = np.concatenate([sigma ** 2 * J, (2.0 * sigma * C)[None]], axis=0)
-    info = VarparInfo(varpar=np.r_[theta, sigma], hessian=H, vcov_varpar=A, jac=jac,
-                      vcov_beta=sigma ** 2 * C, warnings=msgs)
-    fit._varpar_info_cache = info
-    return info
+    return 2.0 * (V[:, pos] / w[pos]) @ V[:, pos].T, msgs
 
 
 def satterthwaite_df(fit, L) -> np.ndarray:
