@@ -356,3 +356,28 @@ def test_summary_ddf_layout():
     assert "3.26e-06" in line and line.rstrip().endswith("***")
     s = str(fit_of("sleep_reml").summary(ddf="Kenward-Roger"))
     assert "Kenward-Roger's method" in s.splitlines()[0]
+
+
+def test_profile_plot(tmp_path):
+    from pylmem import plots
+
+    P = fit_of("dyestuff_ml").profile()
+    out = plots.plot_profile(P, tmp_path / "prof.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_cli_ddf_json(capsys):
+    from pylmem.cli import main
+
+    rc = main(["fit", "sleepstudy", "Reaction ~ Days + (Days|Subject)", "--ddf",
+               "satterthwaite", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["ddf_method"] == "Satterthwaite"
+    ref = tab(REFS["sleep_reml"]["coef_satt"])
+    close(list(out["df"].values()), ref["df"], 1e-3, "df")
+    close(list(out["p_values"].values()), ref["Pr(>|t|)"], 1e-3, "p")
+    rc = main(["fit", "sleepstudy", "Reaction ~ Days + (Days|Subject)", "--ddf", "kenward-roger"])
+    assert rc == 0 and "Kenward-Roger's method" in capsys.readouterr().out
+    rc = main(["fit", "sleepstudy", "Reaction ~ Days + (Days|Subject)", "--ml", "--ddf",
+               "kenward-roger"])
+    assert rc == 2 and "only available for REML" in capsys.readouterr().err
