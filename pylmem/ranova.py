@@ -70,6 +70,51 @@ def _reduced_fits(fit):
     return out
 
 
+class RanovaTable(pd.DataFrame):
+    """lmerTest's ranova table; ``str()`` prints it as R's print.anova does."""
+
+    _metadata = ["heading"]
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def __str__(self) -> str:
+        from .summary import (SIGNIF_LEGEND, format_pval, format_real, print_matrix,
+                              signif_stars, zapsmall)
+
+        x = self[RANOVA_COLUMNS].to_numpy(dtype=float)
+        n = len(x)
+        cols = {}
+        for j, c in enumerate(RANOVA_COLUMNS[:-1]):
+            v = x[:, j]
+            s = format_real(v if c == "Df" else zapsmall(v, 5), 5)
+            cols[c] = ["" if np.isnan(v[i]) else s[i].strip() for i in range(n)]
+        pv = x[:, -1]
+        ok = ~np.isnan(pv)
+        ps = [""] * n
+        for i, s in zip(np.flatnonzero(ok), format_pval(pv[ok], 4) if ok.any() else []):
+            ps[i] = s
+        cols["Pr(>Chisq)"] = ps
+        names = list(RANOVA_COLUMNS)
+        cells = [[cols[c][i] for c in RANOVA_COLUMNS] for i in range(n)]
+        stars = ok.any() and bool(np.any(pv[ok] < 0.1))
+        if stars:
+            st = signif_stars(pv)
+            w = max(len(s) for s in st)
+            for i in range(n):
+                cells[i].append(st[i].ljust(w))
+            names.append("")
+        lines = getattr(self, "heading", "").split("\n")
+        lines += print_matrix(cells, [str(r) for r in self.index], names, right=True)
+        if stars:
+            lines += ["---", SIGNIF_LEGEND]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def ranova(fit) -> pd.DataFrame:
     """lmerTest's ranova table: npar, logLik, AIC, LRT, Df, Pr(>Chisq); first row <none>."""
     from .fit import fit_design
@@ -100,7 +145,12 @@ def ranova(fit) -> pd.DataFrame:
         p = np.r_[np.nan, stats.chi2.sf(np.maximum(lrt[1:], 0), df[1:])]
     tab = pd.DataFrame({"npar": npar.astype(int), "logLik": ll, "AIC": -2 * ll + 2 * npar,
                         "LRT": lrt, "Df": df, "Pr(>Chisq)": p}, index=pd.Index(names))
-    return tab
+    out = RanovaTable(tab)
+    from .summary import deparse1
+
+    out.heading = ("ANOVA-like table for random-effects: Single term deletions\n\nModel:\n"
+                   f"{deparse1(fit.formula)}")
+    return out
 
 
 def drop1(fit, ddf="Satterthwaite") -> FTestTable:
@@ -115,5 +165,7 @@ def drop1(fit, ddf="Satterthwaite") -> FTestTable:
         pd.DataFrame(columns=COLUMNS, dtype=float)
     out = FTestTable(tab)
     method = "Satterthwaite's" if ddf == "Satterthwaite" else "Kenward-Roger's"
-    out.heading = f"Single term deletions using {method} method:\n\nModel:\n{fit.formula}"
+    from .summary import deparse1
+
+    out.heading = f"Single term deletions using {method} method:\n\nModel:\n{deparse1(fit.formula)}"
     return out

@@ -381,3 +381,12 @@ def test_cli_ddf_json(capsys):
     rc = main(["fit", "sleepstudy", "Reaction ~ Days + (Days|Subject)", "--ml", "--ddf",
                "kenward-roger"])
     assert rc == 2 and "only available for REML" in capsys.readouterr().err
+
+
+def test_ranova_print_layout():
+    lines = str(pylmem.ranova(fit_of("cake_reml"))).splitlines()
+    assert lines[0] == "ANOVA-like table for random-effects: Single term deletions"
+    assert lines[3] == "angle ~ recipe * temperature + (1 | recipe:replicate)"
+    assert lines[5].split() == ["<none>", "20", "-816.62", "1673.2"]
+    assert lines[6].split() == ["(1", "|", "recipe:replicate)", "19", "-902.59", "1843.2",
+                                "171.93", "1", "<", "2.2e-16", "***"]
