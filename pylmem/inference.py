@@ -22,7 +22,8 @@ information I_rs = ½[tr(Σ⁻¹G_rΣ⁻¹G_s) − 2 tr(ΦQ_rs) + tr(ΦP_rΦP_s)
 
 and the F statistic for H₀: Lβ = 0 is scaled by λ with denominator df m from
 A₁ = Σ W_rs tr(ΘΦP_rΦ) tr(ΘΦP_sΦ), A₂ = Σ W_rs tr(ΘΦP_rΦΘΦP_sΦ), Θ = L'(LΦL')⁻¹L
-(Kenward & Roger 1997).  Σ is formed densely (n × n): n ≤ ``KR_MAX_N``.
+(Kenward & Roger 1997).  Everything is formed from m × m matrices (m random effects,
+m ≤ ``KR_MAX_M``) by Woodbury identities, never the n × n Σ (see :func:`_kr_parts`).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from scipy import stats
 
 from .deviance import _trsolve
 
-KR_MAX_N = 6000
+KR_MAX_M = 8000   # random effects (m × m dense matrices)
 DDF_METHODS = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger",
                "kenward_roger": "Kenward-Roger", "kr": "Kenward-Roger"}
 
@@ -205,6 +206,79 @@ def _kr_generators(fit):
     return gens, np.asarray(gamma)
 
 
+def _kr_parts(fit):
+    """P_r, Q_rs and K_rs = tr(Σ⁻¹G_rΣ⁻¹G_s) without any n × n matrix.
+
+    With W = ZΛ, C = W'W + I and S = I − W C⁻¹ W' (Σ = σ² S⁻¹): S^k W = W C^{-k}, so
+    B₁'S^kB₂ = B₁'B₂ − (B₁'W)(C⁻¹ + … + C^{-k})(W'B₂) and tr S² = n − m + tr C⁻².
+    G_r = Z E_r Z' (E_r the indicator of one entry of Ω_k, repeated over levels) or I:
+    P_r = −U'E_rU, Q_rs = U'E_r M₁ E_s U, K_rs = tr(E_r M₁ E_s M₁) with U = Z'Σ⁻¹X,
+    M₁ = Z'Σ⁻¹Z; the residual generator uses Z'Σ⁻²X, Z'Σ⁻²Z, X'Σ⁻²X, X'Σ⁻³X.
+    """
+    d = fit.design
+    X = d.X
+    n = fit.n_obs
+    s2 = fit.sigma2
+    Z = sp.hstack([t.sparse() for t in d.terms], format="csr")
+    Lam = sp.block_diag([sp.kron(sp.identity(t.n_levels), sp.csr_matrix(T))
+                         for t, T in zip(d.terms, fit.factor.T)], format="csr")
+    m = Z.shape[1]
+    ZtZ = (Z.T @ Z).toarray()
+    ZtX = np.asarray(Z.T @ X)
+    XtX = X.T @ X
+    ZtW = np.asarray((Lam.T @ ZtZ.T).T)                  # Z'ZΛ
+    XtW = np.asarray((Lam.T @ ZtX).T)                    # X'ZΛ
+    C = np.asarray(Lam.T @ ZtW) + np.eye(m)
+    cf = sla.cho_factor(C, lower=True)
+    Ci = sla.cho_solve(cf, np.eye(m))
+    Ci2 = Ci @ Ci
+    Ci3 = Ci2 @ Ci
+    S1, S2, S3 = Ci, Ci + Ci2, Ci + Ci2 + Ci3
+
+    def quad(a_W, b_W, a_b, F):
+        return a_b - a_W @ F @ b_W.T
+
+    M1 = quad(ZtW, ZtW, ZtZ, S1) / s2
+    M2 = quad(ZtW, ZtW, ZtZ, S2) / s2 ** 2
+    U1 = quad(ZtW, XtW, ZtX, S1) / s2
+    U2 = quad(ZtW, XtW, ZtX, S2) / s2 ** 2
+    X2 = quad(XtW, XtW, XtX, S2) / s2 ** 2
+    X3 = quad(XtW, XtW, XtX, S3) / s2 ** 3
+    trS2 = (n - m + float(np.sum(Ci * Ci))) / s2 ** 2
+    Es = []
+    off = 0
+    for t in d.terms:
+        q, L = t.q, t.n_levels
+        rows, cols = np.tril_indices(q)
+        order = np.lexsort((rows, cols))
+        for i, j in zip(rows[order], cols[order]):
+            E = np.zeros((q, q))
+            E[i, j] = E[j, i] = 1.0
+            blk = sp.kron(sp.identity(L), sp.csr_matrix(E), format="csr")
+            Es.append(sp.block_diag([sp.csr_matrix((off, off)), blk,
+                                     sp.csr_matrix((m - off - L * q, m - off - L * q))],
+                                    format="csr"))
+        off += L * q
+    R = len(Es) + 1
+    EU = [E @ U1 for E in Es]
+    EM = [np.asarray(E @ M1) for E in Es]
+    P = [-(U1.T @ eu) for eu in EU] + [-X2]
+    P = [0.5 * (M + M.T) for M in P]
+    Q = {}
+    for r in range(R - 1):
+        for s_ in range(r, R - 1):
+            Q[r, s_] = EU[r].T @ M1 @ EU[s_]
+        Q[r, R - 1] = EU[r].T @ U2
+    Q[R - 1, R - 1] = X3
+    K = np.zeros((R, R))
+    for r in range(R - 1):
+        for s_ in range(r, R - 1):
+            K[r, s_] = K[s_, r] = float(np.sum(EM[r] * EM[s_].T))
+        K[r, R - 1] = K[R - 1, r] = float((Es[r].multiply(M2)).sum())
+    K[R - 1, R - 1] = trS2
+    return P, Q, K
+
+
 def vcov_adj(fit) -> KRInfo:
     """Kenward–Roger's adjusted covariance Φ_A of β̂ (pbkrtest's vcovAdj), cached."""
     cached = getattr(fit, "_kr_info_cache", None)
@@ -212,10 +286,46 @@ def vcov_adj(fit) -> KRInfo:
         return cached
     if not fit.reml:
         raise ValueError("Kenward-Roger's method is only available for REML model fits")
+    m = sum(t.n_levels * t.q for t in fit.design.terms)
+    if m > KR_MAX_M:
+        raise ValueError(f"Kenward-Roger forms m x m matrices: {m} random effects exceed "
+                         f"{KR_MAX_M}; use ddf='Satterthwaite'")
+    P, Q, K = _kr_parts(fit)
+    info = _kr_finish(fit, P, Q, K)
+    fit._kr_info_cache = info
+    return info
+
+
+def _kr_finish(fit, P, Q, K) -> KRInfo:
+    """W = 2 I⁻¹ (I the expected information) and Φ_A = Φ + 2Φ[Σ W_rs(Q_rs − P_rΦP_s)]Φ."""
+    Phi = fit.vcov.to_numpy()
+    R = len(P)
+    IE2 = np.zeros((R, R))
+    for r in range(R):
+        PhiPr = Phi @ P[r]
+        for s in range(r, R):
+            IE2[r, s] = IE2[s, r] = (K[r, s] - 2 * np.sum(Phi * Q[r, s])
+                                     + np.sum(PhiPr * (P[s] @ Phi)))
+    ev = np.linalg.eigvalsh(IE2)
+    condi = float(np.min(np.abs(ev)))
+    W = 2 * np.linalg.inv(IE2) if condi > 1e-10 else 2 * np.linalg.pinv(IE2)
+    W = 0.5 * (W + W.T)
+    p = Phi.shape[0]
+    U = np.zeros((p, p))
+    for r in range(R - 1):
+        for s in range(r + 1, R):
+            U += W[r, s] * (Q[r, s] - P[r] @ Phi @ P[s])
+    U = U + U.T
+    for r in range(R):
+        U += W[r, r] * (Q[r, r] - P[r] @ Phi @ P[r])
+    PhiA = Phi + 2 * Phi @ U @ Phi
+    return KRInfo(Phi=Phi, PhiA=PhiA, P=P, W=W, condi=condi)
+
+
+def _kr_parts_dense(fit):
+    """P_r, Q_rs, tr(Σ⁻¹G_rΣ⁻¹G_s) from the dense n × n Σ (pbkrtest's computation;
+    the reference for :func:`_kr_parts`)."""
     n = fit.n_obs
-    if n > KR_MAX_N:
-        raise ValueError(f"Kenward-Roger forms n x n matrices: n = {n} exceeds {KR_MAX_N}; "
-                         "use ddf='Satterthwaite'")
     X = fit.design.X
     gens, gamma = _kr_generators(fit)
     Sigma = np.zeros((n, n))
@@ -245,28 +355,7 @@ def vcov_adj(fit) -> KRInfo:
     for r in range(R):
         for s in range(r, R):
             K[r, s] = K[s, r] = float(np.sum(YA[r, s] * YA[s, r].T))
-    IE2 = np.zeros((R, R))
-    for r in range(R):
-        PhiPr = Phi @ P[r]
-        for s in range(r, R):
-            IE2[r, s] = IE2[s, r] = (K[r, s] - 2 * np.sum(Phi * Q[r, s])
-                                     + np.sum(PhiPr * (P[s] @ Phi)))
-    ev = np.linalg.eigvalsh(IE2)
-    condi = float(np.min(np.abs(ev)))
-    W = 2 * np.linalg.inv(IE2) if condi > 1e-10 else 2 * np.linalg.pinv(IE2)
-    W = 0.5 * (W + W.T)
-    p = X.shape[1]
-    U = np.zeros((p, p))
-    for r in range(R - 1):
-        for s in range(r + 1, R):
-            U += W[r, s] * (Q[r, s] - P[r] @ Phi @ P[s])
-    U = U + U.T
-    for r in range(R):
-        U += W[r, r] * (Q[r, r] - P[r] @ Phi @ P[r])
-    PhiA = Phi + 2 * Phi @ U @ Phi
-    info = KRInfo(Phi=Phi, PhiA=PhiA, P=P, W=W, condi=condi)
-    fit._kr_info_cache = info
-    return info
+    return P, Q, K
 
 
 def _div_zero(x, y, tol=1e-14):

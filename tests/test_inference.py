@@ -167,6 +167,20 @@ def test_kenward_roger_matches_pbkrtest(name):
               1e-3, "KRmodcomp")
 
 
+@pytest.mark.parametrize("name", ["sleep_reml", "pastes_reml", "cake_reml"])
+def test_kenward_roger_woodbury_equals_dense(name):
+    """P_r, Q_rs, tr(Σ⁻¹G_rΣ⁻¹G_s) from m × m Woodbury identities = pbkrtest's dense
+    n × n computation."""
+    fit = fit_of(name)
+    P, Q, K = I._kr_parts(fit)
+    P2, Q2, K2 = I._kr_parts_dense(fit)
+    for a, b in zip(P, P2):
+        assert np.abs(a - b).max() <= 1e-9 * np.abs(b).max()
+    for key in Q2:
+        assert np.abs(Q[key] - Q2[key]).max() <= 1e-9 * np.abs(Q2[key]).max()
+    assert np.abs(K - K2).max() <= 1e-9 * np.abs(K2).max()
+
+
 def test_kenward_roger_needs_reml():
     with pytest.raises(ValueError, match="only available for REML"):
         fit_of("sleep_ml").coef_table(ddf="Kenward-Roger")
