@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .inference import contest_md, normalize_ddf
+from .inference import contest_md, normalize_ddf, one_blas_thread
 
 COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
 
@@ -228,6 +228,7 @@ class FTestTable(pd.DataFrame):
         return "<pre>" + html.escape(str(self)) + "</pre>"
 
 
+@one_blas_thread
 def single_anova(fit, type=3, ddf="Satterthwaite") -> FTestTable:
     """lmerTest's ``anova(fit, type=, ddf=)``: one F test per fixed-effects term."""
     t = str(type).upper().replace("TYPE", "").strip()

@@ -27,6 +27,7 @@ from scipy import optimize, stats
 
 from .crossprod import CrossProducts, TermStats
 from .deviance import ProfiledDeviance
+from .inference import one_blas_thread
 from .parameters import _tril_colmajor, sdcor_from_theta, sdcor_names, theta_from_sdcor
 
 
@@ -280,11 +281,13 @@ class Profile:
         return pd.DataFrame.from_dict(out, orient="index", columns=ci_columns(level))
 
 
+@one_blas_thread
 def profile(fit, which=None, **kw) -> Profile:
     """The likelihood profile of each parameter on lme4's ζ scale (see module docstring)."""
     return Profile(fit, which=which, **kw)
 
 
+@one_blas_thread
 def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None, **kw) -> pd.DataFrame:
     """Confidence intervals with lme4's row names (.sig01…, .sigma, fixed effects).
 
