@@ -6,9 +6,9 @@ from .em import em  # noqa: E402  (the function shadows the submodule name on pu
 from .anova import anova  # noqa: E402
 from .ranova import drop1, ranova  # noqa: E402
 from .inference import coef_table  # noqa: E402
-from .profile import confint, profile  # noqa: E402
+from .profile import confint  # noqa: E402  (pylmem.profile stays the module)
 
 __version__ = "0.1.0"
 
 __all__ = ["lmer", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
-           "datasets", "em", "anova", "ranova", "drop1", "coef_table", "confint", "profile"]
+           "datasets", "em", "anova", "ranova", "drop1", "coef_table", "confint"]

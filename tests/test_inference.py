@@ -404,3 +404,41 @@ def test_ranova_print_layout():
     assert lines[5].split() == ["<none>", "20", "-816.62", "1673.2"]
     assert lines[6].split() == ["(1", "|", "recipe:replicate)", "19", "-902.59", "1843.2",
                                 "171.93", "1", "<", "2.2e-16", "***"]
+
+
+def _singular_slope_data():
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(20), 8)
+    x = np.tile(np.arange(8.0), 20)
+    y = 1 + 0.5 * x + rng.normal(0, 1, 20)[g] + rng.normal(0, 1, 160)
+    return pd.DataFrame(dict(y=y, x=x, g=g.astype(str)))
+
+
+def test_singular_vector_term_no_traceback():
+    """A random slope with no variance (θ on the boundary, correlation undetermined):
+    df, KR, F tests, ranova and profile intervals all come out; the slope sd interval
+    starts at 0 and the correlation interval is its whole range [-1, 1]."""
+    d = _singular_slope_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = pylmem.lmer("y ~ x + (x|g)", d, reml=False)
+        f2 = pylmem.lmer("y ~ x + (x|g)", d)
+    assert f.is_singular
+    assert np.isfinite(f.coef_table("Satterthwaite")["df"]).all()
+    assert np.isfinite(f2.coef_table("Kenward-Roger")["df"]).all()
+    assert np.isfinite(pylmem.anova(f2)["DenDF"]).all()
+    assert pylmem.ranova(f2)["LRT"].iloc[1] < 0.1
+    ci = f.confint(method="profile", parm=[".sig02", ".sig03"])
+    assert ci.loc[".sig03", "2.5 %"] == 0.0 and ci.loc[".sig03", "97.5 %"] > 0
+    assert ci.loc[".sig02"].tolist() == [-1.0, 1.0]
+
+
+def test_df_invariant_to_shifts_and_scales():
+    """y shifted, a covariate rescaled: the df of every coefficient are unchanged."""
+    d = load("sleepstudy").copy()
+    base = fit_of("sleep_reml").coef_table("Satterthwaite")["df"].to_numpy()
+    d["Reaction"] = d["Reaction"] + 1000.0
+    d["Days"] = d["Days"] * 24.0
+    f = pylmem.lmer("Reaction ~ Days + (Days|Subject)", d)
+    close(f.coef_table("Satterthwaite")["df"], base, 1e-4, "df")
+    close(f.coef_table("Kenward-Roger")["df"], base, 1e-4, "KR df")
