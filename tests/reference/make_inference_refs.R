@@ -25,6 +25,7 @@ models <- list(
   list(name = "cake_reml", data = "cake", formula = "angle ~ recipe*temperature + (1|recipe:replicate)", reml = TRUE),
   list(name = "cake_ml", data = "cake", formula = "angle ~ recipe*temperature + (1|recipe:replicate)", reml = FALSE),
   list(name = "rat_gender_reml", data = "ratWeight", formula = "weight ~ gender*week + (week|id)", reml = TRUE),
+  list(name = "rat_poly_ml", data = "ratWeight", formula = "weight ~ gender*(week + I(week^2)) + (week|id)", reml = FALSE),
   list(name = "dyestuff2_reml", data = "Dyestuff2", formula = "Yield ~ 1 + (1|Batch)", reml = TRUE),
   list(name = "dyestuff2_ml", data = "Dyestuff2", formula = "Yield ~ 1 + (1|Batch)", reml = FALSE))
 profile_models <- c("dyestuff_ml", "pastes_ml", "sleep_ml", "sleep_reml", "dyestuff_reml")
