@@ -78,39 +78,62 @@ def contrasts_type1(fit) -> dict:
     return {t.label: Lt[t.cols] for t in fixed_terms(fit.design)} if p else {}
 
 
+def _raw_of(expr, raw):
+    """The one data column a categorical expression (``recipe``, ``C(temperature)``) reads."""
+    import re
+
+    hits = [v for v in raw if re.search(rf"(?<![\w.]){re.escape(v)}(?![\w.])", expr)]
+    if len(hits) != 1:
+        raise ValueError(f"categorical expression {expr!r} does not read exactly one column")
+    return hits[0]
+
+
 def _synthetic_grid(design, rng):
     """Every combination of the categorical variables' levels, random numeric columns."""
     spec = design.fixed_spec
     state = getattr(spec, "encoder_state", {}) or {}
-    cats = {v: st[1]["categories"] for v, st in state.items()
+    cats = {e: list(st[1]["categories"]) for e, st in state.items()
             if "CATEGORICAL" in str(st[0]).upper()}
     raw = sorted(spec.required_variables)
-    cat_vars = [v for v in raw if v in cats]
-    if set(cats) - set(cat_vars):
-        raise ValueError("categorical expressions other than plain columns")
-    sizes = [len(cats[v]) for v in cat_vars]
+    levels = {}                                   # raw column -> its values in the grid
+    for e, lev in cats.items():
+        v = _raw_of(e, raw)
+        if v in levels and list(levels[v]) != list(lev):
+            raise ValueError(f"column {v!r} is used as two different categorical expressions")
+        levels[v] = lev
+    cat_vars = [v for v in raw if v in levels]
+    sizes = [len(levels[v]) for v in cat_vars]
     n_cells = int(np.prod(sizes)) if sizes else 1
     reps = max(3, int(np.ceil(3 * design.n_fixef / n_cells)))
     if n_cells * reps > 200_000:
         raise ValueError("too many cells")
     idx = np.indices(sizes).reshape(len(sizes), -1).T if sizes else np.zeros((1, 0), int)
     idx = np.repeat(idx, reps, axis=0)
-    data = {v: np.asarray(cats[v], dtype=object)[idx[:, j]] for j, v in enumerate(cat_vars)}
+    data = {}
+    for j, v in enumerate(cat_vars):
+        vals = levels[v]
+        if all(isinstance(x, str) for x in vals):
+            data[v] = pd.Categorical(np.asarray(vals, dtype=object)[idx[:, j]], categories=vals)
+        else:
+            data[v] = np.asarray(vals)[idx[:, j]]
     for v in raw:
-        if v not in cats:
+        if v not in levels:
             data[v] = rng.uniform(0.5, 2.0, len(idx))
-    df = pd.DataFrame(data)
-    for v in cat_vars:
-        df[v] = pd.Categorical(df[v], categories=cats[v])
-    return df, cats
+    return pd.DataFrame(data), cats
 
 
 def _factor_matrix(expr, numeric, df, cats):
-    if not numeric:
-        col = df[expr].astype(object).to_numpy()
-        return np.stack([(col == lev).astype(float) for lev in cats[expr]], axis=1)
+    """One factor of a term on the grid: every level's indicator, or the numeric column."""
     from formulaic import model_matrix
 
+    if not numeric:
+        if expr in df.columns:
+            col = df[expr].astype(object).to_numpy()
+            return np.stack([(col == lev).astype(float) for lev in cats[expr]], axis=1)
+        M = model_matrix(f"0 + {expr}", df, ensure_full_rank=False)
+        if M.shape[1] != len(cats[expr]):
+            raise ValueError(f"could not expand {expr!r} into its {len(cats[expr])} levels")
+        return np.asarray(M.to_numpy(dtype=float))
     return np.asarray(model_matrix(f"0 + {expr}", df).to_numpy(dtype=float))
 
 

@@ -444,3 +444,18 @@ def test_df_invariant_to_shifts_and_scales():
     f = pylmem.lmer("Reaction ~ Days + (Days|Subject)", d)
     close(f.coef_table("Satterthwaite")["df"], base, 1e-4, "df")
     close(f.coef_table("Kenward-Roger")["df"], base, 1e-4, "KR df")
+
+
+def test_type3_with_factor_call_in_formula():
+    """``factor(temperature)`` in the formula (formulaic's C()) gives lmerTest's type III
+    table of the cake model, rows named as written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = pylmem.lmer("angle ~ recipe*factor(temperature) + (1|recipe:replicate)", load("cake"))
+    ref = tab(REFS["cake_reml"]["anova3_satt"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = pylmem.anova(f)
+    assert list(got.index) == ["recipe", "factor(temperature)", "recipe:factor(temperature)"]
+    close(got["F value"], ref["F value"], 1e-3, "F")
+    close(got["DenDF"], ref["DenDF"], 1e-3, "DenDF")
