@@ -199,47 +199,107 @@ class _Profiler:
         kind = self.kinds[k]
         return (-1.0, 1.0) if kind == "cor" else (0.0, np.inf)
 
+    def _varpar_se(self):
+        """Wald-type SEs of φ from a difference Hessian of D (a first step only)."""
+        if getattr(self, "_se_cache", None) is not None:
+            return self._se_cache
+        phi = self.phi_hat
+        k = len(phi)
+        h = 1e-3 * np.maximum(np.abs(phi), 1e-2 * phi[-1])
+        H = np.zeros((k, k))
+        d0 = self.D(phi)
+        for i in range(k):
+            for j in range(i, k):
+                ei, ej = np.zeros(k), np.zeros(k)
+                ei[i], ej[j] = h[i], h[j]
+                H[i, j] = H[j, i] = (self.D(phi + ei + ej) - self.D(phi + ei - ej)
+                                     - self.D(phi - ei + ej) + self.D(phi - ei - ej)) / (4 * h[i] * h[j])
+        se = np.full(k, np.nan)
+        try:
+            w = np.linalg.eigvalsh(H)
+            if np.isfinite(d0) and w.min() > 1e-8 * w.max():
+                se = np.sqrt(np.maximum(np.diag(2 * np.linalg.inv(H)), 0))
+        except np.linalg.LinAlgError:
+            pass
+        self._se_cache = se
+        return se
+
     def step_of(self, k):
-        """Initial step: the Wald SE for β, a fraction of the estimate for sd / σ."""
+        """First step: the Wald SE (β: from the fit; φ: from the Hessian of D) or, on a
+        boundary, a fraction of the estimate."""
         nv = len(self.phi_hat)
         if k >= nv:
             return float(self.fit.stderr.iloc[k - nv])
+        se = self._varpar_se()[k]
+        if np.isfinite(se) and se > 0:
+            return float(se)
         if self.kinds[k] == "cor":
             return 0.2
         return 0.25 * max(self.phi_hat[k], 0.05 * self.phi_hat[-1])
 
-    def endpoint(self, k, target):
-        """ψ with ζ(ψ) = target (sign gives the side); the bound if ζ never gets there."""
+    def endpoint(self, k, target, ztol=1e-4):
+        """ψ with ζ(ψ) = target (its sign gives the side); the bound if ζ never gets there.
+
+        Secant steps from ψ̂ (the first one |target| Wald SEs away), overshooting by 5%
+        until the target is bracketed, then the Illinois method; stops at |ζ − target| <
+        ``ztol`` (an end error of ~ztol SEs, far inside 1% of the width).
+        """
         est = self.estimate(k)
         lo, hi = self.bounds_of(k)
         sgn = 1.0 if target > 0 else -1.0
         step = self.step_of(k)
-        a, za, start = est, 0.0, None
+        start = [None]
         cache = {}
 
         def z(v):
-            nonlocal start
             if v not in cache:
-                cache[v], st = self.zeta(k, v, start)
-                start = st
+                cache[v], st = self.zeta(k, v, start[0])
+                start[0] = st
             return cache[v]
 
-        for _ in range(60):
-            b = est + sgn * step
-            if b <= lo or b >= hi:
-                bound = lo if sgn < 0 else hi
-                edge = bound + (1e-10 if sgn < 0 else -1e-10) * max(1.0, abs(bound))
-                zb = z(edge)
-                if abs(zb) < abs(target):
-                    return bound
-                b = edge
+        def clip(v):
+            """Inside the parameter space; (value, is_edge)."""
+            bound = lo if sgn < 0 else hi
+            if (sgn < 0 and v <= lo) or (sgn > 0 and v >= hi):
+                return bound - sgn * 1e-10 * max(1.0, abs(bound)), True
+            return v, False
+
+        a, za = est, 0.0
+        b, edge = clip(est + target * step)
+        for _ in range(40):
             zb = z(b)
-            if abs(zb) >= abs(target):
-                f = lambda v: z(v) - target  # noqa: E731
-                return optimize.brentq(f, min(a, b), max(a, b), xtol=1e-6 * abs(step), rtol=1e-10)
+            if abs(zb - target) < ztol:
+                return b
+            if sgn * (zb - target) > 0:
+                break                                   # bracketed: target between za, zb
+            if edge:
+                return lo if sgn < 0 else hi            # ζ does not reach the target
+            slope = (zb - za) / (b - a)
+            if sgn * slope * (b - a) <= 0 or not np.isfinite(slope):
+                nxt = b + 1.6 * (b - a)
+            else:
+                nxt = b + 1.05 * (target - zb) / slope
+                nxt = b + np.clip(nxt - b, 0.1 * (b - a), 4.0 * (b - a)) if sgn > 0 else \
+                    b - np.clip(b - nxt, 0.1 * (a - b), 4.0 * (a - b))
             a, za = b, zb
-            step *= 1.6 if abs(zb) < 0.5 * abs(target) else 1.25
-        return np.nan
+            b, edge = clip(nxt)
+        else:
+            return np.nan
+        # Illinois on [a, b] with za on one side of the target and zb on the other
+        fa, fb = za - target, zb - target
+        for _ in range(60):
+            c = b - fb * (b - a) / (fb - fa)
+            fc = z(c) - target
+            if abs(fc) < ztol:
+                return c
+            if fc * fb < 0:
+                a, fa = b, fb          # the root lies between b and c
+            else:
+                fa *= 0.5              # Illinois: keep a, halve its value
+            b, fb = c, fc
+            if abs(b - a) < 1e-10 * max(1.0, abs(b)):
+                return b
+        return b
 
 
 class Profile:
