@@ -47,6 +47,27 @@ def _var_kinds(qs):
     return out
 
 
+def _run_nlopt(opt, fun, x0):
+    """opt.optimize(x0), keeping the best point seen: NLopt raises RoundoffLimited when
+    the objective's rounding stops it, with the optimum already found."""
+    import nlopt
+
+    best = [np.inf, np.asarray(x0, float).copy()]
+
+    def tracked(x, grad):
+        v = fun(x, grad)
+        if v < best[0]:
+            best[0], best[1] = v, np.array(x, float)
+        return v
+
+    opt.set_min_objective(tracked)
+    try:
+        x = np.asarray(opt.optimize(np.asarray(x0, float)))
+        return x, opt.last_optimum_value()
+    except (nlopt.RoundoffLimited, nlopt.ForcedStop, RuntimeError):
+        return best[1], best[0]
+
+
 class _Profiler:
     """ζ for each parameter of an ML fit (see module docstring)."""
 
@@ -137,8 +158,7 @@ class _Profiler:
             opt.set_xtol_abs(1e-7)
             opt.set_maxeval(5000)
             opt.set_initial_step([0.02] * len(free))
-            x = np.asarray(opt.optimize(x0))
-            val = opt.last_optimum_value()
+            x, val = _run_nlopt(opt, obj, x0)
         else:
             x, val = x0, obj(x0)
         phi[free] = x * scale[free]
@@ -178,8 +198,7 @@ class _Profiler:
         opt.set_xtol_abs(1e-8)
         opt.set_maxeval(5000)
         opt.set_initial_step([max(0.005, 0.02 * abs(t)) for t in th0])
-        th = np.asarray(opt.optimize(np.clip(th0, np.where(np.isfinite(lo), 0.0, -1e4), None)))
-        val = opt.last_optimum_value()
+        th, val = _run_nlopt(opt, f, np.clip(th0, np.where(np.isfinite(lo), 0.0, -1e4), None))
         bhat = self.fit.beta[j]
         return float(np.sign(b - bhat) * np.sqrt(max(val - self.d_hat, 0.0))), th
 
