@@ -104,7 +104,13 @@ def main(argv=None):
             lines.append(f"| {name} | {step} | {fmt(x)} | {fmt(y)} | {fn} |")
     ratios = ["", f"Profile CIs / ML fit time, pylmem: rat {py['rat']['profile_confint'] / py['rat']['fit_ml']:.0f}×, "
               f"sleepstudy {py['sleepstudy']['profile_confint'] / py['sleepstudy']['fit_ml']:.0f}×."]
-    text = "\n".join(lines + ratios)
+    import datetime
+    import os
+
+    head = [f"Inference timings (benchmarks/bench_inference.py, {datetime.date.today()}, best of "
+            f"{a.reps}; load average at the end {os.getloadavg()[0]:.1f} on this 2-core machine "
+            "shared with other jobs, so absolute times are inflated; compare within a row).", ""]
+    text = "\n".join(head + lines + ratios)
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
 from .crossprod import CrossProducts, TermStats
 from .deviance import ProfiledDeviance
