@@ -11,6 +11,7 @@ dsets <- list(
   Dyestuff = rd("Dyestuff.csv", "Batch"),
   Pastes = rd("Pastes.csv", c("batch", "cask", "sample")),
   sleepstudy = rd("sleepstudy.csv", "Subject"),
+  Penicillin = rd("Penicillin.csv", c("plate", "sample")),
   cake = rd("cake.csv", c("replicate", "recipe", "temperature")),
   ratWeight = rd("ratWeight.csv", c("id", "regime", "gender", "dosage")),
   Dyestuff2 = data.frame(Batch = as.character(Dyestuff2$Batch), Yield = Dyestuff2$Yield))
@@ -26,6 +27,7 @@ models <- list(
   list(name = "cake_ml", data = "cake", formula = "angle ~ recipe*temperature + (1|recipe:replicate)", reml = FALSE),
   list(name = "rat_gender_reml", data = "ratWeight", formula = "weight ~ gender*week + (week|id)", reml = TRUE),
   list(name = "rat_poly_ml", data = "ratWeight", formula = "weight ~ gender*(week + I(week^2)) + (week|id)", reml = FALSE),
+  list(name = "penicillin_reml", data = "Penicillin", formula = "diameter ~ 1 + (1|plate) + (1|sample)", reml = TRUE),
   list(name = "dyestuff2_reml", data = "Dyestuff2", formula = "Yield ~ 1 + (1|Batch)", reml = TRUE),
   list(name = "dyestuff2_ml", data = "Dyestuff2", formula = "Yield ~ 1 + (1|Batch)", reml = FALSE))
 profile_models <- c("dyestuff_ml", "pastes_ml", "sleep_ml", "sleep_reml", "dyestuff_reml")
