@@ -347,6 +347,11 @@ class Profile:
         self.frame = self.frame.sort_values([".par", "value"], kind="stable").reset_index(drop=True)
         self.estimates = {names[k]: pr.estimate(k) for k in idx}
 
+    def __repr__(self) -> str:
+        pars = ", ".join(str(p) for p in self.frame[".par"].cat.categories)
+        return (f"<Profile of {len(self.estimates)} parameters ({pars}); "
+                f"{len(self.frame)} points in .frame>")
+
     def confint(self, level=0.95) -> pd.DataFrame:
         """Intervals by interpolating the profile (the inverse of ζ, piecewise linear)."""
         z = stats.norm.ppf((1 + level) / 2)
