@@ -68,6 +68,10 @@ def _run_nlopt(opt, fun, x0):
         return best[1], best[0]
 
 
+# inner optimisations: an error δ in D moves ζ by ~δ/(2|ζ|), the interval end by that many SEs
+_FTOL, _XTOL, _STEP = 1e-9, 1e-7, 0.02
+
+
 class _Profiler:
     """ζ for each parameter of an ML fit (see module docstring)."""
 
@@ -154,10 +158,10 @@ class _Profiler:
             opt.set_min_objective(obj)
             opt.set_lower_bounds(lo.tolist())
             opt.set_upper_bounds(hi.tolist())
-            opt.set_ftol_abs(1e-9)
-            opt.set_xtol_abs(1e-7)
+            opt.set_ftol_abs(_FTOL)
+            opt.set_xtol_abs(_XTOL)
             opt.set_maxeval(5000)
-            opt.set_initial_step([0.02] * len(free))
+            opt.set_initial_step([_STEP] * len(free))
             x, val = _run_nlopt(opt, obj, x0)
         else:
             x, val = x0, obj(x0)
@@ -194,8 +198,8 @@ class _Profiler:
         opt.set_min_objective(f)
         opt.set_lower_bounds(np.where(np.isfinite(lo), 0.0, -1e4).tolist())
         opt.set_upper_bounds([1e4] * len(th0))
-        opt.set_ftol_abs(1e-9)
-        opt.set_xtol_abs(1e-8)
+        opt.set_ftol_abs(_FTOL)
+        opt.set_xtol_abs(_XTOL * 0.1)
         opt.set_maxeval(5000)
         opt.set_initial_step([max(0.005, 0.02 * abs(t)) for t in th0])
         th, val = _run_nlopt(opt, f, np.clip(th0, np.where(np.isfinite(lo), 0.0, -1e4), None))
