@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .inference import contest_md, normalize_ddf, one_blas_thread
+from ._threads import one_blas_thread
+from .inference import contest_md, normalize_ddf
 
 COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
 

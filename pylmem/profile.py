@@ -27,7 +27,7 @@ from scipy import stats
 
 from .crossprod import CrossProducts, TermStats
 from .deviance import ProfiledDeviance
-from .inference import one_blas_thread
+from ._threads import one_blas_thread
 from .parameters import _tril_colmajor, sdcor_from_theta, sdcor_names, theta_from_sdcor
 
 
