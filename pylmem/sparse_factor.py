@@ -1,0 +1,388 @@
+"""The multi-term ("rest") block of the profiled deviance's Cholesky factor.
+
+With the first term eliminated level by level (batched q0 × q0 factors L0_j), the terms
+after it (R) meet in the Schur complement
+
+    A_RR(θ) = Λ_R' (Z_R'Z_R − Σ_j A_j M_j A_j') Λ_R + I,   M_j = T0 (L0_j L0_j')⁻¹ T0',
+
+A_j = Z_R'Z_0j the (m × q0) cross-product of the rest with level j of the first term.
+Its sparsity pattern does not depend on θ, so everything structural is done once
+(:class:`RestStructure`):
+
+* the pattern of A_RR at block level: level pairs (a ≥ b) of the rest terms that share an
+  observation (Z_R'Z_R) or a level of the first term (A_j A_j'), each a full q_a × q_b block;
+* the fixed sparse matrix K with  vec(Σ_j A_j M_j A_j') = K vec(M)  on that pattern
+  (entries A_aj[s,u] A_bj[t,v] at column (j, u, v)): per θ the Schur complement is one
+  sparse matrix-vector product, with no pattern work and no sparse-sparse product;
+* the factorization backend: dense LAPACK when the pattern is dense (or small), else
+  CHOLMOD (supernodal, ``cvxopt.cholmod``) with its fill-reducing AMD ordering and symbolic
+  factorization computed once; per θ only ``cholmod.numeric`` runs.
+
+Per θ, :meth:`RestStructure.factor` returns a :class:`RestCholesky` L_R with L_R L_R' = A_RR
+(for CHOLMOD L_R = P'L, P the fill-reducing permutation, so L_R is not triangular but
+every quantity of the deviance, L_R⁻¹B and log|L_R|², is what the triangular factor gives).
+Memory is O(nnz(pattern) + nnz(K)) plus the factor: no m × m array unless dense.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from . import batched as B
+
+# dense backend when m is at most this, or the pattern fills this fraction of the lower triangle
+_DENSE_M = 400
+_DENSE_FRACTION = 0.15
+
+
+def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
+    """All pairs (e, e') with e' ≤ e inside each segment [start, start + count)."""
+    counts = counts.astype(np.int64)
+    N = int(counts.sum())
+    idx_t = np.int32 if N < 2**31 else np.int64
+    start_e = np.repeat(starts.astype(np.int64), counts)
+    reps = np.arange(N, dtype=np.int64) - start_e + 1
+    first = np.repeat(np.arange(N, dtype=idx_t), reps)
+    offs = (np.cumsum(reps) - reps - start_e).astype(np.int64)
+    second = (np.arange(len(first), dtype=np.int64) - np.repeat(offs, reps)).astype(idx_t)
+    return first, second
+
+
+class _CholmodValues:
+    """A cvxopt sparse matrix of fixed pattern whose values are rewritten in place.
+
+    cvxopt copies the values on every construction (~75 ns per entry, with sorting); the
+    values array of its CCS struct is reached through ctypes instead, checked once against
+    the constructor's result (falling back to construction if the layout differs).
+    """
+
+    def __init__(self, rows, cols, m):
+        import cvxopt
+
+        self._cvxopt = cvxopt
+        self.rows = cvxopt.matrix(rows.astype(int))
+        self.cols = cvxopt.matrix(cols.astype(int))
+        self.m = m
+        nnz = len(rows)
+        probe = np.arange(1.0, nnz + 1.0)
+        self.A = cvxopt.spmatrix(cvxopt.matrix(probe), self.rows, self.cols, (m, m))
+        self._view = None
+        try:
+            head = ctypes.c_void_p.from_address(id(self.A) + object.__basicsize__).value
+            values = ctypes.c_void_p.from_address(head).value
+            view = np.ctypeslib.as_array((ctypes.c_double * nnz).from_address(values))
+            if np.array_equal(view, probe) and np.array_equal(np.asarray(self.A.V).ravel(), probe):
+                view[0] = -1.0
+                if self.A.V[0] == -1.0:
+                    self._view = view
+        except Exception:  # pragma: no cover - layout differs: construct each time
+            self._view = None
+
+    def set(self, vals: np.ndarray):
+        if self._view is not None:
+            self._view[:] = vals
+        else:  # pragma: no cover
+            self.A = self._cvxopt.spmatrix(self._cvxopt.matrix(vals), self.rows, self.cols,
+                                           (self.m, self.m))
+        return self.A
+
+
+class RestCholesky:
+    """L_R with L_R L_R' = A_RR at one θ (dense lower triangular, or CHOLMOD's P'L)."""
+
+    def __init__(self, m, logdet, dense=None, chol=None):
+        self.m = m
+        self.logdet = logdet
+        self.dense = dense      # (m, m) lower factor, or None
+        self._chol = chol       # cvxopt factor, or None
+        self._offdiag = None
+        self._LR0 = None
+
+    def set_offdiag(self, structure, T, N):
+        self._offdiag = (structure, T, N)
+
+    @property
+    def LR0(self):
+        """L_R0 = Λ_R'A (⊕_j T0 L0_j⁻ᵀ), sparse m × L0 q0, formed on first use."""
+        if self._LR0 is None and self._offdiag is not None:
+            st, T, N = self._offdiag
+            self._LR0 = st.off_diagonal(T, N)
+        return self._LR0
+
+    def _cholmod(self, Bm, systems):
+        import cvxopt
+        import cvxopt.cholmod as cm
+
+        Bm = np.asarray(Bm, dtype=float)
+        vec = Bm.ndim == 1
+        X = cvxopt.matrix(np.asfortranarray(Bm.reshape(self.m, -1)))
+        for s in systems:
+            cm.solve(self._chol, X, sys=s)
+        out = np.array(X)
+        return out.ravel() if vec else out
+
+    def solve_L(self, Bm):
+        """L_R⁻¹ B."""
+        if self.dense is not None:
+            return sla.solve_triangular(self.dense, Bm, lower=True, check_finite=False)
+        return self._cholmod(Bm, (7, 4))          # L⁻¹ P B
+
+    def solve_Lt(self, Bm):
+        """L_R⁻ᵀ B."""
+        if self.dense is not None:
+            return sla.solve_triangular(self.dense, Bm, lower=True, trans="T", check_finite=False)
+        return self._cholmod(Bm, (5, 8))          # P' L⁻ᵀ B
+
+    def inv_diag_blocks(self, sizes, chunk=256):
+        """Diagonal blocks of A_RR⁻¹ = L_R⁻ᵀ L_R⁻¹ for consecutive block sizes (q_k, L_k)."""
+        out = []
+        if self.dense is not None:
+            Linv = sla.solve_triangular(self.dense, np.eye(self.m), lower=True, check_finite=False)
+            off = 0
+            for q, L in sizes:
+                blk = Linv[:, off:off + L * q].reshape(-1, L, q)
+                out.append(np.einsum("mgi,mgj->gij", blk, blk))
+                off += L * q
+            return out
+        # sparse: A_RR⁻¹ E for chunks of unit columns (chunk columns at a time)
+        off = 0
+        for q, L in sizes:
+            D = np.empty((L, q, q))
+            step = max(1, chunk // q)
+            for g0 in range(0, L, step):
+                g1 = min(L, g0 + step)
+                cols = np.arange(off + g0 * q, off + g1 * q)
+                E = np.zeros((self.m, len(cols)))
+                E[cols, np.arange(len(cols))] = 1.0
+                X = self._cholmod(E, (0,))
+                blk = X[cols].reshape(g1 - g0, q, g1 - g0, q)
+                idx = np.arange(g1 - g0)
+                D[g0:g1] = blk[idx, :, idx, :]
+            out.append(D)
+            off += L * q
+        return out
+
+
+class RestStructure:
+    """Symbolic analysis of the rest block, once per model (see module docstring)."""
+
+    def __init__(self, cp, qs, n_levels, *, backend=None):
+        self.qs = list(qs)
+        self.n_levels = list(n_levels)
+        q0, L0 = self.qs[0], self.n_levels[0]
+        self.q0, self.L0 = q0, L0
+        rq = self.qs[1:]
+        rL = self.n_levels[1:]
+        KR = len(rq)
+        self.r = cp.WtW.shape[0]
+        # rest entries: term-major, then level, then coefficient; blocks: (term, level)
+        self.offsets = np.cumsum([0] + [L * q for L, q in zip(rL, rq)])
+        self.m = m = int(self.offsets[-1])
+        self.boffsets = np.cumsum([0] + rL)
+        nb = int(self.boffsets[-1])
+        blk_term = np.repeat(np.arange(KR), rL)
+        blk_q = np.asarray(rq, dtype=np.int64)[blk_term]
+        blk_start = np.repeat(self.offsets[:-1], rL) + (np.arange(nb) - np.repeat(self.boffsets[:-1], rL)) * blk_q
+        ent_blk = np.repeat(np.arange(nb), blk_q)        # block of each rest entry
+        self.ent_blk = ent_blk
+
+        # A = Z_R'Z_0 (m × L0 q0), entries sorted by first-term level j, then rest row
+        A = sp.vstack([cp.between[(0, k)].T for k in range(1, KR + 1)], format="csc")
+        A.sum_duplicates()
+        A.sort_indices()
+        self.A = A.tocsr()
+        Acol = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+        j_of = Acol // q0
+        u_of = Acol % q0
+        row_of = A.indices.astype(np.int64)
+        order = np.lexsort((u_of, row_of, j_of))          # by j, then row (block-major), then u
+        j_of, u_of, row_of, val = j_of[order], u_of[order], row_of[order], A.data[order]
+        seg_starts = np.flatnonzero(np.r_[True, j_of[1:] != j_of[:-1]]) if len(j_of) else np.zeros(0, int)
+        seg_counts = np.diff(np.r_[seg_starts, len(j_of)])
+        f, s = _segment_pairs(seg_starts, seg_counts)
+        same = (ent_blk[row_of[f]] == ent_blk[row_of[s]]) & (f != s)
+        f, s = np.r_[f, s[same]], np.r_[s, f[same]]
+        pr_hi, pr_lo = row_of[f], row_of[s]               # entry (hi, lo) with block(hi) ≥ block(lo)
+        kcol = j_of[f] * (q0 * q0) + u_of[f] * q0 + u_of[s]
+        kval = val[f] * val[s]
+        del f, s, same
+
+        # block pattern: diagonal blocks, Z_R'Z_R between rest terms, and the A-pairs
+        keys = [np.arange(nb, dtype=np.int64) * nb + np.arange(nb)]
+        zz_rows, zz_cols, zz_vals = [], [], []
+        for k in range(KR):
+            Lk, qk = rL[k], rq[k]
+            ZtZ = cp.terms[k + 1].ZtZ                          # (L, q, q)
+            g, a, b = np.meshgrid(np.arange(Lk), np.arange(qk), np.arange(qk), indexing="ij")
+            zz_rows.append(self.offsets[k] + g.ravel() * qk + a.ravel())
+            zz_cols.append(self.offsets[k] + g.ravel() * qk + b.ravel())
+            zz_vals.append(ZtZ.ravel())
+            for l in range(k + 1, KR):
+                Bkl = cp.between[(k + 1, l + 1)].tocoo()      # Z_k'Z_l, l later: rows of l are hi
+                hi = self.offsets[l] + Bkl.col.astype(np.int64)
+                lo = self.offsets[k] + Bkl.row.astype(np.int64)
+                zz_rows.append(hi)
+                zz_cols.append(lo)
+                zz_vals.append(Bkl.data)
+                keys.append(ent_blk[hi] * nb + ent_blk[lo])
+        zz_rows, zz_cols, zz_vals = np.concatenate(zz_rows), np.concatenate(zz_cols), np.concatenate(zz_vals)
+        keys.append(ent_blk[pr_hi] * nb + ent_blk[pr_lo])
+        bkeys = np.unique(np.concatenate(keys))
+        bhi, blo = bkeys // nb, bkeys % nb
+        th, tl = blk_term[bhi], blk_term[blo]
+        border = np.lexsort((blo, bhi, tl, th))
+        bhi, blo, th, tl = bhi[border], blo[border], th[border], tl[border]
+        # expand to entries, group by group (k_hi, k_lo): (n_pairs, q_hi, q_lo) row-major
+        groups = []
+        e_rows, e_cols = [], []
+        pos = 0
+        gstart = np.flatnonzero(np.r_[True, (th[1:] != th[:-1]) | (tl[1:] != tl[:-1])]) if len(th) else []
+        gend = np.r_[gstart[1:], len(th)] if len(th) else []
+        for a, b in zip(gstart, gend):
+            kh, kl = int(th[a]), int(tl[a])
+            qh, ql = rq[kh], rq[kl]
+            hs = blk_start[bhi[a:b]][:, None, None] + np.arange(qh)[None, :, None]
+            ls = blk_start[blo[a:b]][:, None, None] + np.arange(ql)[None, None, :]
+            hs, ls = np.broadcast_arrays(hs, ls)
+            e_rows.append(hs.ravel())
+            e_cols.append(ls.ravel())
+            n_e = (b - a) * qh * ql
+            groups.append((kh, kl, pos, pos + n_e, b - a))
+            pos += n_e
+        self.groups = groups
+        e_rows, e_cols = np.concatenate(e_rows), np.concatenate(e_cols)
+        self.nnz = len(e_rows)
+        ekey = e_rows * m + e_cols
+        esort = np.argsort(ekey, kind="stable")
+        skey = ekey[esort]
+
+        def lookup(r, c):
+            return esort[np.searchsorted(skey, r * m + c)]
+
+        self.zz = np.bincount(lookup(zz_rows, zz_cols), weights=zz_vals, minlength=self.nnz)
+        kr = lookup(pr_hi, pr_lo)
+        del pr_hi, pr_lo
+        itype = np.int32 if max(self.nnz, L0 * q0 * q0) < 2**31 else np.int64
+        self.K = sp.csr_matrix((kval, (kr.astype(itype), kcol.astype(itype))),
+                               shape=(self.nnz, L0 * q0 * q0))
+        self.K.sum_duplicates()
+        del kr, kcol, kval
+        self.diag_idx = lookup(np.arange(m), np.arange(m))
+        self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
+
+        # backend
+        low = e_rows >= e_cols
+        n_low = int(low.sum())
+        density = n_low / (m * (m + 1) / 2)
+        if backend is None:
+            backend = "dense" if (m <= _DENSE_M or density >= _DENSE_FRACTION) else "cholmod"
+        if backend == "cholmod":
+            try:
+                import cvxopt.cholmod  # noqa: F401
+            except ImportError:  # pragma: no cover - cvxopt is a dependency
+                backend = "dense"
+        self.backend = backend
+        self.density = density
+        if backend == "dense":
+            self.flat = e_rows[low] * m + e_cols[low]
+            self.sel = np.flatnonzero(low)
+        else:
+            import cvxopt.cholmod as cm
+
+            csc = np.lexsort((e_rows[low], e_cols[low]))
+            self.sel = np.flatnonzero(low)[csc]
+            self._vals = _CholmodValues(e_rows[low][csc], e_cols[low][csc], m)
+            cm.options["supernodal"] = 2
+            Ac = self._vals.set(np.where(e_rows[low][csc] == e_cols[low][csc], 1.0, 0.0))
+            self._symbolic = cm.symbolic(Ac, uplo="L")
+
+    # ------------------------------------------------------------------ per θ
+    def _lam_t_dense(self, T, M):
+        """Λ_R' M for a dense M with the rest block's m rows."""
+        out = np.empty_like(M)
+        for k in range(len(self.qs) - 1):
+            a, b = self.offsets[k], self.offsets[k + 1]
+            q, L = self.qs[k + 1], self.n_levels[k + 1]
+            Tk = T[k + 1]
+            if q == 1:
+                out[a:b] = Tk[0, 0] * M[a:b]
+            else:
+                out[a:b] = np.einsum("ji,ljc->lic", Tk, M[a:b].reshape(L, q, -1)).reshape(L * q, -1)
+        return out
+
+    def schur_values(self, T, L0s):
+        """Entries of A_RR on the pattern (group order), and the per-level N_j = T0 L0_j⁻ᵀ."""
+        q0 = self.q0
+        T0 = T[0]
+        if q0 == 1:
+            N = (T0[0, 0] / L0s[0, 0])                  # (L0,)
+            vecM = N * N
+        else:
+            # N_j = T0 L0_j^{-T}: solve L0_j X = T0' then transpose
+            rhs = np.ascontiguousarray(np.broadcast_to(T0.T[:, :, None], L0s.shape))
+            X = B.solve_lower_soa(L0s, rhs)                    # L0^{-1} T0'  (q, q, G)
+            N = X.transpose(2, 1, 0)                           # (G, q, q): T0 L0^{-T}
+            vecM = np.einsum("gik,gjk->gij", N, N).ravel()
+        x = self.zz - self.K @ vecM
+        for kh, kl, a, b, n in self.groups:
+            Th, Tl = T[kh + 1], T[kl + 1]
+            if Th.shape[0] == 1 and Tl.shape[0] == 1:
+                x[a:b] *= Th[0, 0] * Tl[0, 0]
+            else:
+                blk = x[a:b].reshape(n, Th.shape[0], Tl.shape[0])
+                x[a:b] = np.einsum("ji,njk,kl->nil", Th, blk, Tl).ravel()
+        x[self.diag_idx] += 1.0
+        return x, N
+
+    def factor(self, T, L0s) -> tuple:
+        """(RestCholesky, N) at θ: raises LinAlgError when A_RR is not positive definite."""
+        x, N = self.schur_values(T, L0s)
+        m = self.m
+        if self.backend == "dense":
+            D = np.zeros(m * m)
+            D[self.flat] = x[self.sel]
+            D = D.reshape(m, m)
+            Lr = sla.cholesky(D, lower=True, check_finite=False, overwrite_a=True)
+            return RestCholesky(m, 2.0 * float(np.log(np.diag(Lr)).sum()), dense=Lr), N
+        import cvxopt.cholmod as cm
+
+        Ac = self._vals.set(x[self.sel])
+        F = self._symbolic
+        try:
+            cm.numeric(Ac, F)
+        except ArithmeticError as e:
+            raise np.linalg.LinAlgError(f"rest block not positive definite ({e})") from None
+        d = np.array(cm.diag(F)).ravel()
+        if not np.all(d > 0):
+            raise np.linalg.LinAlgError("rest block not positive definite")
+        return RestCholesky(m, 2.0 * float(np.log(d).sum()), chol=F), N
+
+    def off_diagonal(self, T, N):
+        """L_R0 = Λ_R' A (⊕_j N_j), sparse m × L0 q0 (for readers of the factor, not per θ)."""
+        A = self.A
+        q0 = self.q0
+        if q0 == 1:
+            right = sp.diags(np.asarray(N).ravel())
+        else:
+            G = N.shape[0]
+            right = sp.bsr_matrix((np.ascontiguousarray(N), np.arange(G), np.arange(G + 1)),
+                                  shape=(G * q0, G * q0))
+        AN = (A @ right).tocsr()
+        if all(q == 1 for q in self.qs[1:]):
+            s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+            return sp.csr_matrix(sp.diags(s) @ AN)
+        LamR = sp.block_diag([sp.kron(sp.identity(L), sp.csr_matrix(Tk))
+                              for L, Tk in zip(self.n_levels[1:], T[1:])], format="csr")
+        return sp.csr_matrix(LamR.T @ AN)
+
+    def rhs(self, T, N, C0s):
+        """B_R = Λ_R'(Z_R'W − A V), V_j = N_j C0_j: the rest rows of L⁻¹Λ'Z'W before L_R⁻¹."""
+        q0 = self.q0
+        if q0 == 1:
+            V = N[:, None] * C0s[0].T                            # (L0, r)
+        else:
+            V = np.einsum("guv,vrg->gur", N, C0s).reshape(-1, self.r)
+        return self._lam_t_dense(T, self.ZRtW - self.A @ V)
