@@ -30,12 +30,16 @@ import ctypes
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg.blas import dsyrk
 
 from . import batched as B
 
-# dense backend when m is at most this, or the pattern fills this fraction of the lower triangle
+# dense backend when m is at most _DENSE_M, or (m at most _DENSE_MAX_M and) the pattern is
+# estimated to fill _DENSE_FRACTION of the lower triangle
 _DENSE_M = 400
 _DENSE_FRACTION = 0.15
+_DENSE_MAX_M = 8000
+_GEMM_MAX = 10_000_000   # entries of a dense copy of A = Z_R'Z_0
 
 
 def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
@@ -202,34 +206,83 @@ class RestStructure:
         j_of, u_of, row_of, val = j_of[order], u_of[order], row_of[order], A.data[order]
         seg_starts = np.flatnonzero(np.r_[True, j_of[1:] != j_of[:-1]]) if len(j_of) else np.zeros(0, int)
         seg_counts = np.diff(np.r_[seg_starts, len(j_of)])
+        # backend, from the pattern's size before it is formed: the pairs of A's entries
+        # that share a first-term level bound the entries of Σ_j A_j M_j A_j'
+        est = float((seg_counts.astype(float) * (seg_counts + 1) / 2).sum())
+        est_density = min(1.0, (est + m) / (m * (m + 1) / 2))
+        if backend is None:
+            backend = "dense" if (m <= _DENSE_M or (est_density >= _DENSE_FRACTION and m <= _DENSE_MAX_M)) \
+                else "cholmod"
+        if backend == "cholmod":
+            try:
+                import cvxopt.cholmod  # noqa: F401
+            except ImportError:  # pragma: no cover - cvxopt is a dependency
+                backend = "dense"
+        self.backend = backend
+        self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
+        nq = q0 * (q0 + 1) // 2
+        # dense and A small: Σ_j A_j M_j A_j' by one BLAS rank-k update (m² L0 q0 flops) is
+        # cheaper than the K product (~est·nq entries at ~20× a flop's cost) and needs no set-up
+        self._Ad = None
+        if backend == "dense" and m * L0 * q0 <= _GEMM_MAX and m * m * L0 * q0 < 30 * est * nq:
+            self._Ad = np.ascontiguousarray(A.toarray().reshape(m, L0, q0))
+
+        # pairs of A's entries in one column block j: (hi, lo) rows with block(hi) ≥ block(lo);
+        # inside one block both orders (the diagonal blocks are kept whole for the Λ sandwich)
+        if self._Ad is not None:
+            seg_starts = seg_counts = np.zeros(0, dtype=np.int64)
         f, s = _segment_pairs(seg_starts, seg_counts)
         same = (ent_blk[row_of[f]] == ent_blk[row_of[s]]) & (f != s)
         f, s = np.r_[f, s[same]], np.r_[s, f[same]]
-        pr_hi, pr_lo = row_of[f], row_of[s]               # entry (hi, lo) with block(hi) ≥ block(lo)
-        kcol = j_of[f] * (q0 * q0) + u_of[f] * q0 + u_of[s]
+        pr_hi, pr_lo = row_of[f], row_of[s]
+        # M_j symmetric: (u, v) and (v, u) share the column of its upper triangle
+        tri = np.zeros((q0, q0), dtype=np.int64)
+        iu = np.triu_indices(q0)
+        tri[iu] = np.arange(nq)
+        tri = np.maximum(tri, tri.T)
+        self._triu = iu
+        kcol = j_of[f] * nq + tri[u_of[f], u_of[s]]
         kval = val[f] * val[s]
         del f, s, same
 
-        # block pattern: diagonal blocks, Z_R'Z_R between rest terms, and the A-pairs
-        keys = [np.arange(nb, dtype=np.int64) * nb + np.arange(nb)]
-        zz_rows, zz_cols, zz_vals = [], [], []
+        # Z_R'Z_R: diagonal blocks whole, between rest terms the lower blocks
+        zz_rows, zz_cols, zz_vals, zz_keys = [], [], [], []
         for k in range(KR):
             Lk, qk = rL[k], rq[k]
-            ZtZ = cp.terms[k + 1].ZtZ                          # (L, q, q)
-            g, a, b = np.meshgrid(np.arange(Lk), np.arange(qk), np.arange(qk), indexing="ij")
-            zz_rows.append(self.offsets[k] + g.ravel() * qk + a.ravel())
-            zz_cols.append(self.offsets[k] + g.ravel() * qk + b.ravel())
-            zz_vals.append(ZtZ.ravel())
+            g, a_, b_ = np.meshgrid(np.arange(Lk), np.arange(qk), np.arange(qk), indexing="ij")
+            zz_rows.append(self.offsets[k] + g.ravel() * qk + a_.ravel())
+            zz_cols.append(self.offsets[k] + g.ravel() * qk + b_.ravel())
+            zz_vals.append(cp.terms[k + 1].ZtZ.ravel())
             for l in range(k + 1, KR):
-                Bkl = cp.between[(k + 1, l + 1)].tocoo()      # Z_k'Z_l, l later: rows of l are hi
+                Bkl = cp.between[(k + 1, l + 1)].tocoo()      # Z_k'Z_l: rows of term l are hi
                 hi = self.offsets[l] + Bkl.col.astype(np.int64)
                 lo = self.offsets[k] + Bkl.row.astype(np.int64)
                 zz_rows.append(hi)
                 zz_cols.append(lo)
                 zz_vals.append(Bkl.data)
-                keys.append(ent_blk[hi] * nb + ent_blk[lo])
+                zz_keys.append(ent_blk[hi] * nb + ent_blk[lo])
         zz_rows, zz_cols, zz_vals = np.concatenate(zz_rows), np.concatenate(zz_cols), np.concatenate(zz_vals)
-        keys.append(ent_blk[pr_hi] * nb + ent_blk[pr_lo])
+        itype = np.int32
+
+        if backend == "dense":
+            # the pattern is (nearly) full: entries are the flat positions of the m × m block
+            self.nnz = m * m
+            self.zz = np.bincount(zz_rows * m + zz_cols, weights=zz_vals, minlength=m * m)
+            kr = pr_hi * m + pr_lo
+            del pr_hi, pr_lo
+            if m * m >= 2**31 or L0 * nq >= 2**31:  # pragma: no cover - far beyond dense sizes
+                itype = np.int64
+            self.K = sp.csc_matrix((kval, (kr.astype(itype), kcol.astype(itype))), shape=(m * m, L0 * nq))
+            self.K.sum_duplicates()
+            self.diag_idx = np.arange(m) * (m + 1)
+            self.density = est_density
+            self.groups = None
+            if self._Ad is not None:
+                self.K = None
+            return
+
+        # block pattern: diagonal blocks, Z_R'Z_R between rest terms, and the A-pairs
+        keys = [np.arange(nb, dtype=np.int64) * (nb + 1)] + zz_keys + [ent_blk[pr_hi] * nb + ent_blk[pr_lo]]
         bkeys = np.unique(np.concatenate(keys))
         bhi, blo = bkeys // nb, bkeys % nb
         th, tl = blk_term[bhi], blk_term[blo]
@@ -239,18 +292,18 @@ class RestStructure:
         groups = []
         e_rows, e_cols = [], []
         pos = 0
-        gstart = np.flatnonzero(np.r_[True, (th[1:] != th[:-1]) | (tl[1:] != tl[:-1])]) if len(th) else []
-        gend = np.r_[gstart[1:], len(th)] if len(th) else []
-        for a, b in zip(gstart, gend):
-            kh, kl = int(th[a]), int(tl[a])
+        gstart = np.flatnonzero(np.r_[True, (th[1:] != th[:-1]) | (tl[1:] != tl[:-1])])
+        gend = np.r_[gstart[1:], len(th)]
+        for a_, b_ in zip(gstart, gend):
+            kh, kl = int(th[a_]), int(tl[a_])
             qh, ql = rq[kh], rq[kl]
-            hs = blk_start[bhi[a:b]][:, None, None] + np.arange(qh)[None, :, None]
-            ls = blk_start[blo[a:b]][:, None, None] + np.arange(ql)[None, None, :]
+            hs = blk_start[bhi[a_:b_]][:, None, None] + np.arange(qh)[None, :, None]
+            ls = blk_start[blo[a_:b_]][:, None, None] + np.arange(ql)[None, None, :]
             hs, ls = np.broadcast_arrays(hs, ls)
             e_rows.append(hs.ravel())
             e_cols.append(ls.ravel())
-            n_e = (b - a) * qh * ql
-            groups.append((kh, kl, pos, pos + n_e, b - a))
+            n_e = (b_ - a_) * qh * ql
+            groups.append((kh, kl, pos, pos + n_e, b_ - a_))
             pos += n_e
         self.groups = groups
         e_rows, e_cols = np.concatenate(e_rows), np.concatenate(e_cols)
@@ -265,39 +318,22 @@ class RestStructure:
         self.zz = np.bincount(lookup(zz_rows, zz_cols), weights=zz_vals, minlength=self.nnz)
         kr = lookup(pr_hi, pr_lo)
         del pr_hi, pr_lo
-        itype = np.int32 if max(self.nnz, L0 * q0 * q0) < 2**31 else np.int64
-        self.K = sp.csr_matrix((kval, (kr.astype(itype), kcol.astype(itype))),
-                               shape=(self.nnz, L0 * q0 * q0))
+        if max(self.nnz, L0 * nq) >= 2**31:  # pragma: no cover
+            itype = np.int64
+        self.K = sp.csc_matrix((kval, (kr.astype(itype), kcol.astype(itype))), shape=(self.nnz, L0 * nq))
         self.K.sum_duplicates()
         del kr, kcol, kval
         self.diag_idx = lookup(np.arange(m), np.arange(m))
-        self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
-
-        # backend
         low = e_rows >= e_cols
-        n_low = int(low.sum())
-        density = n_low / (m * (m + 1) / 2)
-        if backend is None:
-            backend = "dense" if (m <= _DENSE_M or density >= _DENSE_FRACTION) else "cholmod"
-        if backend == "cholmod":
-            try:
-                import cvxopt.cholmod  # noqa: F401
-            except ImportError:  # pragma: no cover - cvxopt is a dependency
-                backend = "dense"
-        self.backend = backend
-        self.density = density
-        if backend == "dense":
-            self.flat = e_rows[low] * m + e_cols[low]
-            self.sel = np.flatnonzero(low)
-        else:
-            import cvxopt.cholmod as cm
+        self.density = int(low.sum()) / (m * (m + 1) / 2)
+        import cvxopt.cholmod as cm
 
-            csc = np.lexsort((e_rows[low], e_cols[low]))
-            self.sel = np.flatnonzero(low)[csc]
-            self._vals = _CholmodValues(e_rows[low][csc], e_cols[low][csc], m)
-            cm.options["supernodal"] = 2
-            Ac = self._vals.set(np.where(e_rows[low][csc] == e_cols[low][csc], 1.0, 0.0))
-            self._symbolic = cm.symbolic(Ac, uplo="L")
+        csc = np.lexsort((e_rows[low], e_cols[low]))
+        self.sel = np.flatnonzero(low)[csc]
+        self._vals = _CholmodValues(e_rows[low][csc], e_cols[low][csc], m)
+        cm.options["supernodal"] = 2
+        Ac = self._vals.set(np.where(e_rows[low][csc] == e_cols[low][csc], 1.0, 0.0))
+        self._symbolic = cm.symbolic(Ac, uplo="L")
 
     # ------------------------------------------------------------------ per θ
     def _lam_t_dense(self, T, M):
@@ -325,8 +361,29 @@ class RestStructure:
             rhs = np.ascontiguousarray(np.broadcast_to(T0.T[:, :, None], L0s.shape))
             X = B.solve_lower_soa(L0s, rhs)                    # L0^{-1} T0'  (q, q, G)
             N = X.transpose(2, 1, 0)                           # (G, q, q): T0 L0^{-T}
-            vecM = np.einsum("gik,gjk->gij", N, N).ravel()
-        x = self.zz - self.K @ vecM
+            vecM = np.einsum("gik,gjk->gij", N, N)[:, self._triu[0], self._triu[1]].ravel()
+        if self._Ad is not None:                 # dense A: one rank-k update
+            if q0 == 1:
+                AN = self._Ad[:, :, 0] * N
+            else:
+                AN = np.einsum("mju,juv->mjv", self._Ad, N).reshape(self.m, -1)
+            # −AN AN' + Z_R'Z_R on the upper triangle of the transpose (Fortran order)
+            Xt = dsyrk(-1.0, AN.T, beta=1.0, c=self.zz.reshape(self.m, self.m).T, trans=1, lower=0)
+            X = Xt.T
+        else:
+            x = self.zz - self.K @ vecM
+            X = x.reshape(self.m, self.m) if self.groups is None else None
+        if self.groups is None:                  # dense: X the m × m block, lower triangle valid
+            if all(q == 1 for q in self.qs[1:]):
+                s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+                X *= s[:, None]
+                X *= s[None, :]
+            else:
+                if self._Ad is not None:          # the rank-k update filled one triangle only
+                    X = np.tril(X) + np.tril(X, -1).T
+                X = self._lam_t_dense(T, self._lam_t_dense(T, X).T).T
+            X[np.arange(self.m), np.arange(self.m)] += 1.0
+            return X, N
         for kh, kl, a, b, n in self.groups:
             Th, Tl = T[kh + 1], T[kl + 1]
             if Th.shape[0] == 1 and Tl.shape[0] == 1:
@@ -342,10 +399,9 @@ class RestStructure:
         x, N = self.schur_values(T, L0s)
         m = self.m
         if self.backend == "dense":
-            D = np.zeros(m * m)
-            D[self.flat] = x[self.sel]
-            D = D.reshape(m, m)
-            Lr = sla.cholesky(D, lower=True, check_finite=False, overwrite_a=True)
+            # x is lower-valid and C-ordered: its transpose is an upper-valid Fortran array,
+            # which LAPACK factors in place as U'U (L = U')
+            Lr = sla.cholesky(x.T, lower=False, check_finite=False, overwrite_a=True).T
             return RestCholesky(m, 2.0 * float(np.log(np.diag(Lr)).sum()), dense=Lr), N
         import cvxopt.cholmod as cm
 
