@@ -39,19 +39,21 @@ from . import batched as B
 _DENSE_M = 400
 _DENSE_FRACTION = 0.15
 _DENSE_MAX_M = 8000
-_GEMM_MAX = 10_000_000   # entries of a dense copy of A = Z_R'Z_0
+_GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
+_HEAVY_FACTOR = 10.0     # ~ (time of one K entry) / (time of one BLAS flop), halved
 
 
 def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
     """All pairs (e, e') with e' ≤ e inside each segment [start, start + count)."""
     counts = counts.astype(np.int64)
     N = int(counts.sum())
-    idx_t = np.int32 if N < 2**31 else np.int64
     start_e = np.repeat(starts.astype(np.int64), counts)
-    reps = np.arange(N, dtype=np.int64) - start_e + 1
-    first = np.repeat(np.arange(N, dtype=idx_t), reps)
-    offs = (np.cumsum(reps) - reps - start_e).astype(np.int64)
-    second = (np.arange(len(first), dtype=np.int64) - np.repeat(offs, reps)).astype(idx_t)
+    pos = np.arange(N, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    elem = start_e + pos
+    reps = pos + 1
+    total = int(reps.sum())
+    first = np.repeat(elem, reps)
+    second = np.repeat(start_e, reps) + (np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps))
     return first, second
 
 
@@ -221,16 +223,27 @@ class RestStructure:
         self.backend = backend
         self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
         nq = q0 * (q0 + 1) // 2
-        # dense and A small: Σ_j A_j M_j A_j' by one BLAS rank-k update (m² L0 q0 flops) is
-        # cheaper than the K product (~est·nq entries at ~20× a flop's cost) and needs no set-up
-        self._Ad = None
-        if backend == "dense" and m * L0 * q0 <= _GEMM_MAX and m * m * L0 * q0 < 30 * est * nq:
-            self._Ad = np.ascontiguousarray(A.toarray().reshape(m, L0, q0))
+        # dense: a first-term level j with many rest neighbours (cnt_j entries of A) costs
+        # cnt_j²/2 K entries (~20 flops' time each) against m² q0 flops of a BLAS rank-q0
+        # update: such "heavy" levels (popular items, or all levels of a small dense block)
+        # go to one dense rank-k update, the others to K
+        self._Ad = self._heavy = None
+        if backend == "dense" and len(seg_counts):
+            heavy = _HEAVY_FACTOR * seg_counts.astype(float) ** 2 > float(m) * m * q0
+            cap = _GEMM_MAX // max(m * q0, 1)
+            if heavy.sum() > cap:
+                keep = np.argsort(-seg_counts, kind="stable")[:cap]
+                heavy = np.zeros_like(heavy)
+                heavy[keep] = True
+            if heavy.any():
+                jh = j_of[seg_starts[heavy]]
+                cols = (jh[:, None] * q0 + np.arange(q0)[None, :]).ravel()
+                self._heavy = jh
+                self._Ad = np.ascontiguousarray(A[:, cols].toarray().reshape(m, len(jh), q0))
+                seg_starts, seg_counts = seg_starts[~heavy], seg_counts[~heavy]
 
         # pairs of A's entries in one column block j: (hi, lo) rows with block(hi) ≥ block(lo);
         # inside one block both orders (the diagonal blocks are kept whole for the Λ sandwich)
-        if self._Ad is not None:
-            seg_starts = seg_counts = np.zeros(0, dtype=np.int64)
         f, s = _segment_pairs(seg_starts, seg_counts)
         same = (ent_blk[row_of[f]] == ent_blk[row_of[s]]) & (f != s)
         f, s = np.r_[f, s[same]], np.r_[s, f[same]]
@@ -272,13 +285,13 @@ class RestStructure:
             del pr_hi, pr_lo
             if m * m >= 2**31 or L0 * nq >= 2**31:  # pragma: no cover - far beyond dense sizes
                 itype = np.int64
-            self.K = sp.csc_matrix((kval, (kr.astype(itype), kcol.astype(itype))), shape=(m * m, L0 * nq))
-            self.K.sum_duplicates()
+            self.K = sp.csc_matrix((kval, (kr.astype(itype), kcol.astype(itype))), shape=(m * m, L0 * nq)) \
+                if len(kval) else None
+            if self.K is not None:
+                self.K.sum_duplicates()
             self.diag_idx = np.arange(m) * (m + 1)
             self.density = est_density
             self.groups = None
-            if self._Ad is not None:
-                self.K = None
             return
 
         # block pattern: diagonal blocks, Z_R'Z_R between rest terms, and the A-pairs
@@ -362,25 +375,23 @@ class RestStructure:
             X = B.solve_lower_soa(L0s, rhs)                    # L0^{-1} T0'  (q, q, G)
             N = X.transpose(2, 1, 0)                           # (G, q, q): T0 L0^{-T}
             vecM = np.einsum("gik,gjk->gij", N, N)[:, self._triu[0], self._triu[1]].ravel()
-        if self._Ad is not None:                 # dense A: one rank-k update
+        x = self.zz - self.K @ vecM if self.K is not None else self.zz.copy()
+        X = x.reshape(self.m, self.m) if self.groups is None else None
+        if self._Ad is not None:                 # heavy levels: one rank-k update
+            jh = self._heavy
             if q0 == 1:
-                AN = self._Ad[:, :, 0] * N
+                AN = self._Ad[:, :, 0] * N[jh]
             else:
-                AN = np.einsum("mju,juv->mjv", self._Ad, N).reshape(self.m, -1)
-            # −AN AN' + Z_R'Z_R on the upper triangle of the transpose (Fortran order)
-            Xt = dsyrk(-1.0, AN.T, beta=1.0, c=self.zz.reshape(self.m, self.m).T, trans=1, lower=0)
-            X = Xt.T
-        else:
-            x = self.zz - self.K @ vecM
-            X = x.reshape(self.m, self.m) if self.groups is None else None
+                AN = np.einsum("mju,juv->mjv", self._Ad, N[jh]).reshape(self.m, -1)
+            # X −= AN AN' on the lower triangle = the upper triangle of X' (Fortran order)
+            X = dsyrk(-1.0, AN.T, beta=1.0, c=X.T, trans=1, lower=0, overwrite_c=1).T
         if self.groups is None:                  # dense: X the m × m block, lower triangle valid
             if all(q == 1 for q in self.qs[1:]):
                 s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
                 X *= s[:, None]
                 X *= s[None, :]
             else:
-                if self._Ad is not None:          # the rank-k update filled one triangle only
-                    X = np.tril(X) + np.tril(X, -1).T
+                X = np.tril(X) + np.tril(X, -1).T   # diagonal blocks whole from the lower triangle
                 X = self._lam_t_dense(T, self._lam_t_dense(T, X).T).T
             X[np.arange(self.m), np.arange(self.m)] += 1.0
             return X, N
