@@ -226,6 +226,17 @@ CASES: dict[str, Case] = {c.name: c for c in [
 ]}
 
 
+# ---- issue 10: the scaling curve of crossed scalar terms (benchmarks/scaling_crossed.py):
+# L levels drawn uniformly for each of a and b, 2 L rows (so ~0.86 L of each present)
+SCALING_LEVELS = (1_000, 3_000, 10_000, 30_000, 100_000)
+SCALING: dict[str, Case] = {
+    f"scale_{L}": Case(f"scale_{L}", "y ~ x + (1 | a) + (1 | b)", False, ("a", "b"),
+                       (lambda L=L: simulate_crossed_scalar(2 * L, L, L, seed=20241004)),
+                       f"simulated, {L} x {L} crossed intercepts, {2 * L} obs, ML", large=True,
+                       statsmodels=_vc2())
+    for L in SCALING_LEVELS}
+
+
 def write_csv(case: Case, path) -> None:
     """The case's data as CSV for R (floats written with round-trip precision)."""
     case.load().to_csv(path, index=False)

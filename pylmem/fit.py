@@ -73,7 +73,13 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     ``method="profiled"`` (default) minimises the profiled deviance (lme4's algorithm);
-    ``method="em"`` runs the seed's accelerated EM to convergence (ML only).
+    ``method="em"`` runs the seed's accelerated EM to convergence (ML only), for models
+    with one random-effects term.  Several terms (crossed, nested, ``(x || g)``) are
+    rejected on purpose: the seed's E-step is per group, and with several terms the
+    conditional covariance of b is no longer block diagonal, so each EM update needs the
+    sparse factorization of Λ'Z'ZΛ + I (one profiled-deviance evaluation) plus the diagonal
+    blocks of its inverse (a selected inversion, several times dearer), and EM needs tens to
+    thousands of updates where the profiled deviance converges in ~30-120 evaluations.
     ``factors`` names numeric-looking columns to treat as categorical.
     ``verbose``: show a progress line (None: only on a terminal for fits over ~2 s).
     """
