@@ -40,7 +40,7 @@ _DENSE_M = 400
 _DENSE_FRACTION = 0.15
 _DENSE_MAX_M = 8000
 _GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
-_HEAVY_FACTOR = 10.0     # ~ (time of one K entry) / (time of one BLAS flop), halved
+_HEAVY_FACTOR = 15.0     # ~ (time of one K entry) / (time of one BLAS flop), halved
 
 
 def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
@@ -239,7 +239,8 @@ class RestStructure:
                 jh = j_of[seg_starts[heavy]]
                 cols = (jh[:, None] * q0 + np.arange(q0)[None, :]).ravel()
                 self._heavy = jh
-                self._Ad = np.ascontiguousarray(A[:, cols].toarray().reshape(m, len(jh), q0))
+                # (m, q0, H): each coefficient's columns contiguous for the per-θ products
+                self._Ad = np.ascontiguousarray(A[:, cols].toarray().reshape(m, len(jh), q0).transpose(0, 2, 1))
                 seg_starts, seg_counts = seg_starts[~heavy], seg_counts[~heavy]
 
         # pairs of A's entries in one column block j: (hi, lo) rows with block(hi) ≥ block(lo);
@@ -379,10 +380,17 @@ class RestStructure:
         X = x.reshape(self.m, self.m) if self.groups is None else None
         if self._Ad is not None:                 # heavy levels: one rank-k update
             jh = self._heavy
+            Ad = self._Ad
             if q0 == 1:
-                AN = self._Ad[:, :, 0] * N[jh]
+                AN = Ad[:, 0, :] * N[jh]
             else:
-                AN = np.einsum("mju,juv->mjv", self._Ad, N[jh]).reshape(self.m, -1)
+                Nh = N[jh]                       # AN_j = A_j N_j, column v: Σ_u A_j[:, u] N_j[u, v]
+                AN = np.empty_like(Ad)
+                for v in range(q0):
+                    np.multiply(Ad[:, 0, :], Nh[:, 0, v], out=AN[:, v, :])
+                    for u in range(1, q0):
+                        AN[:, v, :] += Ad[:, u, :] * Nh[:, u, v]
+                AN = AN.reshape(self.m, -1)
             # X −= AN AN' on the lower triangle = the upper triangle of X' (Fortran order)
             X = dsyrk(-1.0, AN.T, beta=1.0, c=X.T, trans=1, lower=0, overwrite_c=1).T
         if self.groups is None:                  # dense: X the m × m block, lower triangle valid
