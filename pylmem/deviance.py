@@ -15,9 +15,11 @@ penalised residual sum of squares r² = (L_W)_{rr}².  Then
     REML: d(θ) = log|L|² + log|R_X|² + (n−p)(1 + log(2π r²/(n−p)))
 
 L is blocked as MixedModels.jl does: the first (largest) term's block is block diagonal
-(one q×q Cholesky per level, batched); the remaining terms form one dense block after
-the Schur complement.  One evaluation touches only the cross-products, never the n rows.
-For a single term the analytic gradient is available (see :meth:`gradient`).
+(one q×q Cholesky per level, batched); the remaining terms meet in the Schur complement,
+factorised as its structure allows (:mod:`pylmem.sparse_factor`: dense LAPACK or CHOLMOD,
+symbolic work once per model).  One evaluation touches only the cross-products, never
+the n rows.  The analytic gradient (:meth:`value_and_gradient`) covers one term, and
+several terms with a small dense rest block (:mod:`pylmem.multi_gradient`).
 """
 from __future__ import annotations
 
@@ -216,10 +218,15 @@ class ProfiledDeviance:
     # ---------------------------------------------------------------- gradient
     @property
     def has_gradient(self) -> bool:
-        return len(self.qs) == 1
+        """One term; or several with a small dense rest block (:mod:`pylmem.multi_gradient`)."""
+        if len(self.qs) == 1:
+            return True
+        from .multi_gradient import available
+
+        return available(self.rest)
 
     def value_and_gradient(self, theta):
-        """d(θ) and ∂d/∂θ for one random-effects term.
+        """d(θ) and ∂d/∂θ (several terms: :mod:`pylmem.multi_gradient`).
 
         With D = T T' (relative covariance), V_i = I + Z_i D Z_i', K_i = Z_i'V_i^{-1}W_i:
         ∂d/∂D = Σ_i Z_i'V_i^{-1}Z_i − (ν/r²) Σ_i g_i g_i' [− Σ_i K_iX C K_iX' for REML],
@@ -230,12 +237,31 @@ class ProfiledDeviance:
         if key in self._recent and self._recent[key][1] is not None:
             val, grad = self._recent[key]
             return val, grad.copy()
+        multi = len(self.qs) > 1
+        if multi:
+            from .multi_gradient import supported
+
+            if not supported(self.rest):
+                raise NotImplementedError(
+                    f"the analytic gradient for several terms needs a dense rest block of at most "
+                    f"500 rows (this one: {self.rest.backend}, m = {self.m})")
         self.n_evals += 1
+        if multi:
+            self.rest.keep_pre = True
         try:
             f = self.factor(theta)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros(len(theta))
+        finally:
+            if multi:
+                self.rest.keep_pre = False
         val = self.objective_from(f)
+        if multi:
+            from .multi_gradient import gradient
+
+            grad = gradient(self, f)
+            self._remember(theta, val, grad.copy())
+            return val, grad
         T0 = f.T[0]
         q, r, G = f.C0s.shape
         H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)

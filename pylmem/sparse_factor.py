@@ -349,6 +349,16 @@ class RestStructure:
         Ac = self._vals.set(np.where(e_rows[low][csc] == e_cols[low][csc], 1.0, 0.0))
         self._symbolic = cm.symbolic(Ac, uplo="L")
 
+    keep_pre = False
+    last_pre = None
+    _A_dense = None
+
+    def dense_A(self):
+        """A = Z_R'Z_0 as a dense (m, L0, q0) array (formed once, for the gradient)."""
+        if self._A_dense is None:
+            self._A_dense = self.A.toarray().reshape(self.m, self.L0, self.q0)
+        return self._A_dense
+
     # ------------------------------------------------------------------ per θ
     def _lam_t_dense(self, T, M):
         """Λ_R' M for a dense M with the rest block's m rows."""
@@ -394,6 +404,8 @@ class RestStructure:
             # X −= AN AN' on the lower triangle = the upper triangle of X' (Fortran order)
             X = dsyrk(-1.0, AN.T, beta=1.0, c=X.T, trans=1, lower=0, overwrite_c=1).T
         if self.groups is None:                  # dense: X the m × m block, lower triangle valid
+            if self.keep_pre:                    # for the gradient: X before the Λ_R sandwich
+                self.last_pre = np.tril(X) + np.tril(X, -1).T
             if all(q == 1 for q in self.qs[1:]):
                 s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
                 X *= s[:, None]
