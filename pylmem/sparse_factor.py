@@ -40,6 +40,7 @@ _DENSE_M = 400
 _DENSE_FRACTION = 0.15
 _DENSE_MAX_M = 8000
 _GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
+_PAIR_CHUNK = 2_000_000  # pairs per chunk when forming K for a dense block
 _HEAVY_FACTOR = 15.0     # ~ (time of one K entry) / (time of one BLAS flop), halved
 
 
@@ -245,19 +246,60 @@ class RestStructure:
 
         # pairs of A's entries in one column block j: (hi, lo) rows with block(hi) ≥ block(lo);
         # inside one block both orders (the diagonal blocks are kept whole for the Λ sandwich)
-        f, s = _segment_pairs(seg_starts, seg_counts)
-        same = (ent_blk[row_of[f]] == ent_blk[row_of[s]]) & (f != s)
-        f, s = np.r_[f, s[same]], np.r_[s, f[same]]
-        pr_hi, pr_lo = row_of[f], row_of[s]
         # M_j symmetric: (u, v) and (v, u) share the column of its upper triangle
         tri = np.zeros((q0, q0), dtype=np.int64)
         iu = np.triu_indices(q0)
         tri[iu] = np.arange(nq)
         tri = np.maximum(tri, tri.T)
         self._triu = iu
-        kcol = j_of[f] * nq + tri[u_of[f], u_of[s]]
-        kval = val[f] * val[s]
-        del f, s, same
+
+        def pairs(starts, counts):
+            f, s = _segment_pairs(starts, counts)
+            same = (ent_blk[row_of[f]] == ent_blk[row_of[s]]) & (f != s)
+            if same.any():
+                f, s = np.r_[f, s[same]], np.r_[s, f[same]]
+            return row_of[f], row_of[s], j_of[f] * nq + tri[u_of[f], u_of[s]], val[f] * val[s]
+
+        if backend == "dense":
+            # flat positions in the m × m block, formed in chunks of ~2M pairs (int32): the
+            # set-up's peak memory stays ~16 bytes per K entry
+            itype = np.int32 if (m * m < 2**31 and L0 * nq < 2**31) else np.int64
+            per = seg_counts.astype(np.int64) * (seg_counts + 1) // 2
+            bounds = np.searchsorted(np.cumsum(per), np.arange(1, int(per.sum()) // _PAIR_CHUNK + 2) * _PAIR_CHUNK)
+            # scalar terms: column j's pairs are one segment, exactly per_j of them, no duplicates
+            direct = q0 == 1 and all(q == 1 for q in rq)
+            total = int(per.sum())
+            if direct:
+                kr, kval = np.empty(total, itype), np.empty(total)
+            else:
+                kr_l, kc_l, kv_l = [], [], []
+            lo_c = pos = 0
+            for hi_c in np.unique(np.r_[np.minimum(bounds + 1, len(per)), len(per)]):
+                if hi_c <= lo_c:
+                    continue
+                h, l, kc, kv = pairs(seg_starts[lo_c:hi_c], seg_counts[lo_c:hi_c])
+                if direct:
+                    kr[pos:pos + len(h)] = h * m + l
+                    kval[pos:pos + len(h)] = kv
+                    pos += len(h)
+                else:
+                    kr_l.append((h * m + l).astype(itype))
+                    kc_l.append(kc.astype(itype))
+                    kv_l.append(kv)
+                lo_c = hi_c
+            if direct:
+                cnt = np.zeros(L0, dtype=np.int64)
+                cnt[j_of[seg_starts]] = per
+                indptr = np.r_[0, np.cumsum(cnt)].astype(itype)
+                self.K = sp.csc_matrix((kval, kr, indptr), shape=(m * m, L0)) if total else None
+                kcol = None
+            else:
+                kr = np.concatenate(kr_l) if kr_l else np.zeros(0, itype)
+                kcol = np.concatenate(kc_l) if kc_l else np.zeros(0, itype)
+                kval = np.concatenate(kv_l) if kv_l else np.zeros(0)
+                del kr_l, kc_l, kv_l
+        else:
+            pr_hi, pr_lo, kcol, kval = pairs(seg_starts, seg_counts)
 
         # Z_R'Z_R: diagonal blocks whole, between rest terms the lower blocks
         zz_rows, zz_cols, zz_vals, zz_keys = [], [], [], []
@@ -282,14 +324,11 @@ class RestStructure:
             # the pattern is (nearly) full: entries are the flat positions of the m × m block
             self.nnz = m * m
             self.zz = np.bincount(zz_rows * m + zz_cols, weights=zz_vals, minlength=m * m)
-            kr = pr_hi * m + pr_lo
-            del pr_hi, pr_lo
-            if m * m >= 2**31 or L0 * nq >= 2**31:  # pragma: no cover - far beyond dense sizes
-                itype = np.int64
-            self.K = sp.csc_matrix((kval, (kr.astype(itype), kcol.astype(itype))), shape=(m * m, L0 * nq)) \
-                if len(kval) else None
-            if self.K is not None:
-                self.K.sum_duplicates()
+            if kcol is not None:
+                self.K = sp.csc_matrix((kval, (kr, kcol)), shape=(m * m, L0 * nq)) if len(kval) else None
+                if self.K is not None:
+                    self.K.sum_duplicates()
+            del kr, kcol, kval
             self.diag_idx = np.arange(m) * (m + 1)
             self.density = est_density
             self.groups = None

@@ -18,7 +18,7 @@ from pylmem.deviance import ProfiledDeviance
 
 # backend -> (module constants to set); "mixed" sets the heavy threshold per design below
 BACKENDS = {
-    "dense_K": dict(_DENSE_M=10**9, _GEMM_MAX=0),
+    "dense_K": dict(_DENSE_M=10**9, _GEMM_MAX=0, _PAIR_CHUNK=97),   # K formed in many chunks
     "dense_rank_k": dict(_DENSE_M=10**9, _GEMM_MAX=10**9, _HEAVY_FACTOR=1e12),
     "mixed": dict(_DENSE_M=10**9, _GEMM_MAX=10**9),
     "cholmod": dict(_DENSE_M=0, _DENSE_FRACTION=2.0),
