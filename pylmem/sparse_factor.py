@@ -69,7 +69,6 @@ class _CholmodValues:
     def __init__(self, rows, cols, m):
         import cvxopt
 
-        self._cvxopt = cvxopt
         self.rows = cvxopt.matrix(rows.astype(int))
         self.cols = cvxopt.matrix(cols.astype(int))
         self.m = m
@@ -92,21 +91,50 @@ class _CholmodValues:
         if self._view is not None:
             self._view[:] = vals
         else:  # pragma: no cover
-            self.A = self._cvxopt.spmatrix(self._cvxopt.matrix(vals), self.rows, self.cols,
-                                           (self.m, self.m))
+            self.A = self.fresh(vals)
         return self.A
+
+    def fresh(self, vals: np.ndarray):
+        """A new cvxopt matrix of the pattern holding ``vals`` (not shared)."""
+        import cvxopt
+
+        return cvxopt.spmatrix(cvxopt.matrix(np.ascontiguousarray(vals, dtype=float)), self.rows,
+                               self.cols, (self.m, self.m))
 
 
 class RestCholesky:
     """L_R with L_R L_R' = A_RR at one θ (dense lower triangular, or CHOLMOD's P'L)."""
 
-    def __init__(self, m, logdet, dense=None, chol=None):
+    def __init__(self, m, logdet, dense=None, chol=None, structure=None, values=None):
         self.m = m
         self.logdet = logdet
         self.dense = dense      # (m, m) lower factor, or None
-        self._chol = chol       # cvxopt factor, or None
+        self._chol = chol       # cvxopt factor (the structure's, shared) or None
+        self._structure = structure
+        self._values = values   # A_RR's entries (CSC order) for a private refactorization
+        self._gen = structure._gen if structure is not None else None
         self._offdiag = None
         self._LR0 = None
+
+    def _factor(self):
+        """The CHOLMOD factor of this θ: the structure's shared one refactorises at every
+        evaluation, so a factor kept (e.g. by a fitted model) makes its own copy on first
+        use after that (one symbolic + numeric factorization)."""
+        st = self._structure
+        if self._chol is None or (self._gen is not None and self._gen != st._gen):
+            import cvxopt.cholmod as cm
+
+            Ac = st._vals.fresh(self._values)
+            F = cm.symbolic(Ac, uplo="L")
+            cm.numeric(Ac, F)
+            self._chol, self._gen = F, None        # private from now on
+        return self._chol
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state.get("_structure") is not None:
+            state["_chol"] = None               # rebuilt from the values on first use
+        return state
 
     def set_offdiag(self, structure, T, N):
         self._offdiag = (structure, T, N)
@@ -126,8 +154,9 @@ class RestCholesky:
         Bm = np.asarray(Bm, dtype=float)
         vec = Bm.ndim == 1
         X = cvxopt.matrix(np.asfortranarray(Bm.reshape(self.m, -1)))
+        F = self._factor()
         for s in systems:
-            cm.solve(self._chol, X, sys=s)
+            cm.solve(F, X, sys=s)
         out = np.array(X)
         return out.ravel() if vec else out
 
@@ -383,10 +412,29 @@ class RestStructure:
 
         csc = np.lexsort((e_rows[low], e_cols[low]))
         self.sel = np.flatnonzero(low)[csc]
-        self._vals = _CholmodValues(e_rows[low][csc], e_cols[low][csc], m)
+        self._low = (e_rows[low][csc], e_cols[low][csc])
         cm.options["supernodal"] = 2
-        Ac = self._vals.set(np.where(e_rows[low][csc] == e_cols[low][csc], 1.0, 0.0))
-        self._symbolic = cm.symbolic(Ac, uplo="L")
+        self._setup_cholmod()
+
+    def _setup_cholmod(self):
+        """The cvxopt matrix of the pattern and CHOLMOD's symbolic factorization (AMD)."""
+        import cvxopt.cholmod as cm
+
+        rows, cols = self._low
+        self._vals = _CholmodValues(rows, cols, self.m)
+        self._symbolic = cm.symbolic(self._vals.set(np.where(rows == cols, 1.0, 0.0)), uplo="L")
+        self._gen = 0
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_vals", None)
+        state.pop("_symbolic", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.backend == "cholmod":
+            self._setup_cholmod()
 
     keep_pre = False
     last_pre = None
@@ -475,8 +523,10 @@ class RestStructure:
             return RestCholesky(m, 2.0 * float(np.log(np.diag(Lr)).sum()), dense=Lr), N
         import cvxopt.cholmod as cm
 
-        Ac = self._vals.set(x[self.sel])
+        vals = x[self.sel]
+        Ac = self._vals.set(vals)
         F = self._symbolic
+        self._gen += 1
         try:
             cm.numeric(Ac, F)
         except ArithmeticError as e:
@@ -484,7 +534,7 @@ class RestStructure:
         d = np.array(cm.diag(F)).ravel()
         if not np.all(d > 0):
             raise np.linalg.LinAlgError("rest block not positive definite")
-        return RestCholesky(m, 2.0 * float(np.log(d).sum()), chol=F), N
+        return RestCholesky(m, 2.0 * float(np.log(d).sum()), chol=F, structure=self, values=vals), N
 
     def off_diagonal(self, T, N):
         """L_R0 = Λ_R' A (⊕_j N_j), sparse m × L0 q0 (for readers of the factor, not per θ)."""

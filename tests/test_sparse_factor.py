@@ -245,3 +245,24 @@ def test_large_nested_design_reaches_the_optimum():
                    options=dict(xatol=1e-10, fatol=1e-12, maxiter=3000))
     assert fit.objective <= ref.fun + 1e-10 * abs(ref.fun)
     assert fit.loglik == pytest.approx(-148252.103927, abs=2e-5)
+
+
+def test_cholmod_fit_keeps_its_factor_and_pickles(monkeypatch):
+    """The CHOLMOD factor is refactorised in place at every evaluation: a fitted model's
+    readers must not see a later evaluation (e.g. by profiling); and fits pickle."""
+    import pickle
+
+    _use(monkeypatch, "cholmod")
+    df = _data(seed=9)
+    f = "y ~ x + (x | a) + (1 | b)"
+    ref = pylmem.lmer(f, df, reml=False)
+    want = (ref.ranef_condvar()["b"].copy(), ref.ranef["b"].to_numpy().copy(), ref.hat_trace)
+    fit = pylmem.lmer(f, df, reml=False)
+    assert fit.dev.rest.backend == "cholmod"
+    fit.dev(fit.theta * 1.9)                       # moves the shared numeric factor
+    np.testing.assert_allclose(fit.ranef_condvar()["b"], want[0], rtol=1e-10)
+    np.testing.assert_allclose(fit.ranef["b"].to_numpy(), want[1], rtol=1e-10)
+    assert fit.hat_trace == pytest.approx(want[2], rel=1e-10)
+    back = pickle.loads(pickle.dumps(fit))
+    np.testing.assert_allclose(back.ranef_condvar()["b"], want[0], rtol=1e-10)
+    assert back.dev(back.theta) == pytest.approx(fit.objective, rel=1e-12)
