@@ -105,6 +105,69 @@ def simulate_crossed(n_obs: int = 100_000, n_a: int = 1000, n_b: int = 200,
                          "b": np.char.add("b", b.astype(str))})
 
 
+def _labels(prefix: str, codes: np.ndarray) -> np.ndarray:
+    return np.char.add(prefix, codes.astype(str))
+
+
+def simulate_nested_slope(n_school: int = 500, n_class: int = 10, per_class: int = 20,
+                          seed: int = 20241001) -> pd.DataFrame:
+    """``y ~ x + (x | school) + (1 | school:class)``: classes nested in schools, a random
+    slope per school (SDs 1.0 and 0.4, correlation 0.3), class SD 0.5, σ = 1."""
+    rng = np.random.default_rng(seed)
+    n = n_school * n_class * per_class
+    school = np.repeat(np.arange(n_school), n_class * per_class)
+    klass = np.repeat(np.arange(n_school * n_class), per_class)
+    x = rng.normal(0.0, 1.0, n)
+    Om = np.array([[1.0, 0.12], [0.12, 0.16]])
+    bs = rng.multivariate_normal(np.zeros(2), Om, size=n_school)
+    bc = rng.normal(0.0, 0.5, n_school * n_class)
+    y = 2.0 + 0.5 * x + bs[school, 0] + bs[school, 1] * x + bc[klass] + rng.normal(0.0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "school": _labels("s", school),
+                         "class": _labels("c", klass % n_class)})
+
+
+def simulate_crossed_slope(n_subj: int = 2000, n_item: int = 200, per_subj: int = 50,
+                           seed: int = 20241002) -> pd.DataFrame:
+    """``y ~ x + (x | subj) + (1 | item)``: each subject sees ``per_subj`` random items."""
+    rng = np.random.default_rng(seed)
+    n = n_subj * per_subj
+    subj = np.repeat(np.arange(n_subj), per_subj)
+    item = rng.integers(0, n_item, n)
+    item[:n_item] = np.arange(n_item)
+    x = rng.normal(0.0, 1.0, n)
+    Om = np.array([[1.0, -0.1], [-0.1, 0.25]])
+    bs = rng.multivariate_normal(np.zeros(2), Om, size=n_subj)
+    bi = rng.normal(0.0, 0.7, n_item)
+    y = 1.0 + 0.3 * x + bs[subj, 0] + bs[subj, 1] * x + bi[item] + rng.normal(0.0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "subj": _labels("s", subj), "item": _labels("i", item)})
+
+
+def simulate_crossed_scalar(n_obs: int, n_a: int, n_b: int, *, zipf: float = 0.0,
+                            seed: int = 20241003) -> pd.DataFrame:
+    """``y ~ x + (1 | a) + (1 | b)`` with levels drawn uniformly (``zipf=0``) or with
+    popularity ∝ rank^-zipf (a few very popular levels, a long tail).  Only the levels
+    drawn are present (uniform draws of n rows from N levels leave N(1 − e^{-n/N}))."""
+    rng = np.random.default_rng(seed)
+
+    def draw(N):
+        if zipf:
+            p = 1.0 / np.arange(1, N + 1) ** zipf
+            return rng.choice(N, size=n_obs, p=p / p.sum())
+        return rng.integers(0, N, n_obs)
+
+    a, b = draw(n_a), draw(n_b)
+    x = rng.normal(0.0, 1.0, n_obs)
+    ua = rng.normal(0.0, 0.8, n_a)
+    ub = rng.normal(0.0, 0.6, n_b)
+    y = 3.0 + 0.5 * x + ua[a] + ub[b] + rng.normal(0.0, 1.0, n_obs)
+    return pd.DataFrame({"y": y, "x": x, "a": _labels("a", a), "b": _labels("b", b)})
+
+
+def _vc2(a="a", b="b"):
+    return dict(formula="y ~ x", groups=None, re_formula="0",
+                vc_formula={a: f"0 + C({a})", b: f"0 + C({b})"})
+
+
 # ----------------------------------------------------------------------------- the cases
 def _single(n):
     return dict(formula="y ~ x + x2", groups="g", re_formula="~x + x2")
@@ -144,7 +207,34 @@ CASES: dict[str, Case] = {c.name: c for c in [
          lambda: simulate_crossed(100_000), "simulated, 1000 x 200 crossed intercepts, 1e5 obs, ML",
          statsmodels=dict(formula="y ~ x", groups=None, re_formula="0",
                           vc_formula={"a": "0 + C(a)", "b": "0 + C(b)"})),
+    # ---- issue 10: several random-effects terms at scale
+    Case("nested_slope_ML", "y ~ x + (x | school) + (1 | school:class)", False, ("school", "class"),
+         simulate_nested_slope, "simulated, 500 schools x 10 classes x 20, slope per school, ML"),
+    Case("crossed_slope_ML", "y ~ x + (x | subj) + (1 | item)", False, ("subj", "item"),
+         simulate_crossed_slope, "simulated, 2,000 subjects x 200 items, 1e5 obs, slope per subject, ML"),
+    Case("crossed_zipf_ML", "y ~ x + (1 | a) + (1 | b)", False, ("a", "b"),
+         lambda: simulate_crossed_scalar(300_000, 3000, 3000, zipf=1.0),
+         "simulated, 3,000 x 3,000 crossed intercepts, Zipf popularity, 3e5 obs, ML", large=True,
+         statsmodels=_vc2()),
+    Case("crossed_sparse_2e4_ML", "y ~ x + (1 | a) + (1 | b)", False, ("a", "b"),
+         lambda: simulate_crossed_scalar(20_000, 12_000, 8_000),
+         "simulated, ~9,700 x 7,300 crossed intercepts present, 2e4 obs, ML", statsmodels=_vc2()),
+    Case("crossed_sparse_1e5_ML", "y ~ x + (1 | a) + (1 | b)", False, ("a", "b"),
+         lambda: simulate_crossed_scalar(100_000, 60_000, 40_000),
+         "simulated, ~49,000 x 37,000 crossed intercepts present, 1e5 obs, ML", large=True,
+         statsmodels=_vc2()),
 ]}
+
+
+# ---- issue 10: the scaling curve of crossed scalar terms (benchmarks/scaling_crossed.py):
+# L levels drawn uniformly for each of a and b, 2 L rows (so ~0.86 L of each present)
+SCALING_LEVELS = (1_000, 3_000, 10_000, 30_000, 100_000)
+SCALING: dict[str, Case] = {
+    f"scale_{L}": Case(f"scale_{L}", "y ~ x + (1 | a) + (1 | b)", False, ("a", "b"),
+                       (lambda L=L: simulate_crossed_scalar(2 * L, L, L, seed=20241004)),
+                       f"simulated, {L} x {L} crossed intercepts, {2 * L} obs, ML", large=True,
+                       statsmodels=_vc2())
+    for L in SCALING_LEVELS}
 
 
 def write_csv(case: Case, path) -> None:

@@ -63,9 +63,9 @@ def _timed_fits(fit_once, reps: int, budget: float):
 def _worker(lib: str, case_name: str, reps: int, budget: float, memory: bool) -> None:
     import resource
 
-    from cases import CASES
+    from cases import CASES, SCALING
 
-    case = CASES[case_name]
+    case = CASES[case_name] if case_name in CASES else SCALING[case_name]
     data = case.load()
     caught: list[str] = []
 

@@ -15,17 +15,17 @@ penalised residual sum of squares r² = (L_W)_{rr}².  Then
     REML: d(θ) = log|L|² + log|R_X|² + (n−p)(1 + log(2π r²/(n−p)))
 
 L is blocked as MixedModels.jl does: the first (largest) term's block is block diagonal
-(one q×q Cholesky per level, batched); the remaining terms form one dense block after
-the Schur complement.  One evaluation touches only the cross-products, never the n rows.
-For a single term the analytic gradient is available (see :meth:`gradient`).
+(one q×q Cholesky per level, batched); the remaining terms meet in the Schur complement,
+factorised as its structure allows (:mod:`pylmem.sparse_factor`: dense LAPACK or CHOLMOD,
+symbolic work once per model).  One evaluation touches only the cross-products, never
+the n rows.  The analytic gradient (:meth:`value_and_gradient`) covers one term, and
+several terms with a small dense rest block (:mod:`pylmem.multi_gradient`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
-import scipy.sparse as sp
 from scipy.linalg.lapack import dtrtrs
 
 from . import batched as B
@@ -51,12 +51,16 @@ class Factor:
     T: list               # T_k, q_k × q_k lower
     L0s: np.ndarray       # (q, q, L) diagonal blocks of the first term (structure of arrays)
     C0s: np.ndarray       # (q, r, L) = L0^{-1} Λ_0' Z_0'W per level
-    LR0: object           # sparse (m, L q): rest-to-first block of L (None if one term)
-    LRR: np.ndarray       # (m, m) dense lower factor of the rest (None if one term)
+    LRR: object           # RestCholesky L_R of the rest block (None if one term)
     CR: np.ndarray        # (m, r)
     LW: np.ndarray        # (r, r) lower factor of the W block
     logdet_L: float       # log|L|²
     TtG0: np.ndarray = None  # (q, q, L) T0' Z_0'Z_0 per level, kept for the gradient
+
+    @property
+    def LR0(self):
+        """Sparse (m, L0 q0) rest-to-first block of L (None if one term), formed on demand."""
+        return None if self.LRR is None else self.LRR.LR0
 
     @property
     def L0(self) -> np.ndarray:
@@ -99,7 +103,7 @@ class Factor:
             uR = np.zeros(0)
             rhs0 = v0
         else:
-            uR = sla.solve_triangular(self.LRR, self.CR @ v, lower=True, trans="T")
+            uR = self.LRR.solve_Lt(self.CR @ v)
             rhs0 = v0 - (self.LR0.T @ uR).reshape(v0.shape)
         u0 = B.solve_lower_t(self.L0, rhs0[:, :, None])[:, :, 0]
         return u0, uR
@@ -134,72 +138,16 @@ class ProfiledDeviance:
 
     # ---------------------------------------------------------------- set-up
     def _setup_rest(self):
-        """Dense cross-products of the terms after the first (the 'rest' block)."""
-        K = len(self.qs)
-        if K == 1:
+        """Symbolic analysis of the terms after the first (see :mod:`pylmem.sparse_factor`)."""
+        if len(self.qs) == 1:
             self.m = 0
+            self.rest = None
             return
-        sizes = [L * q for L, q in zip(self.n_levels, self.qs)]
-        self.rest_offsets = np.cumsum([0] + sizes[1:])
-        self.m = int(self.rest_offsets[-1])
-        blocks = [[None] * (K - 1) for _ in range(K - 1)]
-        for k in range(1, K):
-            ZtZ = self.cp.terms[k].ZtZ
-            blocks[k - 1][k - 1] = sp.block_diag(list(ZtZ), format="csr") if self.qs[k] > 1 \
-                else sp.diags(ZtZ[:, 0, 0])
-            for m in range(k + 1, K):
-                Bkm = self.cp.between[(k, m)]
-                blocks[k - 1][m - 1] = Bkm
-                blocks[m - 1][k - 1] = Bkm.T
-        self.ZRtZR = sp.bmat(blocks, format="csr").toarray()
-        self.ZRtZ0 = sp.vstack([self.cp.between[(0, k)].T for k in range(1, K)], format="csr")
-        self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in self.cp.terms[1:]])
-        self._scalar = all(q == 1 for q in self.qs)
-        self._pairs = None
-        if self._scalar:
-            self._setup_scalar_pairs()
+        from .sparse_factor import RestStructure
 
-    def _setup_scalar_pairs(self, max_pairs=40_000_000):
-        """Structure of Z_R'Z_0 diag(w) Z_0'Z_R for scalar terms, formed once.
-
-        Its lower triangle is K w, K a fixed sparse (pairs × L_0) matrix: entry (a, b) of
-        the product collects A_aj A_bj w_j over the first term's levels j, A = Z_R'Z_0.
-        Twice as fast per evaluation as a sparse product, which re-derives the structure.
-        """
-        A = self.ZRtZ0.tocsc()
-        A.sort_indices()
-        self._A_csc = A
-        cnt = np.diff(A.indptr)
-        self._A_col = np.repeat(np.arange(A.shape[1]), cnt)
-        # small problems: dense arithmetic has less per-call overhead than scipy.sparse
-        self._A_dense = A.toarray() if A.shape[0] * A.shape[1] <= 250_000 else None
-        if self._A_dense is not None:
-            self._pairs = (None, None)
-            return
-        n_pairs = int((cnt * (cnt + 1) // 2).sum())
-        if n_pairs > max_pairs:
-            return
-        # entry e at local position t of its column pairs with the t+1 entries at or above it
-        start_e = np.repeat(A.indptr[:-1], cnt)                 # first entry of e's column
-        reps = np.arange(A.nnz) - start_e + 1
-        e = np.repeat(np.arange(A.nnz, dtype=np.int32 if A.nnz < 2**31 else np.int64), reps)
-        # partner runs start_e, start_e + 1, ..., e: position in the run plus the column start
-        partner = np.arange(len(e), dtype=e.dtype) - np.repeat(
-            (np.cumsum(reps) - reps - start_e).astype(e.dtype), reps)
-        m = self.m
-        rows = A.indices.astype(np.int64)
-        flat = rows[e] * m + rows[partner]
-        col = self._A_col[e]
-        coef = A.data[e] * A.data[partner]
-        if m * m <= 20_000_000:
-            # rows indexed by the flat position in the m × m block: K w is the block itself
-            # (scipy sums duplicate entries in a linear-time conversion, no sort needed)
-            Kmat = sp.csr_matrix((coef, (flat, col)), shape=(m * m, A.shape[1]))
-            uniq = None
-        else:
-            uniq, inv = np.unique(flat, return_inverse=True)
-            Kmat = sp.csr_matrix((coef, (inv, col)), shape=(len(uniq), A.shape[1]))
-        self._pairs = (Kmat, uniq)
+        self.rest = RestStructure(self.cp, self.qs, self.n_levels)
+        self.m = self.rest.m
+        self.rest_offsets = self.rest.offsets
 
     # ---------------------------------------------------------------- θ helpers
     def split_theta(self, theta) -> list:
@@ -215,35 +163,6 @@ class ProfiledDeviance:
         """lme4's start: each T_k the identity."""
         return np.concatenate([B.theta_from_lower(np.eye(q)) for q in self.qs])
 
-    def _lam_t_dense(self, T, M: np.ndarray) -> np.ndarray:
-        """Λ_R' M for a dense M with the rest block's m rows (Λ_R = ⊕_k I ⊗ T_k)."""
-        out = np.empty_like(M)
-        for k in range(1, len(self.qs)):
-            a, b = self.rest_offsets[k - 1], self.rest_offsets[k]
-            q, L = self.qs[k], self.n_levels[k]
-            if q == 1:
-                out[a:b] = T[k][0, 0] * M[a:b]
-            else:
-                blk = M[a:b].reshape(L, q, -1)
-                out[a:b] = np.einsum("ji,ljc->lic", T[k], blk).reshape(L * q, -1)
-        return out
-
-    def _lam_sandwich(self, T) -> np.ndarray:
-        """Λ_R' (Z_R'Z_R) Λ_R, a single scaling when every rest term is scalar."""
-        if all(q == 1 for q in self.qs[1:]):
-            s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
-            return self.ZRtZR * np.outer(s, s)
-        return self._lam_t_dense(T, self._lam_t_dense(T, self.ZRtZR).T)
-
-    def _lam_t_sparse(self, T, M):
-        """Λ_R' M for a sparse M with the rest block's m rows."""
-        if all(q == 1 for q in self.qs[1:]):
-            scale = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
-            return sp.diags(scale) @ M
-        LamR = sp.block_diag([sp.kron(sp.identity(L), sp.csr_matrix(Tk))
-                              for L, Tk in zip(self.n_levels[1:], T[1:])], format="csr")
-        return LamR.T @ M
-
     # ---------------------------------------------------------------- factor
     def factor(self, theta) -> Factor:
         """Blocked Cholesky factorisation at θ (raises LinAlgError when not PD)."""
@@ -257,54 +176,15 @@ class ProfiledDeviance:
         C0s = B.solve_lower_soa(L0s, B.left_mul_soa(T0.T, self._ZW0))
         S = self.cp.WtW - sum(C0s[j] @ C0s[j].T for j in range(q0))   # W'W − Σ_levels C0'C0
         logdet = 2.0 * float(np.log(L0s[np.arange(q0), np.arange(q0)]).sum())
-        L0 = L0s.transpose(2, 0, 1)
-        LR0 = LRR = CR = None
-        C0r = C0s.transpose(2, 0, 1).reshape(-1, self.r) if self.m else None
-        if self.m and self._pairs is not None:
-            # all terms scalar: L_R0 = diag(s) A diag(c), A = Z_R'Z_0, c_j = θ_0 / L0_j
-            sR = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
-            c = T0[0, 0] / L0s[0, 0]
-            if self._A_dense is not None:
-                LR0 = self._A_dense * sR[:, None] * c[None, :]
-                ARR = self.ZRtZR * np.outer(sR, sR) - LR0 @ LR0.T
-            else:
-                Kmat, uniq = self._pairs
-                if uniq is None:
-                    P = Kmat @ (c * c)
-                else:
-                    P = np.zeros(self.m * self.m)
-                    P[uniq] = Kmat @ (c * c)
-                # lower triangle of Λ_R'Z_R'Z_RΛ_R − L_R0 L_R0' (the Cholesky reads only that)
-                ARR = (self.ZRtZR - P.reshape(self.m, self.m)) * np.outer(sR, sR)
-                A = self._A_csc
-                LR0 = sp.csc_matrix((A.data * sR[A.indices] * c[self._A_col], A.indices, A.indptr),
-                                    shape=A.shape)
-            ARR[np.diag_indices_from(ARR)] += 1.0
-            LRR = np.linalg.cholesky(ARR) if self.m <= 64 else \
-                sla.cholesky(ARR, lower=True, check_finite=False, overwrite_a=True)
-            BR = sR[:, None] * self.ZRtW - LR0 @ C0r
-            CR = _trsolve(LRR, BR)
+        LRR = CR = None
+        if self.m:
+            LRR, N = self.rest.factor(T, L0s)
+            LRR.set_offdiag(self.rest, T, N)
+            CR = LRR.solve_L(self.rest.rhs(T, N, C0s))
             S = S - CR.T @ CR
-            logdet += 2.0 * float(np.log(np.diag(LRR)).sum())
-        elif self.m:
-            G = len(L0)
-            if q0 == 1:
-                LR0 = self._lam_t_sparse(T, self.ZRtZ0) @ sp.diags(T0[0, 0] / L0[:, 0, 0])
-            else:
-                L0inv_t = B.solve_lower(L0, np.broadcast_to(np.eye(q0), L0.shape).copy()).transpose(0, 2, 1)
-                blk = T0[None, :, :] @ L0inv_t              # T0 L0^{-T} per level
-                BD = sp.bsr_matrix((blk, np.arange(G), np.arange(G + 1)), shape=(G * q0, G * q0))
-                LR0 = self._lam_t_sparse(T, self.ZRtZ0) @ BD
-            LR0 = sp.csr_matrix(LR0)
-            ARR = self._lam_sandwich(T) - (LR0 @ LR0.T).toarray()
-            ARR[np.diag_indices_from(ARR)] += 1.0
-            LRR = sla.cholesky(ARR, lower=True, check_finite=False)
-            BR = self._lam_t_dense(T, self.ZRtW) - LR0 @ C0r
-            CR = sla.solve_triangular(LRR, BR, lower=True, check_finite=False)
-            S = S - CR.T @ CR
-            logdet += 2.0 * float(np.log(np.diag(LRR)).sum())
+            logdet += LRR.logdet
         LW = np.linalg.cholesky(S)
-        return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LR0=LR0, LRR=LRR, CR=CR,
+        return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LRR=LRR, CR=CR,
                       LW=LW, logdet_L=logdet, TtG0=TtG)
 
     def objective_from(self, f: Factor) -> float:
@@ -338,10 +218,15 @@ class ProfiledDeviance:
     # ---------------------------------------------------------------- gradient
     @property
     def has_gradient(self) -> bool:
-        return len(self.qs) == 1
+        """One term; or several with a small dense rest block (:mod:`pylmem.multi_gradient`)."""
+        if len(self.qs) == 1:
+            return True
+        from .multi_gradient import available
+
+        return available(self.rest)
 
     def value_and_gradient(self, theta):
-        """d(θ) and ∂d/∂θ for one random-effects term.
+        """d(θ) and ∂d/∂θ (several terms: :mod:`pylmem.multi_gradient`).
 
         With D = T T' (relative covariance), V_i = I + Z_i D Z_i', K_i = Z_i'V_i^{-1}W_i:
         ∂d/∂D = Σ_i Z_i'V_i^{-1}Z_i − (ν/r²) Σ_i g_i g_i' [− Σ_i K_iX C K_iX' for REML],
@@ -352,12 +237,31 @@ class ProfiledDeviance:
         if key in self._recent and self._recent[key][1] is not None:
             val, grad = self._recent[key]
             return val, grad.copy()
+        multi = len(self.qs) > 1
+        if multi:
+            from .multi_gradient import supported
+
+            if not supported(self.rest):
+                raise NotImplementedError(
+                    f"the analytic gradient for several terms needs a dense rest block of at most "
+                    f"500 rows (this one: {self.rest.backend}, m = {self.m})")
         self.n_evals += 1
+        if multi:
+            self.rest.keep_pre = True
         try:
             f = self.factor(theta)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros(len(theta))
+        finally:
+            if multi:
+                self.rest.keep_pre = False
         val = self.objective_from(f)
+        if multi:
+            from .multi_gradient import gradient
+
+            grad = gradient(self, f)
+            self._remember(theta, val, grad.copy())
+            return val, grad
         T0 = f.T[0]
         q, r, G = f.C0s.shape
         H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)

@@ -726,6 +726,9 @@ def fit_em(design, *, tol=1e-10, max_iter=10000, accelerate=True, simplified=Fal
            mask=None) -> EMResult:
     """EM fit of a :class:`pylmem.design.ModelDesign` with exactly one random-effects term.
 
+    Several terms are rejected: see :func:`pylmem.fit.lmer` (each EM update would cost more
+    than a profiled-deviance evaluation, and EM needs many more of them).
+
     Uses ``design.y``, ``design.X``, ``design.terms[0].Z`` and ``design.terms[0].codes``;
     ``result.ranef`` rows follow ``result.group_labels`` (the term's levels that occur).
     ``tol=None`` runs ``max_iter`` EM updates.

@@ -73,7 +73,13 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     ``method="profiled"`` (default) minimises the profiled deviance (lme4's algorithm);
-    ``method="em"`` runs the seed's accelerated EM to convergence (ML only).
+    ``method="em"`` runs the seed's accelerated EM to convergence (ML only), for models
+    with one random-effects term.  Several terms (crossed, nested, ``(x || g)``) are
+    rejected on purpose: the seed's E-step is per group, and with several terms the
+    conditional covariance of b is no longer block diagonal, so each EM update needs the
+    sparse factorization of Λ'Z'ZΛ + I (one profiled-deviance evaluation) plus the diagonal
+    blocks of its inverse (a selected inversion, several times dearer), and EM needs tens to
+    thousands of updates where the profiled deviance converges in ~30-120 evaluations.
     ``factors`` names numeric-looking columns to treat as categorical.
     ``verbose``: show a progress line (None: only on a terminal for fits over ~2 s).
     """
@@ -309,25 +315,27 @@ class LmerFit:
         q0 = f.L0.shape[1]
         L0inv = B.solve_lower(f.L0, np.broadcast_to(np.eye(q0), f.L0.shape).copy())
         D0 = np.einsum("gki,gkj->gij", L0inv, L0inv)
-        out = []
         if f.LRR is None:
             return [D0]
-        # L^{-1} = [[L0^{-1}, 0], [-LRR^{-1} LR0 L0^{-1}, LRR^{-1}]]
+        # L⁻¹ = [[L0⁻¹, 0], [−L_R⁻¹ L_R0 L0⁻¹, L_R⁻¹]]: the first term's blocks gain the
+        # rows of Y = L_R⁻¹ L_R0 L0⁻¹, the rest's are the diagonal blocks of A_RR⁻¹
+        sizes = [(t.q, t.n_levels) for t in self.design.terms[1:]]
         G = len(L0inv)
         L0inv_bd = sp.bsr_matrix((L0inv, np.arange(G), np.arange(G + 1)), shape=(G * q0, G * q0))
-        LR0L0inv = f.LR0 @ L0inv_bd if sp.issparse(f.LR0) else (L0inv_bd.T @ f.LR0.T).T
-        LR0L0inv = LR0L0inv.toarray() if sp.issparse(LR0L0inv) else np.asarray(LR0L0inv)
-        Y = sla.solve_triangular(f.LRR, LR0L0inv, lower=True)
-        D0 = D0 + np.einsum("mgi,mgj->gij", Y.reshape(-1, G, q0), Y.reshape(-1, G, q0))
-        out.append(D0)
-        LRRinv = sla.solve_triangular(f.LRR, np.eye(f.LRR.shape[0]), lower=True)
-        off = 0
-        for t in self.design.terms[1:]:
-            n = t.n_levels * t.q
-            blk = LRRinv[:, off:off + n].reshape(-1, t.n_levels, t.q)
-            out.append(np.einsum("mgi,mgj->gij", blk, blk))
-            off += n
-        return out
+        LR0L0inv = sp.csc_matrix(f.LR0 @ L0inv_bd)
+        m = f.LRR.m
+        if m * G * q0 <= 20_000_000:
+            Y = f.LRR.solve_L(LR0L0inv.toarray())
+            D0 = D0 + np.einsum("mgi,mgj->gij", Y.reshape(-1, G, q0), Y.reshape(-1, G, q0))
+        else:
+            # sparse rest: Y'Y blocks in chunks of the first term's levels (Y is m × G q0)
+            step = max(1, 4_000_000 // max(m * q0, 1))
+            for g0 in range(0, G, step):
+                g1 = min(G, g0 + step)
+                Y = f.LRR.solve_L(LR0L0inv[:, g0 * q0:g1 * q0].toarray())
+                Yb = Y.reshape(-1, g1 - g0, q0)
+                D0[g0:g1] += np.einsum("mgi,mgj->gij", Yb, Yb)
+        return [D0] + f.LRR.inv_diag_blocks(sizes)
 
     def ranef_condvar(self) -> dict:
         """Conditional covariance of each level's random effects: σ² T (LL')⁻¹_jj T'."""
@@ -394,7 +402,7 @@ class LmerFit:
                 Z0 = B.solve_lower_t(f.L0, CX0)
                 Zall = Z0.reshape(-1, p)
             else:
-                ZR = sla.solve_triangular(f.LRR, f.CR[:, :p], lower=True, trans="T")
+                ZR = f.LRR.solve_Lt(f.CR[:, :p])
                 Z0 = B.solve_lower_t(f.L0, CX0 - (f.LR0.T @ ZR).reshape(CX0.shape))
                 Zall = np.vstack([Z0.reshape(-1, p), ZR])
             W = sla.solve_triangular(f.RX, Zall.T, lower=True)

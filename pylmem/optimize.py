@@ -282,18 +282,26 @@ def check_convergence(dev, theta, *, theta0, method, message, trace) -> OptSumma
         else:
             g, H = _fd_grad_hess(dev, theta, h)
         gf, Hf = g[free], H[np.ix_(free, free)]
-        # one Newton step on the interior coordinates, kept only if it lowers d
+        # Newton steps on the interior coordinates, each kept only if it lowers d (at most
+        # three, the first point's Hessian reused: on large designs BOBYQA can stop ~1e-8
+        # relative short and one step leaves most of it)
         try:
-            step = np.linalg.solve(Hf, gf)
-            t2 = theta.copy()
-            t2[free] -= step
-            if np.all(t2[diag] >= 0):
+            for _ in range(3):
+                step = np.linalg.solve(Hf, gf)
+                t2 = theta.copy()
+                t2[free] -= step
+                if not np.all(t2[diag] >= 0):
+                    break
                 o2 = dev(t2)
-                if o2 < obj:
-                    theta, obj = t2, o2
-                    gf = (grad(theta) if dev.has_gradient else _fd_grad(dev, theta, h))[free]
-                    g = g.copy()
-                    g[free] = gf
+                if not o2 < obj:
+                    break
+                gain = obj - o2
+                theta, obj = t2, o2
+                gf = (grad(theta) if dev.has_gradient else _fd_grad(dev, theta, h))[free]
+                g = g.copy()
+                g[free] = gf
+                if gain <= 1e-9 * abs(obj):
+                    break
         except np.linalg.LinAlgError:
             pass
         ev = np.linalg.eigvalsh(Hf)

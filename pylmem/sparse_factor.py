@@ -1,0 +1,564 @@
+"""The multi-term ("rest") block of the profiled deviance's Cholesky factor.
+
+With the first term eliminated level by level (batched q0 × q0 factors L0_j), the terms
+after it (R) meet in the Schur complement
+
+    A_RR(θ) = Λ_R' (Z_R'Z_R − Σ_j A_j M_j A_j') Λ_R + I,   M_j = T0 (L0_j L0_j')⁻¹ T0',
+
+A_j = Z_R'Z_0j the (m × q0) cross-product of the rest with level j of the first term.
+Its sparsity pattern does not depend on θ, so everything structural is done once
+(:class:`RestStructure`):
+
+* the pattern of A_RR at block level: level pairs (a ≥ b) of the rest terms that share an
+  observation (Z_R'Z_R) or a level of the first term (A_j A_j'), each a full q_a × q_b block;
+* the fixed sparse matrix K with  vec(Σ_j A_j M_j A_j') = K vec(M)  on that pattern
+  (entries A_aj[s,u] A_bj[t,v] at column (j, u, v)): per θ the Schur complement is one
+  sparse matrix-vector product, with no pattern work and no sparse-sparse product;
+* the factorization backend: dense LAPACK when the pattern is dense (or small), else
+  CHOLMOD (supernodal, ``cvxopt.cholmod``) with its fill-reducing AMD ordering and symbolic
+  factorization computed once; per θ only ``cholmod.numeric`` runs.
+
+Per θ, :meth:`RestStructure.factor` returns a :class:`RestCholesky` L_R with L_R L_R' = A_RR
+(for CHOLMOD L_R = P'L, P the fill-reducing permutation, so L_R is not triangular but
+every quantity of the deviance, L_R⁻¹B and log|L_R|², is what the triangular factor gives).
+Memory is O(nnz(pattern) + nnz(K)) plus the factor: no m × m array unless dense.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+from scipy.linalg.blas import dsyrk
+
+from . import batched as B
+
+# dense backend when m is at most _DENSE_M, or (m at most _DENSE_MAX_M and) the pattern is
+# estimated to fill _DENSE_FRACTION of the lower triangle
+_DENSE_M = 400
+_DENSE_FRACTION = 0.15
+_DENSE_MAX_M = 8000
+_GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
+_PAIR_CHUNK = 2_000_000  # pairs per chunk when forming K for a dense block
+_HEAVY_FACTOR = 15.0     # ~ (time of one K entry) / (time of one BLAS flop), halved
+
+
+def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
+    """All pairs (e, e') with e' ≤ e inside each segment [start, start + count)."""
+    counts = counts.astype(np.int64)
+    N = int(counts.sum())
+    start_e = np.repeat(starts.astype(np.int64), counts)
+    pos = np.arange(N, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    elem = start_e + pos
+    reps = pos + 1
+    total = int(reps.sum())
+    first = np.repeat(elem, reps)
+    second = np.repeat(start_e, reps) + (np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps))
+    return first, second
+
+
+class _CholmodValues:
+    """A cvxopt sparse matrix of fixed pattern whose values are rewritten in place.
+
+    cvxopt copies the values on every construction (~75 ns per entry, with sorting); the
+    values array of its CCS struct is reached through ctypes instead, checked once against
+    the constructor's result (falling back to construction if the layout differs).
+    """
+
+    def __init__(self, rows, cols, m):
+        import cvxopt
+
+        self.rows = cvxopt.matrix(rows.astype(int))
+        self.cols = cvxopt.matrix(cols.astype(int))
+        self.m = m
+        nnz = len(rows)
+        probe = np.arange(1.0, nnz + 1.0)
+        self.A = cvxopt.spmatrix(cvxopt.matrix(probe), self.rows, self.cols, (m, m))
+        self._view = None
+        try:
+            head = ctypes.c_void_p.from_address(id(self.A) + object.__basicsize__).value
+            values = ctypes.c_void_p.from_address(head).value
+            view = np.ctypeslib.as_array((ctypes.c_double * nnz).from_address(values))
+            if np.array_equal(view, probe) and np.array_equal(np.asarray(self.A.V).ravel(), probe):
+                view[0] = -1.0
+                if self.A.V[0] == -1.0:
+                    self._view = view
+        except Exception:  # pragma: no cover - layout differs: construct each time
+            self._view = None
+
+    def set(self, vals: np.ndarray):
+        if self._view is not None:
+            self._view[:] = vals
+        else:  # pragma: no cover
+            self.A = self.fresh(vals)
+        return self.A
+
+    def fresh(self, vals: np.ndarray):
+        """A new cvxopt matrix of the pattern holding ``vals`` (not shared)."""
+        import cvxopt
+
+        return cvxopt.spmatrix(cvxopt.matrix(np.ascontiguousarray(vals, dtype=float)), self.rows,
+                               self.cols, (self.m, self.m))
+
+
+class RestCholesky:
+    """L_R with L_R L_R' = A_RR at one θ (dense lower triangular, or CHOLMOD's P'L)."""
+
+    def __init__(self, m, logdet, dense=None, chol=None, structure=None, values=None):
+        self.m = m
+        self.logdet = logdet
+        self.dense = dense      # (m, m) lower factor, or None
+        self._chol = chol       # cvxopt factor (the structure's, shared) or None
+        self._structure = structure
+        self._values = values   # A_RR's entries (CSC order) for a private refactorization
+        self._gen = structure._gen if structure is not None else None
+        self._offdiag = None
+        self._LR0 = None
+
+    def _factor(self):
+        """The CHOLMOD factor of this θ: the structure's shared one refactorises at every
+        evaluation, so a factor kept (e.g. by a fitted model) makes its own copy on first
+        use after that (one symbolic + numeric factorization)."""
+        st = self._structure
+        if self._chol is None or (self._gen is not None and self._gen != st._gen):
+            import cvxopt.cholmod as cm
+
+            Ac = st._vals.fresh(self._values)
+            F = cm.symbolic(Ac, uplo="L")
+            cm.numeric(Ac, F)
+            self._chol, self._gen = F, None        # private from now on
+        return self._chol
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state.get("_structure") is not None:
+            state["_chol"] = None               # rebuilt from the values on first use
+        return state
+
+    def set_offdiag(self, structure, T, N):
+        self._offdiag = (structure, T, N)
+
+    @property
+    def LR0(self):
+        """L_R0 = Λ_R'A (⊕_j T0 L0_j⁻ᵀ), sparse m × L0 q0, formed on first use."""
+        if self._LR0 is None and self._offdiag is not None:
+            st, T, N = self._offdiag
+            self._LR0 = st.off_diagonal(T, N)
+        return self._LR0
+
+    def _cholmod(self, Bm, systems):
+        import cvxopt
+        import cvxopt.cholmod as cm
+
+        Bm = np.asarray(Bm, dtype=float)
+        vec = Bm.ndim == 1
+        X = cvxopt.matrix(np.asfortranarray(Bm.reshape(self.m, -1)))
+        F = self._factor()
+        for s in systems:
+            cm.solve(F, X, sys=s)
+        out = np.array(X)
+        return out.ravel() if vec else out
+
+    def solve_L(self, Bm):
+        """L_R⁻¹ B."""
+        if self.dense is not None:
+            return sla.solve_triangular(self.dense, Bm, lower=True, check_finite=False)
+        return self._cholmod(Bm, (7, 4))          # L⁻¹ P B
+
+    def solve_Lt(self, Bm):
+        """L_R⁻ᵀ B."""
+        if self.dense is not None:
+            return sla.solve_triangular(self.dense, Bm, lower=True, trans="T", check_finite=False)
+        return self._cholmod(Bm, (5, 8))          # P' L⁻ᵀ B
+
+    def inv_diag_blocks(self, sizes, chunk=256):
+        """Diagonal blocks of A_RR⁻¹ = L_R⁻ᵀ L_R⁻¹ for consecutive block sizes (q_k, L_k)."""
+        out = []
+        if self.dense is not None:
+            Linv = sla.solve_triangular(self.dense, np.eye(self.m), lower=True, check_finite=False)
+            off = 0
+            for q, L in sizes:
+                blk = Linv[:, off:off + L * q].reshape(-1, L, q)
+                out.append(np.einsum("mgi,mgj->gij", blk, blk))
+                off += L * q
+            return out
+        # sparse: A_RR⁻¹ E for chunks of unit columns (chunk columns at a time)
+        off = 0
+        for q, L in sizes:
+            D = np.empty((L, q, q))
+            step = max(1, chunk // q)
+            for g0 in range(0, L, step):
+                g1 = min(L, g0 + step)
+                cols = np.arange(off + g0 * q, off + g1 * q)
+                E = np.zeros((self.m, len(cols)))
+                E[cols, np.arange(len(cols))] = 1.0
+                X = self._cholmod(E, (0,))
+                blk = X[cols].reshape(g1 - g0, q, g1 - g0, q)
+                idx = np.arange(g1 - g0)
+                D[g0:g1] = blk[idx, :, idx, :]
+            out.append(D)
+            off += L * q
+        return out
+
+
+class RestStructure:
+    """Symbolic analysis of the rest block, once per model (see module docstring)."""
+
+    def __init__(self, cp, qs, n_levels, *, backend=None):
+        self.qs = list(qs)
+        self.n_levels = list(n_levels)
+        q0, L0 = self.qs[0], self.n_levels[0]
+        self.q0, self.L0 = q0, L0
+        rq = self.qs[1:]
+        rL = self.n_levels[1:]
+        KR = len(rq)
+        self.r = cp.WtW.shape[0]
+        # rest entries: term-major, then level, then coefficient; blocks: (term, level)
+        self.offsets = np.cumsum([0] + [L * q for L, q in zip(rL, rq)])
+        self.m = m = int(self.offsets[-1])
+        self.boffsets = np.cumsum([0] + rL)
+        nb = int(self.boffsets[-1])
+        blk_term = np.repeat(np.arange(KR), rL)
+        blk_q = np.asarray(rq, dtype=np.int64)[blk_term]
+        blk_start = np.repeat(self.offsets[:-1], rL) + (np.arange(nb) - np.repeat(self.boffsets[:-1], rL)) * blk_q
+        ent_blk = np.repeat(np.arange(nb), blk_q)        # block of each rest entry
+        self.ent_blk = ent_blk
+
+        # A = Z_R'Z_0 (m × L0 q0), entries sorted by first-term level j, then rest row
+        A = sp.vstack([cp.between[(0, k)].T for k in range(1, KR + 1)], format="csc")
+        A.sum_duplicates()
+        A.sort_indices()
+        self.A = A.tocsr()
+        Acol = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+        j_of = Acol // q0
+        u_of = Acol % q0
+        row_of = A.indices.astype(np.int64)
+        order = np.lexsort((u_of, row_of, j_of))          # by j, then row (block-major), then u
+        j_of, u_of, row_of, val = j_of[order], u_of[order], row_of[order], A.data[order]
+        seg_starts = np.flatnonzero(np.r_[True, j_of[1:] != j_of[:-1]]) if len(j_of) else np.zeros(0, int)
+        seg_counts = np.diff(np.r_[seg_starts, len(j_of)])
+        # backend, from the pattern's size before it is formed: the pairs of A's entries
+        # that share a first-term level bound the entries of Σ_j A_j M_j A_j'
+        est = float((seg_counts.astype(float) * (seg_counts + 1) / 2).sum())
+        est_density = min(1.0, (est + m) / (m * (m + 1) / 2))
+        if backend is None:
+            backend = "dense" if (m <= _DENSE_M or (est_density >= _DENSE_FRACTION and m <= _DENSE_MAX_M)) \
+                else "cholmod"
+        if backend == "cholmod":
+            try:
+                import cvxopt.cholmod  # noqa: F401
+            except ImportError:  # pragma: no cover - cvxopt is a dependency
+                backend = "dense"
+        self.backend = backend
+        self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
+        nq = q0 * (q0 + 1) // 2
+        # dense: a first-term level j with many rest neighbours (cnt_j entries of A) costs
+        # cnt_j²/2 K entries (~20 flops' time each) against m² q0 flops of a BLAS rank-q0
+        # update: such "heavy" levels (popular items, or all levels of a small dense block)
+        # go to one dense rank-k update, the others to K
+        self._Ad = self._heavy = None
+        if backend == "dense" and len(seg_counts):
+            heavy = _HEAVY_FACTOR * seg_counts.astype(float) ** 2 > float(m) * m * q0
+            cap = _GEMM_MAX // max(m * q0, 1)
+            if heavy.sum() > cap:
+                keep = np.argsort(-seg_counts, kind="stable")[:cap]
+                heavy = np.zeros_like(heavy)
+                heavy[keep] = True
+            if heavy.any():
+                jh = j_of[seg_starts[heavy]]
+                cols = (jh[:, None] * q0 + np.arange(q0)[None, :]).ravel()
+                self._heavy = jh
+                # (m, q0, H): each coefficient's columns contiguous for the per-θ products
+                self._Ad = np.ascontiguousarray(A[:, cols].toarray().reshape(m, len(jh), q0).transpose(0, 2, 1))
+                seg_starts, seg_counts = seg_starts[~heavy], seg_counts[~heavy]
+
+        # pairs of A's entries in one column block j: (hi, lo) rows with block(hi) ≥ block(lo);
+        # inside one block both orders (the diagonal blocks are kept whole for the Λ sandwich)
+        # M_j symmetric: (u, v) and (v, u) share the column of its upper triangle
+        tri = np.zeros((q0, q0), dtype=np.int64)
+        iu = np.triu_indices(q0)
+        tri[iu] = np.arange(nq)
+        tri = np.maximum(tri, tri.T)
+        self._triu = iu
+
+        def pairs(starts, counts):
+            f, s = _segment_pairs(starts, counts)
+            same = (ent_blk[row_of[f]] == ent_blk[row_of[s]]) & (f != s)
+            if same.any():
+                f, s = np.r_[f, s[same]], np.r_[s, f[same]]
+            return row_of[f], row_of[s], j_of[f] * nq + tri[u_of[f], u_of[s]], val[f] * val[s]
+
+        if backend == "dense":
+            # flat positions in the m × m block, formed in chunks of ~2M pairs (int32): the
+            # set-up's peak memory stays ~16 bytes per K entry
+            itype = np.int32 if (m * m < 2**31 and L0 * nq < 2**31) else np.int64
+            per = seg_counts.astype(np.int64) * (seg_counts + 1) // 2
+            bounds = np.searchsorted(np.cumsum(per), np.arange(1, int(per.sum()) // _PAIR_CHUNK + 2) * _PAIR_CHUNK)
+            # scalar terms: column j's pairs are one segment, exactly per_j of them, no duplicates
+            direct = q0 == 1 and all(q == 1 for q in rq)
+            total = int(per.sum())
+            if direct:
+                kr, kval = np.empty(total, itype), np.empty(total)
+            else:
+                kr_l, kc_l, kv_l = [], [], []
+            lo_c = pos = 0
+            for hi_c in np.unique(np.r_[np.minimum(bounds + 1, len(per)), len(per)]):
+                if hi_c <= lo_c:
+                    continue
+                h, l, kc, kv = pairs(seg_starts[lo_c:hi_c], seg_counts[lo_c:hi_c])
+                if direct:
+                    kr[pos:pos + len(h)] = h * m + l
+                    kval[pos:pos + len(h)] = kv
+                    pos += len(h)
+                else:
+                    kr_l.append((h * m + l).astype(itype))
+                    kc_l.append(kc.astype(itype))
+                    kv_l.append(kv)
+                lo_c = hi_c
+            if direct:
+                cnt = np.zeros(L0, dtype=np.int64)
+                cnt[j_of[seg_starts]] = per
+                indptr = np.r_[0, np.cumsum(cnt)].astype(itype)
+                self.K = sp.csc_matrix((kval, kr, indptr), shape=(m * m, L0)) if total else None
+                kcol = None
+            else:
+                kr = np.concatenate(kr_l) if kr_l else np.zeros(0, itype)
+                kcol = np.concatenate(kc_l) if kc_l else np.zeros(0, itype)
+                kval = np.concatenate(kv_l) if kv_l else np.zeros(0)
+                del kr_l, kc_l, kv_l
+        else:
+            pr_hi, pr_lo, kcol, kval = pairs(seg_starts, seg_counts)
+
+        # Z_R'Z_R: diagonal blocks whole, between rest terms the lower blocks
+        zz_rows, zz_cols, zz_vals, zz_keys = [], [], [], []
+        for k in range(KR):
+            Lk, qk = rL[k], rq[k]
+            g, a_, b_ = np.meshgrid(np.arange(Lk), np.arange(qk), np.arange(qk), indexing="ij")
+            zz_rows.append(self.offsets[k] + g.ravel() * qk + a_.ravel())
+            zz_cols.append(self.offsets[k] + g.ravel() * qk + b_.ravel())
+            zz_vals.append(cp.terms[k + 1].ZtZ.ravel())
+            for l in range(k + 1, KR):
+                Bkl = cp.between[(k + 1, l + 1)].tocoo()      # Z_k'Z_l: rows of term l are hi
+                hi = self.offsets[l] + Bkl.col.astype(np.int64)
+                lo = self.offsets[k] + Bkl.row.astype(np.int64)
+                zz_rows.append(hi)
+                zz_cols.append(lo)
+                zz_vals.append(Bkl.data)
+                zz_keys.append(ent_blk[hi] * nb + ent_blk[lo])
+        zz_rows, zz_cols, zz_vals = np.concatenate(zz_rows), np.concatenate(zz_cols), np.concatenate(zz_vals)
+        itype = np.int32
+
+        if backend == "dense":
+            # the pattern is (nearly) full: entries are the flat positions of the m × m block
+            self.nnz = m * m
+            self.zz = np.bincount(zz_rows * m + zz_cols, weights=zz_vals, minlength=m * m)
+            if kcol is not None:
+                self.K = sp.csc_matrix((kval, (kr, kcol)), shape=(m * m, L0 * nq)) if len(kval) else None
+                if self.K is not None:
+                    self.K.sum_duplicates()
+            del kr, kcol, kval
+            self.diag_idx = np.arange(m) * (m + 1)
+            self.density = est_density
+            self.groups = None
+            return
+
+        # block pattern: diagonal blocks, Z_R'Z_R between rest terms, and the A-pairs
+        keys = [np.arange(nb, dtype=np.int64) * (nb + 1)] + zz_keys + [ent_blk[pr_hi] * nb + ent_blk[pr_lo]]
+        bkeys = np.unique(np.concatenate(keys))
+        bhi, blo = bkeys // nb, bkeys % nb
+        th, tl = blk_term[bhi], blk_term[blo]
+        border = np.lexsort((blo, bhi, tl, th))
+        bhi, blo, th, tl = bhi[border], blo[border], th[border], tl[border]
+        # expand to entries, group by group (k_hi, k_lo): (n_pairs, q_hi, q_lo) row-major
+        groups = []
+        e_rows, e_cols = [], []
+        pos = 0
+        gstart = np.flatnonzero(np.r_[True, (th[1:] != th[:-1]) | (tl[1:] != tl[:-1])])
+        gend = np.r_[gstart[1:], len(th)]
+        for a_, b_ in zip(gstart, gend):
+            kh, kl = int(th[a_]), int(tl[a_])
+            qh, ql = rq[kh], rq[kl]
+            hs = blk_start[bhi[a_:b_]][:, None, None] + np.arange(qh)[None, :, None]
+            ls = blk_start[blo[a_:b_]][:, None, None] + np.arange(ql)[None, None, :]
+            hs, ls = np.broadcast_arrays(hs, ls)
+            e_rows.append(hs.ravel())
+            e_cols.append(ls.ravel())
+            n_e = (b_ - a_) * qh * ql
+            groups.append((kh, kl, pos, pos + n_e, b_ - a_))
+            pos += n_e
+        self.groups = groups
+        e_rows, e_cols = np.concatenate(e_rows), np.concatenate(e_cols)
+        self.nnz = len(e_rows)
+        ekey = e_rows * m + e_cols
+        esort = np.argsort(ekey, kind="stable")
+        skey = ekey[esort]
+
+        def lookup(r, c):
+            return esort[np.searchsorted(skey, r * m + c)]
+
+        self.zz = np.bincount(lookup(zz_rows, zz_cols), weights=zz_vals, minlength=self.nnz)
+        kr = lookup(pr_hi, pr_lo)
+        del pr_hi, pr_lo
+        if max(self.nnz, L0 * nq) >= 2**31:  # pragma: no cover
+            itype = np.int64
+        self.K = sp.csc_matrix((kval, (kr.astype(itype), kcol.astype(itype))), shape=(self.nnz, L0 * nq))
+        self.K.sum_duplicates()
+        del kr, kcol, kval
+        self.diag_idx = lookup(np.arange(m), np.arange(m))
+        low = e_rows >= e_cols
+        self.density = int(low.sum()) / (m * (m + 1) / 2)
+        import cvxopt.cholmod as cm
+
+        csc = np.lexsort((e_rows[low], e_cols[low]))
+        self.sel = np.flatnonzero(low)[csc]
+        self._low = (e_rows[low][csc], e_cols[low][csc])
+        cm.options["supernodal"] = 2
+        self._setup_cholmod()
+
+    def _setup_cholmod(self):
+        """The cvxopt matrix of the pattern and CHOLMOD's symbolic factorization (AMD)."""
+        import cvxopt.cholmod as cm
+
+        rows, cols = self._low
+        self._vals = _CholmodValues(rows, cols, self.m)
+        self._symbolic = cm.symbolic(self._vals.set(np.where(rows == cols, 1.0, 0.0)), uplo="L")
+        self._gen = 0
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_vals", None)
+        state.pop("_symbolic", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.backend == "cholmod":
+            self._setup_cholmod()
+
+    keep_pre = False
+    last_pre = None
+    _A_dense = None
+
+    def dense_A(self):
+        """A = Z_R'Z_0 as a dense (m, L0, q0) array (formed once, for the gradient)."""
+        if self._A_dense is None:
+            self._A_dense = self.A.toarray().reshape(self.m, self.L0, self.q0)
+        return self._A_dense
+
+    # ------------------------------------------------------------------ per θ
+    def _lam_t_dense(self, T, M):
+        """Λ_R' M for a dense M with the rest block's m rows."""
+        out = np.empty_like(M)
+        for k in range(len(self.qs) - 1):
+            a, b = self.offsets[k], self.offsets[k + 1]
+            q, L = self.qs[k + 1], self.n_levels[k + 1]
+            Tk = T[k + 1]
+            if q == 1:
+                out[a:b] = Tk[0, 0] * M[a:b]
+            else:
+                out[a:b] = np.einsum("ji,ljc->lic", Tk, M[a:b].reshape(L, q, -1)).reshape(L * q, -1)
+        return out
+
+    def schur_values(self, T, L0s):
+        """Entries of A_RR on the pattern (group order), and the per-level N_j = T0 L0_j⁻ᵀ."""
+        q0 = self.q0
+        T0 = T[0]
+        if q0 == 1:
+            N = (T0[0, 0] / L0s[0, 0])                  # (L0,)
+            vecM = N * N
+        else:
+            # N_j = T0 L0_j^{-T}: solve L0_j X = T0' then transpose
+            rhs = np.ascontiguousarray(np.broadcast_to(T0.T[:, :, None], L0s.shape))
+            X = B.solve_lower_soa(L0s, rhs)                    # L0^{-1} T0'  (q, q, G)
+            N = X.transpose(2, 1, 0)                           # (G, q, q): T0 L0^{-T}
+            vecM = np.einsum("gik,gjk->gij", N, N)[:, self._triu[0], self._triu[1]].ravel()
+        x = self.zz - self.K @ vecM if self.K is not None else self.zz.copy()
+        X = x.reshape(self.m, self.m) if self.groups is None else None
+        if self._Ad is not None:                 # heavy levels: one rank-k update
+            jh = self._heavy
+            Ad = self._Ad
+            if q0 == 1:
+                AN = Ad[:, 0, :] * N[jh]
+            else:
+                Nh = N[jh]                       # AN_j = A_j N_j, column v: Σ_u A_j[:, u] N_j[u, v]
+                AN = np.empty_like(Ad)
+                for v in range(q0):
+                    np.multiply(Ad[:, 0, :], Nh[:, 0, v], out=AN[:, v, :])
+                    for u in range(1, q0):
+                        AN[:, v, :] += Ad[:, u, :] * Nh[:, u, v]
+                AN = AN.reshape(self.m, -1)
+            # X −= AN AN' on the lower triangle = the upper triangle of X' (Fortran order)
+            X = dsyrk(-1.0, AN.T, beta=1.0, c=X.T, trans=1, lower=0, overwrite_c=1).T
+        if self.groups is None:                  # dense: X the m × m block, lower triangle valid
+            if self.keep_pre:                    # for the gradient: X before the Λ_R sandwich
+                self.last_pre = np.tril(X) + np.tril(X, -1).T
+            if all(q == 1 for q in self.qs[1:]):
+                s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+                X *= s[:, None]
+                X *= s[None, :]
+            else:
+                X = np.tril(X) + np.tril(X, -1).T   # diagonal blocks whole from the lower triangle
+                X = self._lam_t_dense(T, self._lam_t_dense(T, X).T).T
+            X[np.arange(self.m), np.arange(self.m)] += 1.0
+            return X, N
+        for kh, kl, a, b, n in self.groups:
+            Th, Tl = T[kh + 1], T[kl + 1]
+            if Th.shape[0] == 1 and Tl.shape[0] == 1:
+                x[a:b] *= Th[0, 0] * Tl[0, 0]
+            else:
+                blk = x[a:b].reshape(n, Th.shape[0], Tl.shape[0])
+                x[a:b] = np.einsum("ji,njk,kl->nil", Th, blk, Tl).ravel()
+        x[self.diag_idx] += 1.0
+        return x, N
+
+    def factor(self, T, L0s) -> tuple:
+        """(RestCholesky, N) at θ: raises LinAlgError when A_RR is not positive definite."""
+        x, N = self.schur_values(T, L0s)
+        m = self.m
+        if self.backend == "dense":
+            # x is lower-valid and C-ordered: its transpose is an upper-valid Fortran array,
+            # which LAPACK factors in place as U'U (L = U')
+            Lr = sla.cholesky(x.T, lower=False, check_finite=False, overwrite_a=True).T
+            return RestCholesky(m, 2.0 * float(np.log(np.diag(Lr)).sum()), dense=Lr), N
+        import cvxopt.cholmod as cm
+
+        vals = x[self.sel]
+        Ac = self._vals.set(vals)
+        F = self._symbolic
+        self._gen += 1
+        try:
+            cm.numeric(Ac, F)
+        except ArithmeticError as e:
+            raise np.linalg.LinAlgError(f"rest block not positive definite ({e})") from None
+        d = np.array(cm.diag(F)).ravel()
+        if not np.all(d > 0):
+            raise np.linalg.LinAlgError("rest block not positive definite")
+        return RestCholesky(m, 2.0 * float(np.log(d).sum()), chol=F, structure=self, values=vals), N
+
+    def off_diagonal(self, T, N):
+        """L_R0 = Λ_R' A (⊕_j N_j), sparse m × L0 q0 (for readers of the factor, not per θ)."""
+        A = self.A
+        q0 = self.q0
+        if q0 == 1:
+            right = sp.diags(np.asarray(N).ravel())
+        else:
+            G = N.shape[0]
+            right = sp.bsr_matrix((np.ascontiguousarray(N), np.arange(G), np.arange(G + 1)),
+                                  shape=(G * q0, G * q0))
+        AN = (A @ right).tocsr()
+        if all(q == 1 for q in self.qs[1:]):
+            s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+            return sp.csr_matrix(sp.diags(s) @ AN)
+        LamR = sp.block_diag([sp.kron(sp.identity(L), sp.csr_matrix(Tk))
+                              for L, Tk in zip(self.n_levels[1:], T[1:])], format="csr")
+        return sp.csr_matrix(LamR.T @ AN)
+
+    def rhs(self, T, N, C0s):
+        """B_R = Λ_R'(Z_R'W − A V), V_j = N_j C0_j: the rest rows of L⁻¹Λ'Z'W before L_R⁻¹."""
+        q0 = self.q0
+        if q0 == 1:
+            V = N[:, None] * C0s[0].T                            # (L0, r)
+        else:
+            V = np.einsum("guv,vrg->gur", N, C0s).reshape(-1, self.r)
+        return self._lam_t_dense(T, self.ZRtW - self.A @ V)
