@@ -69,16 +69,22 @@ class ConvergenceWarning(UserWarning):
 
 
 def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "profiled",
-         factors=(), verbose=None, em_options=None) -> "LmerFit":
+         factors=(), verbose=None, em_options=None, weights=None, offset=None) -> "LmerFit":
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     ``method="profiled"`` (default) minimises the profiled deviance (lme4's algorithm);
     ``method="em"`` runs the seed's accelerated EM to convergence (ML only).
     ``factors`` names numeric-looking columns to treat as categorical.
     ``verbose``: show a progress line (None: only on a terminal for fits over ~2 s).
+    ``weights``: prior weights (column name or array; residual variance σ²/w_i);
+    ``offset``: a known term of the linear predictor (column name or array), added to any
+    ``offset(x)`` of the formula.  ``data`` may be pandas, polars or pyarrow.
     """
     t0 = time.perf_counter()
-    design = build_design(formula, data, factors=factors)
+    from .io import as_pandas
+
+    design = build_design(formula, as_pandas(data), factors=factors, weights=weights,
+                          offset=offset)
     return fit_design(design, reml=reml, method=method, verbose=verbose, em_options=em_options,
                       _t0=t0)
 
@@ -91,10 +97,16 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
     if method == "em" and reml:
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
-    cp = crossproducts(design.y, design.X, design.terms) if cp is None else cp
+    from . import weights as W
+
+    if method == "em" and (design.weights is not None or design.offset is not None):
+        raise ValueError("method='em' does not take prior weights or offsets: "
+                         "use method='profiled'")
+    cp = crossproducts(*W.scaled(design)) if cp is None else cp
     _check_residual_variance(cp, design.response)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
                            reml=reml)
+    dev.log_weights = W.log_weight_sum(design)
     from .progress import Progress
 
     progress = Progress(verbose=verbose, label="lmer")
@@ -355,6 +367,8 @@ class LmerFit:
     # ------------------------------------------------------------------ fitted values
     def _fitted_model_order(self) -> np.ndarray:
         fit = self.design.X @ self.beta
+        if self.design.offset is not None:
+            fit = fit + self.design.offset
         for t, b in zip(self.design.terms, self._modes):
             fit = fit + np.einsum("nq,nq->n", t.Z, b[t.codes])
         return fit
@@ -416,10 +430,13 @@ class LmerFit:
         n = self.n_obs
         if n > max_n:
             raise ValueError(f"hat_matrix forms an n × n matrix; n = {n} exceeds max_n = {max_n}")
+        from .weights import scaled
+
+        _, Xs, terms = scaled(self.design)   # rows scaled by √w for a weighted fit
         Zs = [t.sparse().toarray() @ np.kron(np.eye(t.n_levels), T) for t, T in
-              zip(self.design.terms, self.factor.T)]
+              zip(terms, self.factor.T)]
         ZL = np.hstack(Zs)
-        A = np.hstack([ZL, self.design.X])
+        A = np.hstack([ZL, Xs])
         M = A.T @ A
         k = ZL.shape[1]
         M[np.arange(k), np.arange(k)] += 1.0
