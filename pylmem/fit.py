@@ -90,8 +90,9 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
 
 
 def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=None, em_options=None,
-               cp=None, _t0=None) -> "LmerFit":
-    """Fit a prepared :class:`ModelDesign` (``cp``: precomputed cross-products, e.g. from Dask)."""
+               cp=None, _t0=None, theta0=None) -> "LmerFit":
+    """Fit a prepared :class:`ModelDesign` (``cp``: precomputed cross-products, e.g. from Dask;
+    ``theta0``: start of the optimiser, e.g. a previous fit's θ̂)."""
     t0 = time.perf_counter() if _t0 is None else _t0
     if method not in ("profiled", "em"):
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
@@ -125,7 +126,8 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
             opt.converged = False
     else:
         with _blas_threads_for(dev):
-            opt = optimize_theta(dev, design, verbose=verbose, callback=progress.update)
+            opt = optimize_theta(dev, design, theta0=theta0, verbose=verbose,
+                                 callback=progress.update)
     progress.close()
     fit = LmerFit(design, cp, dev, opt, reml=reml, method=method, em_result=em_result)
     fit.fit_seconds = time.perf_counter() - t0
@@ -445,11 +447,14 @@ class LmerFit:
         return P[np.ix_(inv, inv)]
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True) -> pd.Series:
-        """Predictions as lme4's predict(): see :func:`pylmem.predict.predict`."""
+    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True, se_fit=False,
+                interval=None, level=0.95):
+        """Predictions as lme4's predict(): see :func:`pylmem.predict.predict`; with
+        ``se_fit``/``interval`` a DataFrame (fit, se_fit, lwr, upr: :mod:`pylmem.intervals`)."""
         from .predict import predict
 
-        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                       se_fit=se_fit, interval=interval, level=level)
 
     def refit(self, *, reml: bool) -> "LmerFit":
         """The same model refitted by ML (``reml=False``) or REML, reusing the design."""
@@ -458,6 +463,74 @@ class LmerFit:
         return fit_design(self.design, reml=reml, cp=self.cp, verbose=False)
 
     # ------------------------------------------------------------------ display
+    # ---- issue 13: weights, diagnostics, measures, tidy tables
+    @property
+    def weights(self):
+        """Prior weights in the data's row order (None for an unweighted fit)."""
+        w = self.design.weights
+        return None if w is None else self._data_series(w, "weights")
+
+    def residuals_of(self, type: str = "response", scaled: bool = False) -> pd.Series:  # noqa: A002
+        """Residuals of lme4's types ("response", "pearson", ...): :mod:`pylmem.diagnostics`."""
+        from .diagnostics import residuals_of
+
+        return residuals_of(self, type, scaled=scaled)
+
+    def hatvalues(self) -> pd.Series:
+        """Leverages (diagonal of the hat matrix; they sum to ``hat_trace``)."""
+        from .diagnostics import hatvalues
+
+        return hatvalues(self)
+
+    def cooks_distance(self) -> pd.Series:
+        """Cook's distance, as lme4's cooks.distance."""
+        from .diagnostics import cooks_distance
+
+        return cooks_distance(self)
+
+    def rstudent(self) -> pd.Series:
+        """Studentized residuals, as lme4's rstudent."""
+        from .diagnostics import rstudent
+
+        return rstudent(self)
+
+    def influence(self, groups=None, *, data=None):
+        """Case / group deletion by refitting (lme4's influence.merMod)."""
+        from .diagnostics import influence
+
+        return influence(self, groups, data=data)
+
+    def r2(self) -> pd.Series:
+        """Nakagawa–Schielzeth marginal and conditional R²."""
+        from .measures import r2
+
+        return r2(self)
+
+    def icc(self, by_group: bool = False) -> pd.Series:
+        """Intraclass correlation (adjusted and conditional)."""
+        from .measures import icc
+
+        return icc(self, by_group=by_group)
+
+    def rePCA(self) -> dict:  # noqa: N802 - lme4's name
+        """lme4's rePCA: principal components of each grouping factor's random effects."""
+        from .measures import rePCA
+
+        return rePCA(self)
+
+    def tidy(self, effects=("ran_pars", "fixed"), conf_int: bool = False,
+             conf_level: float = 0.95) -> pd.DataFrame:
+        """broom.mixed's tidy table (effect, group, term, estimate, std.error, ...)."""
+        from .tidy import tidy
+
+        return tidy(self, effects=effects, conf_int=conf_int, conf_level=conf_level)
+
+    def glance(self) -> pd.DataFrame:
+        """broom.mixed's one-row glance table."""
+        from .tidy import glance
+
+        return glance(self)
+
     def __repr__(self) -> str:
         from .summary import short_repr
 

@@ -685,7 +685,7 @@ class Summary:
         self.random = fit.varcorr
         self.fixed = pd.DataFrame({"Estimate": fit.fixef, "Std. Error": fit.stderr,
                                    "t value": fit.tvalues})
-        r = fit.residuals.to_numpy(dtype=float) / fit.sigma
+        r = fit.residuals_of("pearson", scaled=True).to_numpy(dtype=float)  # √w e / σ, lme4
         self.scaled_residuals = r
         self.resid_quantiles = pd.Series(np.quantile(r[~np.isnan(r)], [0, .25, .5, .75, 1]),
                                          index=["Min", "1Q", "Median", "3Q", "Max"],

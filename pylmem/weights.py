@@ -122,3 +122,15 @@ def scaled(design):
         t2.Z = t.Z * s[:, None]
         terms.append(t2)
     return y * s, design.X * s[:, None], terms
+
+
+def newdata_offset(design, newdata: pd.DataFrame) -> np.ndarray:
+    """The offset of ``newdata`` rebuilt from the fit's offset terms (predict)."""
+    exprs = list(design.offset_exprs)
+    if "<offset array>" in exprs:
+        raise ValueError("the model was fitted with offset= given as an array: pass it as a "
+                         "column name to predict from newdata")
+    for e in exprs:
+        if e not in newdata.columns and not offset_variables([e], newdata):
+            raise ValueError(f"newdata lacks the column(s) of the offset {e!r}")
+    return evaluate_offset(exprs, newdata)

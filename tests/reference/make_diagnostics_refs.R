@@ -53,12 +53,20 @@ for (reml in c(TRUE, FALSE)) {
       predict_new_pop=unname(predict(f, newdata=nd, re.form=NA))))
 }
 nd_ss <- nd; res$newdata <- list(Days=nd$Days, Subject=as.character(nd$Subject), off=nd$off)
-# influence: delete each Batch of Dyestuff (REML), and each case of a small sleepstudy subset
+# influence: delete each Batch / each case of Dyestuff (REML), each Subject of sleepstudy (ML)
+infl <- function(f, groups) {
+  inf <- if (is.null(groups)) influence(f) else influence(f, groups=groups)
+  g <- if (is.null(groups)) "case" else groups
+  fe <- inf[[paste0("fixed.effects[-", g, "]")]]; vc <- inf[[paste0("var.cov.comps[-", g, "]")]]
+  list(groups=rownames(fe), fixef=lapply(seq_len(ncol(fe)), function(j) unname(fe[, j])),
+       vc=lapply(seq_len(ncol(vc)), function(j) unname(vc[, j])), vc_names=colnames(vc),
+       se=lapply(inf[[paste0("vcov[-", g, "]")]], function(v) unname(sqrt(diag(as.matrix(v))))))
+}
 f <- lmer(Yield ~ 1 + (1 | Batch), data=dy, REML=TRUE, control=ctl)
-inf <- influence(f, groups="Batch")
-res$dyestuff_influence <- list(groups=rownames(inf[["fixed.effects[-Batch]"]]),
-  fixef=unname(inf[["fixed.effects[-Batch]"]][, 1]), vc=unname(inf[["var.comp[-Batch]"]]),
-  vc_names=colnames(inf[["var.comp[-Batch]"]]))
+res$dyestuff_influence <- infl(f, "Batch")
+res$dyestuff_influence_case <- infl(f, NULL)
+f <- lmer(Reaction ~ Days + (Days | Subject), data=ss, REML=FALSE, control=ctl)
+res$sleep_influence <- infl(f, "Subject")
 res$lme4_version <- as.character(packageVersion("lme4"))
 writeLines(toJSON(res, auto_unbox=TRUE, digits=NA, pretty=TRUE, na="null"),
            "tests/reference/diagnostics_refs.json")

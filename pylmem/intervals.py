@@ -1,0 +1,170 @@
+"""Standard errors and intervals of predictions, and the leverages they share.
+
+With A = [ZΛ X] and M = A'A + diag(I, 0) = F F' the mixed-model equations at θ̂ (F the
+blocked factor: F = [[L, 0], [C_X', R_X]]), the conditional covariance of the errors of
+(û, β̂) is σ² M⁻¹.  A prediction x'β̂ + z'Λû of x'β + z'b therefore has variance
+
+    σ² ‖F⁻¹ a‖²,  a = [Λ'z; x]:  L v₁ = Λ'z,  R_X v₂ = x − C_X' v₁,  var = σ²(‖v₁‖² + ‖v₂‖²),
+
+solved per row with the blocked factor (no n × n or q × q inverse).  A level of a
+grouping factor absent from the fit has b at its prior, variance σ² ‖T_k' z‖²; a
+prediction interval adds the residual variance σ² (σ²/w for prior weights w).  The same
+solve gives the leverages: h_i = w_i ‖F⁻¹ a_i‖² is the diagonal of the hat matrix
+(lme4's ``hatvalues``), and Σ h_i = tr(P).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+import scipy.sparse as sp
+from scipy.stats import norm
+
+from . import batched as B
+
+_CHUNK = 4096   # rows per block of the solve (bounds the m × rows dense work array)
+
+
+def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
+    """‖F⁻¹ a_i‖² for rows with fixed-effects row x_i and term rows z_ki at level codes_ki.
+
+    ``Zs[k]`` (n, q_k), ``codes[k]`` (n,) with −1 for a level not in the fit, ``use[k]``
+    whether term k enters the prediction (its Λ'z is 0 otherwise).
+    """
+    f, d = fit.factor, fit.design
+    n, p = X.shape
+    out = np.empty(n)
+    T = f.T
+    for s in range(0, n, _CHUNK):
+        sl = slice(s, min(n, s + _CHUNK))
+        nb = sl.stop - sl.start
+        # first term: L0_c v = T0' z at the row's level c
+        c0 = codes[0][sl]
+        known = (c0 >= 0) & use[0]
+        q0 = T[0].shape[0]
+        a0 = np.where(known[:, None], Zs[0][sl] @ T[0], 0.0)          # (nb, q0) = (T0' z)'
+        cc = np.where(known, c0, 0)
+        v0 = B.solve_lower(f.L0[cc], a0[:, :, None])[:, :, 0]         # (nb, q0)
+        v0[~known] = 0.0
+        acc = (v0 ** 2).sum(axis=1)
+        CXv = np.einsum("nqp,nq->np", f.C0[cc][:, :, :p], v0)        # C_X0' v0, (nb, p)
+        if f.LRR is not None:
+            m = f.LRR.shape[0]
+            aR = np.zeros((m, nb))
+            off = 0
+            for k, t in enumerate(d.terms[1:], start=1):
+                ck = codes[k][sl]
+                ok = (ck >= 0) & use[k]
+                z = Zs[k][sl] @ T[k]                                   # (nb, q) rows of (T' z)'
+                rows = off + ck[ok, None] * t.q + np.arange(t.q)[None, :]
+                aR[rows, np.flatnonzero(ok)[:, None]] = z[ok]
+                off += t.n_levels * t.q
+            V0 = sp.csc_matrix((v0.ravel(), ((cc[:, None] * q0 + np.arange(q0)).ravel(),
+                                             np.repeat(np.arange(nb), q0))),
+                               shape=(f.L0.shape[0] * q0, nb))
+            rhs = aR - np.asarray((f.LR0 @ V0).todense() if sp.issparse(f.LR0) else f.LR0 @ V0)
+            vR = sla.solve_triangular(f.LRR, rhs, lower=True, check_finite=False)
+            acc += (vR ** 2).sum(axis=0)
+            CXv += (f.CR[:, :p].T @ vR).T
+        if p:
+            v2 = sla.solve_triangular(f.RX, (X[sl] - CXv).T, lower=True, check_finite=False)
+            acc += (v2 ** 2).sum(axis=0)
+        out[sl] = acc
+    return out
+
+
+def _prior_rows(fit, Zs, codes, use) -> np.ndarray:
+    """Σ_k ‖T_k' z_k‖² over the terms whose level is new (b at its prior, / σ²)."""
+    out = np.zeros(len(codes[0]))
+    for k, T in enumerate(fit.factor.T):
+        new = (codes[k] < 0) & use[k]
+        if new.any():
+            out[new] += ((Zs[k][new] @ T) ** 2).sum(axis=1)
+    return out
+
+
+def model_rows(fit):
+    """(X, Zs, codes) of the fitted rows, model order."""
+    d = fit.design
+    return d.X, [t.Z for t in d.terms], [t.codes for t in d.terms]
+
+
+def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
+    """(X, Zs, codes) of ``newdata`` as :func:`pylmem.predict.predict` builds them
+    (codes −1 for new levels; rows with a missing value give NaN)."""
+    from .design import _group_labels
+    from .predict import _fixed_matrix, _model_matrix
+
+    d = fit.design
+    X = _fixed_matrix(fit, newdata)
+    Zs, codes = [], []
+    for k, t in enumerate(d.terms):
+        if k not in sel:
+            Zs.append(np.zeros((len(newdata), t.q)))
+            codes.append(np.full(len(newdata), -1))
+            continue
+        mm = _model_matrix(t.spec, newdata, f"random-effects term {t.name!r}")
+        Zs.append(mm.to_numpy(dtype=float)[:, t.columns])
+        labels = _group_labels(newdata, t.group)
+        codes.append(pd.Index(t.levels).get_indexer(labels.to_numpy()))
+    return X, Zs, codes
+
+
+def prediction_variance(fit, X, Zs, codes, sel) -> np.ndarray:
+    """Var(prediction error)/σ² of x'β̂ + Σ_{k∈sel} z_k'b̂_k for each row (NaN rows kept)."""
+    use = [k in sel for k in range(len(fit.design.terms))]
+    bad = np.isnan(X).any(axis=1)
+    for k in sel:
+        bad |= np.isnan(Zs[k]).any(axis=1)
+    Xc = np.where(bad[:, None], 0.0, X)
+    Zc = [np.nan_to_num(Z) for Z in Zs]
+    v = _solve_rows(fit, Xc, Zc, codes, use) + _prior_rows(fit, Zc, codes, use)
+    v[bad] = np.nan
+    return v
+
+
+def hatvalues(fit) -> pd.Series:
+    """Diagonal of the hat matrix P (ŷ = P y), lme4's ``hatvalues``, data row order."""
+    X, Zs, codes = model_rows(fit)
+    h = _solve_rows(fit, X, Zs, codes, [True] * len(Zs))
+    w = fit.design.weights
+    if w is not None:
+        h = h * w
+    return fit._data_series(h, "hat")
+
+
+def predict_with_se(fit, newdata=None, *, re_form=None, allow_new_levels=True, se_fit=False,
+                    interval=None, level=0.95) -> pd.DataFrame:
+    """Predictions with standard errors and/or intervals (columns fit, se_fit, lwr, upr).
+
+    ``interval="confidence"``: for the conditional mean x'β + z'b (or x'β for
+    re_form="~0"); ``"prediction"``: for a new observation, adding σ².  Normal quantiles.
+    """
+    from .predict import _selected_terms, predict
+
+    if interval not in (None, "confidence", "prediction"):
+        raise ValueError(f"interval must be None, 'confidence' or 'prediction', got {interval!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    point = predict(fit, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+    sel = _selected_terms(fit, re_form)
+    if newdata is None:
+        X, Zs, codes = model_rows(fit)
+        var = fit.design.to_data_order(prediction_variance(fit, X, Zs, codes, sel))
+        wres = fit.design.weights
+        wres = 1.0 if wres is None else fit.design.to_data_order(wres)
+    else:
+        X, Zs, codes = newdata_rows(fit, newdata, sel, allow_new_levels)
+        var = prediction_variance(fit, X, Zs, codes, sel)
+        wres = 1.0
+    s2 = fit.sigma2
+    se = np.sqrt(s2 * var)
+    out = pd.DataFrame({"fit": point.to_numpy()}, index=point.index)
+    if se_fit or interval is None:
+        out["se_fit"] = se
+    if interval is not None:
+        width = se if interval == "confidence" else np.sqrt(s2 * var + s2 / wres)
+        z = norm.ppf(0.5 + level / 2)
+        out["lwr"] = out["fit"] - z * width
+        out["upr"] = out["fit"] + z * width
+    return out

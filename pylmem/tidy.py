@@ -1,0 +1,100 @@
+"""Tidy tables of a fit, with broom.mixed's column names.
+
+``tidy``: one row per estimate, columns ``effect, group, term, estimate, std.error,
+statistic, df, p.value`` (+ ``conf.low, conf.high``); ``effect`` is "fixed", "ran_pars"
+(terms ``sd__X``, ``cor__X.Y``, residual ``sd__Observation`` in group "Residual"),
+"ran_vals" (conditional modes with their conditional sd, plus a ``level`` column) or
+"ran_coefs".  Fixed-effect intervals are Wald (normal) intervals; ``df`` and ``p.value``
+are NaN (lme4 gives none; Satterthwaite df come with lmerTest-style inference).
+``glance``: one row, ``nobs, sigma, logLik, AIC, BIC, deviance, df.residual``
+(deviance: −2 logLik for ML fits, the REML criterion for REML fits).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+COLUMNS = ["effect", "group", "level", "term", "estimate", "std.error", "statistic", "df",
+           "p.value", "conf.low", "conf.high"]
+EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
+
+
+def _fixed(fit, z):
+    est = fit.beta
+    se = fit.stderr.to_numpy()
+    df = pd.DataFrame({"effect": "fixed", "group": None, "term": fit.design.fixef_names,
+                       "estimate": est, "std.error": se, "statistic": est / se,
+                       "df": np.nan, "p.value": np.nan})
+    df["conf.low"], df["conf.high"] = est - z * se, est + z * se
+    return df
+
+
+def _ran_pars(fit):
+    rows = []
+    for r in fit.varcorr.itertuples(index=False):
+        if r.grp == "Residual":
+            rows.append(("Residual", "sd__Observation", r.sdcor))
+        elif r.var2 is None or (isinstance(r.var2, float) and np.isnan(r.var2)):
+            rows.append((r.grp, f"sd__{r.var1}", r.sdcor))
+        else:
+            rows.append((r.grp, f"cor__{r.var2}.{r.var1}", r.sdcor))
+    df = pd.DataFrame(rows, columns=["group", "term", "estimate"])
+    df.insert(0, "effect", "ran_pars")
+    return df
+
+
+def _ran_vals(fit, z):
+    out = []
+    cv = fit.ranef_condvar()
+    for name, re in fit.ranef.items():
+        sd = np.sqrt(np.einsum("gii->gi", cv[name]))
+        for j, term in enumerate(re.columns):
+            est = re[term].to_numpy()
+            out.append(pd.DataFrame({"effect": "ran_vals", "group": name,
+                                     "level": re.index.astype(str), "term": term,
+                                     "estimate": est, "std.error": sd[:, j],
+                                     "conf.low": est - z * sd[:, j],
+                                     "conf.high": est + z * sd[:, j]}))
+    return pd.concat(out, ignore_index=True)
+
+
+def _ran_coefs(fit):
+    out = []
+    for name, cf in fit.coef.items():
+        long = cf.reset_index(names="level").melt(id_vars="level", var_name="term",
+                                                  value_name="estimate")
+        long.insert(0, "group", name)
+        long.insert(0, "effect", "ran_coefs")
+        long["level"] = long["level"].astype(str)
+        out.append(long)
+    return pd.concat(out, ignore_index=True)
+
+
+def tidy(fit, effects=("ran_pars", "fixed"), conf_int: bool = False,
+         conf_level: float = 0.95) -> pd.DataFrame:
+    """broom.mixed's ``tidy(fit, effects=, conf.int=)`` as a pandas DataFrame."""
+    if isinstance(effects, str):
+        effects = (effects,)
+    bad = [e for e in effects if e not in EFFECTS]
+    if bad:
+        raise ValueError(f"effects must be among {', '.join(EFFECTS)}, got {', '.join(bad)}")
+    z = norm.ppf(0.5 + conf_level / 2)
+    parts = []
+    for e in ("fixed", "ran_pars", "ran_vals", "ran_coefs"):   # broom.mixed's order
+        if e in effects:
+            parts.append({"fixed": lambda: _fixed(fit, z), "ran_pars": lambda: _ran_pars(fit),
+                          "ran_vals": lambda: _ran_vals(fit, z),
+                          "ran_coefs": lambda: _ran_coefs(fit)}[e]())
+    df = pd.concat(parts, ignore_index=True)
+    cols = [c for c in COLUMNS if c != "level" or "level" in df.columns]
+    if not conf_int:
+        cols = [c for c in cols if c not in ("conf.low", "conf.high")]
+    return df.reindex(columns=cols)
+
+
+def glance(fit) -> pd.DataFrame:
+    """broom.mixed's ``glance``: one-row model summary."""
+    return pd.DataFrame([{"nobs": fit.n_obs, "sigma": fit.sigma, "logLik": fit.loglik,
+                          "AIC": fit.aic, "BIC": fit.bic, "deviance": fit.objective,
+                          "df.residual": fit.df_resid}])
