@@ -31,14 +31,17 @@ def _fixed(fit, z):
 
 
 def _ran_pars(fit):
+    """Per term, column by column: sd__a, then cor__a.b for the later coefficients b."""
     rows = []
-    for r in fit.varcorr.itertuples(index=False):
-        if r.grp == "Residual":
-            rows.append(("Residual", "sd__Observation", r.sdcor))
-        elif r.var2 is None or (isinstance(r.var2, float) and np.isnan(r.var2)):
-            rows.append((r.grp, f"sd__{r.var1}", r.sdcor))
-        else:
-            rows.append((r.grp, f"cor__{r.var2}.{r.var1}", r.sdcor))
+    for name, C in fit.cov_re.items():
+        M, cn = C.to_numpy(), list(C.columns)
+        sd = np.sqrt(np.diag(M))
+        for j in range(len(cn)):
+            rows.append((name, f"sd__{cn[j]}", sd[j]))
+            for i in range(j + 1, len(cn)):
+                den = sd[i] * sd[j]
+                rows.append((name, f"cor__{cn[j]}.{cn[i]}", M[i, j] / den if den > 0 else np.nan))
+    rows.append(("Residual", "sd__Observation", fit.sigma))
     df = pd.DataFrame(rows, columns=["group", "term", "estimate"])
     df.insert(0, "effect", "ran_pars")
     return df
