@@ -46,13 +46,14 @@ def hatvalues(fit) -> pd.Series:
 
 def cooks_distance(fit) -> pd.Series:
     """Cook's distance as lme4's ``cooks.distance.merMod`` (see module docstring)."""
-    h = hatvalues(fit).to_numpy()
+    hs = hatvalues(fit)
+    h = hs.to_numpy()
     r = residuals_of(fit, "pearson").to_numpy()
     p = max(fit.design.n_fixef, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = (r / (1 - h)) ** 2 * h / (fit.sigma2 * p)
     out[np.isinf(out)] = np.nan
-    return pd.Series(out, index=hatvalues(fit).index, name="cooks")
+    return pd.Series(out, index=hs.index, name="cooks")
 
 
 def rstudent(fit) -> pd.Series:
@@ -161,16 +162,19 @@ def influence(fit, groups=None, *, data: pd.DataFrame | None = None) -> Influenc
         gname = "groups"
     uniq = pd.unique(labels)
     fe, vc, vcov, conv = [], [], {}, []
-    for g in uniq:
-        keep = labels != g
-        sub = subset_design(d, keep)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            f1 = fit_design(sub, reml=fit.reml, verbose=False, theta0=fit.theta)
-        fe.append(f1.beta)
-        vc.append(_var_comp(f1).to_numpy())
-        vcov[g] = f1.vcov.to_numpy()
-        conv.append(f1.converged)
+    from .intervals import one_blas_thread
+
+    with one_blas_thread(fit):
+        for g in uniq:
+            keep = labels != g
+            sub = subset_design(d, keep)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                f1 = fit_design(sub, reml=fit.reml, verbose=False, theta0=fit.theta)
+            fe.append(f1.beta)
+            vc.append(_var_comp(f1).to_numpy())
+            vcov[g] = f1.vcov.to_numpy()
+            conv.append(f1.converged)
     idx = pd.Index(uniq, name=gname)
     return Influence(groups=gname,
                      fixed_effects=pd.DataFrame(np.array(fe), index=idx, columns=d.fixef_names),

@@ -25,6 +25,21 @@ from . import batched as B
 _CHUNK = 4096   # rows per block of the solve (bounds the m × rows dense work array)
 
 
+def _rest_operators(fit, p):
+    """S = (L_RR L_RR')⁻¹ (m × m) and K = L_RR⁻ᵀ C_RX (m × p), formed once per fit.
+
+    With them ‖L_RR⁻¹ r‖² = r'S r and C_RX'L_RR⁻¹ r = K'r for the sparse right-hand sides
+    r of the rows: a sparse-dense product per block of rows instead of a dense triangular
+    solve (m × nnz against m² per row).  Cached on the fit (θ̂ is fixed)."""
+    cache = fit.__dict__.setdefault("_intervals_cache", {})
+    if "S" not in cache:
+        f = fit.factor
+        Li = sla.solve_triangular(f.LRR, np.eye(f.LRR.shape[0]), lower=True, check_finite=False)
+        cache["S"] = Li.T @ Li
+        cache["K"] = Li.T @ f.CR[:, :p]
+    return cache["S"], cache["K"]
+
+
 def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
     """‖F⁻¹ a_i‖² for rows with fixed-effects row x_i and term rows z_ki at level codes_ki.
 
@@ -35,13 +50,19 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
     n, p = X.shape
     out = np.empty(n)
     T = f.T
+    q0 = T[0].shape[0]
+    # R_X⁻¹ once (p × p): a triangular solve with many right-hand sides hands off to BLAS
+    # threads, ~100× slower than this product for small p on a loaded machine
+    RXinv_t = sla.solve_triangular(f.RX, np.eye(p), lower=True).T if p else None
+    if f.LRR is not None:
+        S, K = _rest_operators(fit, p)
+        m = f.LRR.shape[0]
     for s in range(0, n, _CHUNK):
         sl = slice(s, min(n, s + _CHUNK))
         nb = sl.stop - sl.start
         # first term: L0_c v = T0' z at the row's level c
         c0 = codes[0][sl]
         known = (c0 >= 0) & use[0]
-        q0 = T[0].shape[0]
         a0 = np.where(known[:, None], Zs[0][sl] @ T[0], 0.0)          # (nb, q0) = (T0' z)'
         cc = np.where(known, c0, 0)
         v0 = B.solve_lower(f.L0[cc], a0[:, :, None])[:, :, 0]         # (nb, q0)
@@ -49,28 +70,53 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
         acc = (v0 ** 2).sum(axis=1)
         CXv = np.einsum("nqp,nq->np", f.C0[cc][:, :, :p], v0)        # C_X0' v0, (nb, p)
         if f.LRR is not None:
-            m = f.LRR.shape[0]
-            aR = np.zeros((m, nb))
+            # r = Λ_R'z_R − L_R0 v0 (sparse, rows × m), then ‖L_RR⁻¹ r‖² = r'S r
+            ri, ci, vals = [], [], []
             off = 0
             for k, t in enumerate(d.terms[1:], start=1):
                 ck = codes[k][sl]
                 ok = (ck >= 0) & use[k]
-                z = Zs[k][sl] @ T[k]                                   # (nb, q) rows of (T' z)'
-                rows = off + ck[ok, None] * t.q + np.arange(t.q)[None, :]
-                aR[rows, np.flatnonzero(ok)[:, None]] = z[ok]
+                z = Zs[k][sl][ok] @ T[k]                               # rows of (T' z)'
+                ri.append(np.repeat(np.flatnonzero(ok), t.q))
+                ci.append((off + ck[ok, None] * t.q + np.arange(t.q)[None, :]).ravel())
+                vals.append(z.ravel())
                 off += t.n_levels * t.q
-            V0 = sp.csc_matrix((v0.ravel(), ((cc[:, None] * q0 + np.arange(q0)).ravel(),
-                                             np.repeat(np.arange(nb), q0))),
-                               shape=(f.L0.shape[0] * q0, nb))
-            rhs = aR - np.asarray((f.LR0 @ V0).todense() if sp.issparse(f.LR0) else f.LR0 @ V0)
-            vR = sla.solve_triangular(f.LRR, rhs, lower=True, check_finite=False)
-            acc += (vR ** 2).sum(axis=0)
-            CXv += (f.CR[:, :p].T @ vR).T
+            aR = sp.csr_matrix((np.concatenate(vals), (np.concatenate(ri), np.concatenate(ci))),
+                               shape=(nb, m))
+            V0 = sp.csr_matrix((v0.ravel(), (np.repeat(np.arange(nb), q0),
+                                             (cc[:, None] * q0 + np.arange(q0)).ravel())),
+                               shape=(nb, f.L0.shape[0] * q0))
+            LR0 = f.LR0
+            Rt = aR - (V0 @ LR0.T if sp.issparse(LR0) else sp.csr_matrix(V0 @ LR0.T))
+            Rt = sp.csr_matrix(Rt)
+            acc += np.asarray(Rt.multiply(Rt @ S).sum(axis=1)).ravel()
+            if p:
+                CXv += Rt @ K
         if p:
-            v2 = sla.solve_triangular(f.RX, (X[sl] - CXv).T, lower=True, check_finite=False)
-            acc += (v2 ** 2).sum(axis=0)
+            v2 = (X[sl] - CXv) @ RXinv_t                                # rows of R_X⁻¹(x − C_X'v)
+            acc += (v2 ** 2).sum(axis=1)
         out[sl] = acc
     return out
+
+
+def one_blas_thread(fit):
+    """One BLAS thread for small models (m < 512): on small matrices the hand-off to a
+    second thread costs more than the work (see ``fit._blas_threads_for``)."""
+    from contextlib import nullcontext
+
+    from .fit import _BLAS_CONTROLLER
+
+    if fit.dev.m >= 512:
+        return nullcontext()
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CONTROLLER.append(ThreadpoolController())
+        except ImportError:  # pragma: no cover - optional speed-up
+            _BLAS_CONTROLLER.append(None)
+    ctl = _BLAS_CONTROLLER[0]
+    return nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
 def _prior_rows(fit, Zs, codes, use) -> np.ndarray:
@@ -118,7 +164,8 @@ def prediction_variance(fit, X, Zs, codes, sel) -> np.ndarray:
         bad |= np.isnan(Zs[k]).any(axis=1)
     Xc = np.where(bad[:, None], 0.0, X)
     Zc = [np.nan_to_num(Z) for Z in Zs]
-    v = _solve_rows(fit, Xc, Zc, codes, use) + _prior_rows(fit, Zc, codes, use)
+    with one_blas_thread(fit):
+        v = _solve_rows(fit, Xc, Zc, codes, use) + _prior_rows(fit, Zc, codes, use)
     v[bad] = np.nan
     return v
 
@@ -126,7 +173,8 @@ def prediction_variance(fit, X, Zs, codes, sel) -> np.ndarray:
 def hatvalues(fit) -> pd.Series:
     """Diagonal of the hat matrix P (ŷ = P y), lme4's ``hatvalues``, data row order."""
     X, Zs, codes = model_rows(fit)
-    h = _solve_rows(fit, X, Zs, codes, [True] * len(Zs))
+    with one_blas_thread(fit):
+        h = _solve_rows(fit, X, Zs, codes, [True] * len(Zs))
     w = fit.design.weights
     if w is not None:
         h = h * w
