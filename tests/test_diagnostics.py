@@ -97,3 +97,16 @@ def test_influence_groups_from_data_or_array():
     with pytest.raises(ValueError, match="not a grouping factor"):
         fit.influence("half")
     assert isinstance(a.cooks_distance(), pd.Series)
+
+
+def test_diagnostics_invariant_to_row_order_shift_and_scale():
+    """Permuting rows, shifting y and rescaling a covariate leave leverages, Cook's
+    distances and rstudent unchanged (matched by the data index)."""
+    d = data("sleepstudy")
+    f = pylmem.lmer("Reaction ~ Days + (Days | Subject)", d, weights="w")
+    perm = np.random.default_rng(7).permutation(len(d))
+    d2 = d.iloc[perm].assign(Reaction=lambda x: x["Reaction"] + 1000, Days=lambda x: 3 * x["Days"])
+    f2 = pylmem.lmer("Reaction ~ Days + (Days | Subject)", d2, weights="w")
+    for name in ("hatvalues", "cooks_distance", "rstudent"):
+        a, b = getattr(f, name)(), getattr(f2, name)()
+        np.testing.assert_allclose(b.loc[a.index], a, rtol=1e-5, atol=1e-8)

@@ -23,11 +23,15 @@ def _dense_M(fit):
     return M
 
 
-def _dense_rows(fit, nd):
-    """a_i = [Λ'z_i; x_i] for newdata rows (known levels), plus the new-level prior term."""
+def _dense_rows(fit, nd, only=None):
+    """a_i = [Λ'z_i; x_i] for newdata rows (known levels), plus the new-level prior term;
+    ``only``: the grouping factors included (the others contribute 0)."""
     d = fit.design
     blocks, prior = [], np.zeros(len(nd))
     for t, T in zip(d.terms, fit.factor.T):
+        if only is not None and t.group[0] not in only:
+            blocks.append(np.zeros((len(nd), t.n_levels * t.q)))
+            continue
         col = t.group[0]
         Zn = np.column_stack([np.ones(len(nd))] + [nd[c].to_numpy(float)
                                                    for c in t.coef_names if c != "(Intercept)"])
@@ -61,6 +65,15 @@ def test_se_fit_equals_dense_joint_covariance(key):
     half = 1.6448536269514722 * np.sqrt(fit.sigma2 * (var + 1))
     np.testing.assert_allclose(pi["upr"] - pi["fit"], half, rtol=1e-9)
     np.testing.assert_allclose(pi["fit"] - pi["lwr"], half, rtol=1e-9)
+
+
+def test_partial_re_form_se():
+    fit = ref_fit("penicillin_w_ml")
+    nd = pd.DataFrame({"plate": ["a", "b", "zz", "x"], "sample": ["A", "F", "B", "new"]})
+    A, prior = _dense_rows(fit, nd, only=("plate",))
+    var = np.einsum("ni,ij,nj->n", A, np.linalg.inv(_dense_M(fit)), A) + prior
+    out = fit.predict(nd, re_form="~(1 | plate)", se_fit=True)
+    np.testing.assert_allclose(out["se_fit"], np.sqrt(fit.sigma2 * var), rtol=1e-9)
 
 
 def test_population_se_is_vcov_and_fitted_se_is_leverage():
