@@ -1,5 +1,4 @@
 """Prediction standard errors and intervals (pylmem.intervals): dense brute force and coverage."""
-import time
 import warnings
 
 import numpy as np
@@ -111,10 +110,10 @@ def _simulate(rng, G=30, m=8):
 @pytest.mark.slow
 def test_coverage_by_simulation():
     """Nominal 95%: confidence intervals for x'β + z'b of every group (and a new one) and
-    prediction intervals for a new observation cover 93-97% over replicated data."""
+    prediction intervals for a new observation cover 93-97% over replicated data
+    (150 replicates of 30 groups × 8 rows: ~10 s)."""
     rng = np.random.default_rng(20261125)
     hits_c, hits_p, hits_new = [], [], []
-    t0 = time.perf_counter()
     for rep in range(150):
         d, b0, b1 = _simulate(rng)
         with warnings.catch_warnings():
@@ -135,7 +134,6 @@ def test_coverage_by_simulation():
         c = fit.predict(ndn, interval="confidence")
         mun = 1 + 0.5 * 2.0 + bn0 + bn1 * 2.0
         hits_new.append(bool(c["lwr"].iloc[0] <= mun <= c["upr"].iloc[0]))
-    assert time.perf_counter() - t0 < 60
     cov_c, cov_p = np.mean(hits_c), np.mean(hits_p)
     assert 0.93 <= cov_c <= 0.97, cov_c
     assert 0.93 <= cov_p <= 0.97, cov_p
