@@ -25,6 +25,21 @@ from . import batched as B
 _CHUNK = 4096   # rows per block of the solve (bounds the m × rows dense work array)
 
 
+_DENSE_S_MAX = 6000   # largest rest block whose inverse S is formed (m² doubles)
+
+
+def _rest_m(LRR) -> int:
+    return LRR.m if hasattr(LRR, "m") else LRR.shape[0]
+
+
+def _rest_solve(LRR, Bm, trans=False):
+    """L_R⁻¹ B (or L_R⁻ᵀ B): a dense lower factor, or an object with solve_L / solve_Lt."""
+    if hasattr(LRR, "solve_L"):
+        return LRR.solve_Lt(Bm) if trans else LRR.solve_L(Bm)
+    return sla.solve_triangular(LRR, Bm, lower=True, trans="T" if trans else "N",
+                                check_finite=False)
+
+
 def _rest_operators(fit, p):
     """S = (L_RR L_RR')⁻¹ (m × m) and K = L_RR⁻ᵀ C_RX (m × p), formed once per fit.
 
@@ -34,9 +49,13 @@ def _rest_operators(fit, p):
     cache = fit.__dict__.setdefault("_intervals_cache", {})
     if "S" not in cache:
         f = fit.factor
-        Li = sla.solve_triangular(f.LRR, np.eye(f.LRR.shape[0]), lower=True, check_finite=False)
-        cache["S"] = Li.T @ Li
-        cache["K"] = Li.T @ f.CR[:, :p]
+        m = _rest_m(f.LRR)
+        if m <= _DENSE_S_MAX:
+            Li = _rest_solve(f.LRR, np.eye(m))
+            cache["S"] = Li.T @ Li
+        else:
+            cache["S"] = None        # too large: solve per block of rows instead
+        cache["K"] = _rest_solve(f.LRR, f.CR[:, :p], trans=True)
     return cache["S"], cache["K"]
 
 
@@ -54,11 +73,14 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
     # R_X⁻¹ once (p × p): a triangular solve with many right-hand sides hands off to BLAS
     # threads, ~100× slower than this product for small p on a loaded machine
     RXinv_t = sla.solve_triangular(f.RX, np.eye(p), lower=True).T if p else None
+    chunk = _CHUNK
     if f.LRR is not None:
         S, K = _rest_operators(fit, p)
-        m = f.LRR.shape[0]
-    for s in range(0, n, _CHUNK):
-        sl = slice(s, min(n, s + _CHUNK))
+        m = _rest_m(f.LRR)
+        if S is None:
+            chunk = max(16, 20_000_000 // m)
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
         nb = sl.stop - sl.start
         # first term: L0_c v = T0' z at the row's level c
         c0 = codes[0][sl]
@@ -89,7 +111,10 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
             LR0 = f.LR0
             Rt = aR - (V0 @ LR0.T if sp.issparse(LR0) else sp.csr_matrix(V0 @ LR0.T))
             Rt = sp.csr_matrix(Rt)
-            acc += np.asarray(Rt.multiply(Rt @ S).sum(axis=1)).ravel()
+            if S is not None:
+                acc += np.asarray(Rt.multiply(Rt @ S).sum(axis=1)).ravel()
+            else:
+                acc += (_rest_solve(f.LRR, Rt.T.toarray()) ** 2).sum(axis=0)
             if p:
                 CXv += Rt @ K
         if p:
@@ -106,7 +131,7 @@ def one_blas_thread(fit):
 
     from .fit import _BLAS_CONTROLLER
 
-    if fit.dev.m >= 512:
+    if getattr(fit.dev, "m", 0) >= 512:
         return nullcontext()
     if not _BLAS_CONTROLLER:
         try:

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from diag_refs import data, newdata, ref_fit
+from diag_refs import newdata, ref_fit
 
 import pylmem
 
@@ -138,3 +138,15 @@ def test_coverage_by_simulation():
     assert 0.93 <= cov_c <= 0.97, cov_c
     assert 0.93 <= cov_p <= 0.97, cov_p
     assert 0.85 <= np.mean(hits_new) <= 1.0     # 150 draws: a loose check of the prior term
+
+
+def test_large_rest_block_path_agrees(monkeypatch):
+    """Rest blocks too large for the dense (L_R L_R')⁻¹ use per-block solves: same leverages."""
+    import pylmem.intervals as I
+
+    fit = pylmem.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", pylmem.datasets.load("Penicillin"))
+    h = fit.hatvalues().to_numpy()
+    monkeypatch.setattr(I, "_DENSE_S_MAX", 0)
+    fit.__dict__.pop("_intervals_cache", None)
+    np.testing.assert_allclose(fit.hatvalues(), h, rtol=1e-12)
+    assert h.sum() == pytest.approx(fit.hat_trace, rel=1e-12)
