@@ -100,9 +100,6 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
     from . import weights as W
 
-    if method == "em" and (design.weights is not None or design.offset is not None):
-        raise ValueError("method='em' does not take prior weights or offsets: "
-                         "use method='profiled'")
     cp = crossproducts(*W.scaled(design)) if cp is None else cp
     _check_residual_variance(cp, design.response)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
@@ -115,12 +112,12 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
     if method == "em":
         from .em import fit_em
 
-        em_result = fit_em(design, **(em_options or {}))
+        em_result = fit_em(W.scaled_design(design), **(em_options or {}))   # √w rows, y − offset
         theta = B.theta_from_lower(B.psd_cholesky(em_result.omega / em_result.sigma2))
         # the check polishes θ with one Newton step when that raises the likelihood
         opt = check_convergence(dev, theta, theta0=theta, method=f"EM ({em_result.method})",
                                 message=f"EM stopped after {em_result.n_iter} iterations",
-                                trace=list(-2 * np.asarray(em_result.trace)))
+                                trace=list(-2 * np.asarray(em_result.trace) - dev.log_weights))
         if not em_result.converged:
             opt.warnings.append(f"EM did not converge in {em_result.n_iter} iterations")
             opt.converged = False

@@ -124,6 +124,17 @@ def scaled(design):
     return y * s, design.X * s[:, None], terms
 
 
+def scaled_design(design):
+    """The design with y − offset and rows scaled by √w (the unweighted equivalent model,
+    for the EM fitter); the design itself when it has neither."""
+    if getattr(design, "weights", None) is None and getattr(design, "offset", None) is None:
+        return design
+    from dataclasses import replace
+
+    y, X, terms = scaled(design)
+    return replace(design, y=y, X=X, terms=terms, weights=None, offset=None)
+
+
 def newdata_offset(design, newdata: pd.DataFrame) -> np.ndarray:
     """The offset of ``newdata`` rebuilt from the fit's offset terms (predict)."""
     exprs = list(design.offset_exprs)

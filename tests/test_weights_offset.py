@@ -120,8 +120,6 @@ def test_weight_input_errors():
         pylmem.lmer(SLEEP, d, weights="nope")
     with pytest.raises(ValueError, match="weights has 3 values but the data has 180 rows"):
         pylmem.lmer(SLEEP, d, weights=[1, 2, 3])
-    with pytest.raises(ValueError, match="method='em' does not take prior weights"):
-        pylmem.lmer(SLEEP, d, weights="w", method="em", reml=False)
 
 
 def test_summary_and_weights_accessor():
@@ -147,3 +145,15 @@ def test_polars_and_pyarrow_input():
                                    ref.predict(newdata()), rtol=1e-10)
     with pytest.raises(ValueError, match="pandas, polars or pyarrow"):
         pylmem.lmer(SLEEP, [[1, 2]])
+
+
+@pytest.mark.parametrize("key", ["sleep_w_ml", "sleep_off_ml"])
+def test_em_with_weights_and_offsets_matches_lme4(key):
+    """The EM fitter runs on the √w-scaled rows of y − offset: same ML fit as lme4."""
+    d = data("sleepstudy")
+    kw = {"weights": "w"} if key == "sleep_w_ml" else {}
+    f = pylmem.lmer(SLEEP_OFF if key == "sleep_off_ml" else SLEEP, d, reml=False, method="em", **kw)
+    r = REFS[key]
+    assert f.converged
+    assert f.objective == pytest.approx(r["objective"], abs=1e-6)
+    np.testing.assert_allclose(f.fitted, r["fitted"], rtol=1e-6, atol=1e-4)
