@@ -516,11 +516,11 @@ class LmerFit:
         return rePCA(self)
 
     def tidy(self, effects=("ran_pars", "fixed"), conf_int: bool = False,
-             conf_level: float = 0.95) -> pd.DataFrame:
+             conf_level: float = 0.95, ddf=None) -> pd.DataFrame:
         """broom.mixed's tidy table (effect, group, term, estimate, std.error, ...)."""
         from .tidy import tidy
 
-        return tidy(self, effects=effects, conf_int=conf_int, conf_level=conf_level)
+        return tidy(self, effects=effects, conf_int=conf_int, conf_level=conf_level, ddf=ddf)
 
     def glance(self) -> pd.DataFrame:
         """broom.mixed's one-row glance table."""

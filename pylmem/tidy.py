@@ -5,7 +5,8 @@ statistic, df, p.value`` (+ ``conf.low, conf.high``); ``effect`` is "fixed", "ra
 (terms ``sd__X``, ``cor__X.Y``, residual ``sd__Observation`` in group "Residual"),
 "ran_vals" (conditional modes with their conditional sd, plus a ``level`` column) or
 "ran_coefs".  Fixed-effect intervals are Wald (normal) intervals; ``df`` and ``p.value``
-are NaN (lme4 gives none; Satterthwaite df come with lmerTest-style inference).
+are NaN (lme4 gives none) unless ``ddf="Satterthwaite"`` / ``"Kenward-Roger"`` asks the
+fit's lmerTest-style ``coef_table(ddf=)`` for them (as broom.mixed does for lmerTest fits).
 ``glance``: one row, ``nobs, sigma, logLik, AIC, BIC, deviance, df.residual``
 (deviance: −2 logLik for ML fits, the REML criterion for REML fits).
 """
@@ -20,12 +21,19 @@ COLUMNS = ["effect", "group", "level", "term", "estimate", "std.error", "statist
 EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
 
 
-def _fixed(fit, z):
+def _fixed(fit, z, ddf=None):
     est = fit.beta
     se = fit.stderr.to_numpy()
+    dfs = pv = np.full(len(est), np.nan)
+    if ddf is not None:
+        if not hasattr(fit, "coef_table"):
+            raise ValueError(f"ddf={ddf!r} needs the fit's coef_table(ddf=) (Satterthwaite / "
+                             "Kenward-Roger inference), which this build lacks")
+        ct = fit.coef_table(ddf=ddf)
+        dfs, pv = ct["df"].to_numpy(dtype=float), ct["Pr(>|t|)"].to_numpy(dtype=float)
     df = pd.DataFrame({"effect": "fixed", "group": None, "term": fit.design.fixef_names,
                        "estimate": est, "std.error": se, "statistic": est / se,
-                       "df": np.nan, "p.value": np.nan})
+                       "df": dfs, "p.value": pv})
     df["conf.low"], df["conf.high"] = est - z * se, est + z * se
     return df
 
@@ -75,7 +83,7 @@ def _ran_coefs(fit):
 
 
 def tidy(fit, effects=("ran_pars", "fixed"), conf_int: bool = False,
-         conf_level: float = 0.95) -> pd.DataFrame:
+         conf_level: float = 0.95, ddf=None) -> pd.DataFrame:
     """broom.mixed's ``tidy(fit, effects=, conf.int=)`` as a pandas DataFrame."""
     if isinstance(effects, str):
         effects = (effects,)
@@ -86,7 +94,7 @@ def tidy(fit, effects=("ran_pars", "fixed"), conf_int: bool = False,
     parts = []
     for e in ("fixed", "ran_pars", "ran_vals", "ran_coefs"):   # broom.mixed's order
         if e in effects:
-            parts.append({"fixed": lambda: _fixed(fit, z), "ran_pars": lambda: _ran_pars(fit),
+            parts.append({"fixed": lambda: _fixed(fit, z, ddf), "ran_pars": lambda: _ran_pars(fit),
                           "ran_vals": lambda: _ran_vals(fit, z),
                           "ran_coefs": lambda: _ran_coefs(fit)}[e]())
     df = pd.concat(parts, ignore_index=True)

@@ -100,6 +100,26 @@ def test_tidy_columns_and_values():
         fit.tidy(effects="random")
 
 
+def test_tidy_ddf_takes_df_and_p_from_coef_table():
+    """With ddf=, df and p.value come from the fit's coef_table(ddf=) (issue 11's
+    Satterthwaite / Kenward-Roger); stubbed here so the wiring is tested on its own."""
+    fit = pylmem.lmer("Reaction ~ Days + (1 | Subject)", data("sleepstudy"))
+    if not hasattr(fit, "coef_table"):
+        with pytest.raises(ValueError, match="needs the fit's coef_table"):
+            fit.tidy(ddf="Satterthwaite")
+    seen = {}
+
+    def stub(ddf=None):
+        seen["ddf"] = ddf
+        return pd.DataFrame({"df": [17.0, 161.0], "Pr(>|t|)": [1e-10, 2e-20]},
+                            index=fit.design.fixef_names)
+    fit.coef_table = stub
+    t = fit.tidy(effects="fixed", ddf="Satterthwaite")
+    assert seen["ddf"] == "Satterthwaite"
+    np.testing.assert_array_equal(t["df"], [17.0, 161.0])
+    np.testing.assert_array_equal(t["p.value"], [1e-10, 2e-20])
+
+
 def test_tidy_ran_vals_and_coefs():
     fit = ref_fit("sleep_reml")
     rv = fit.tidy(effects="ran_vals")
