@@ -74,6 +74,7 @@ class ModelDesign:
     offset: np.ndarray = None    # offset (model order), None: 0
     weights_name: str = None     # the weights column, if given by name
     offset_exprs: list = field(default_factory=list)  # offset(expr) terms and offset= column
+    offset_arg: str = None       # the offset= argument as lme4 prints it (" Offset:" line)
 
     @property
     def n_obs(self) -> int:
@@ -329,4 +330,5 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                        fixed_spec=fixed_spec, dropped_columns=dropped_cols,
                        weights=None if w_all is None else w_all[order],
                        offset=None if off is None else off[order], weights_name=w_name,
-                       offset_exprs=offset_exprs)
+                       offset_exprs=offset_exprs,
+                       offset_arg=None if o_all is None else (o_name or "<array>"))

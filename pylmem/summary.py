@@ -507,6 +507,11 @@ def _call_lines(fit, data_name) -> list[str]:
     dn = _data_name(fit, data_name)
     if dn:
         lines += cat_fill(["   Data:", str(dn)])
+    d = fit.design   # issue 13: lme4 names the weights and the offset= argument
+    if getattr(d, "weights", None) is not None:
+        lines += cat_fill(["Weights:", d.weights_name or "<array>"])
+    if getattr(d, "offset_arg", None):
+        lines += cat_fill([" Offset:", d.offset_arg])
     return lines
 
 

@@ -110,3 +110,13 @@ def test_diagnostics_invariant_to_row_order_shift_and_scale():
     for name in ("hatvalues", "cooks_distance", "rstudent"):
         a, b = getattr(f, name)(), getattr(f2, name)()
         np.testing.assert_allclose(b.loc[a.index], a, rtol=1e-5, atol=1e-8)
+
+
+def test_influence_of_a_weighted_offset_fit_equals_subset_refits():
+    d = data("sleepstudy")
+    fit = pylmem.lmer("Reaction ~ Days + offset(off) + (Days | Subject)", d, weights="w")
+    inf = fit.influence("Subject")
+    keep = d["Subject"] != "309"
+    sub = pylmem.lmer("Reaction ~ Days + offset(off) + (Days | Subject)", d[keep], weights="w")
+    np.testing.assert_allclose(inf.fixed_effects.loc["309"], sub.beta, rtol=1e-6)
+    assert inf.var_comp.loc["309", "sigma^2"] == pytest.approx(sub.sigma2, rel=1e-5)

@@ -130,6 +130,11 @@ def test_summary_and_weights_accessor():
     np.testing.assert_allclose(s.resid_quantiles.to_numpy(),
                                np.quantile(r, [0, .25, .5, .75, 1]), rtol=1e-4)
     np.testing.assert_array_equal(fit.weights.to_numpy(), data("sleepstudy")["w"].to_numpy())
+    # lme4 prints "Weights: w" (and " Offset: o" for the offset= argument) under the formula
+    assert str(s).splitlines()[2] == "Weights: w"
+    f2 = pylmem.lmer(SLEEP, data("sleepstudy"), offset="off")
+    assert str(f2.summary()).splitlines()[2] == " Offset: off"
+    assert "Offset" not in str(ref_fit("sleep_off_ml").summary())
     assert ref_fit("sleep_reml").weights is None
 
 
