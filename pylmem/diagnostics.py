@@ -111,23 +111,26 @@ class Influence:
     fixef: pd.Series                # β̂ of the full fit
     hat: pd.Series                  # leverages of the full fit
 
+    full_vcov: np.ndarray = None    # vcov(β̂) of the full fit
+
     def dfbeta(self) -> pd.DataFrame:
-        """β̂ − β̂₍₋ᵢ₎ for each deletion."""
-        return self.fixef - self.fixed_effects
+        """β̂₍₋ᵢ₎ − β̂ for each deletion (lme4's ``dfbeta.influence.merMod``)."""
+        return self.fixed_effects - self.fixef
 
     def dfbetas(self) -> pd.DataFrame:
-        """(β̂ − β̂₍₋ᵢ₎) / SE₍₋ᵢ₎(β̂) as lme4's ``dfbetas.influence.merMod``."""
-        se = pd.DataFrame({k: np.sqrt(np.diag(v)) for k, v in self.vcov.items()}).T
-        se.columns = self.fixed_effects.columns
-        return self.dfbeta() / se.loc[self.fixed_effects.index]
+        """(β̂₍₋ᵢ₎ − β̂) / SE₍₋ᵢ₎(β̂) as lme4's ``dfbetas.influence.merMod``."""
+        se = np.array([np.sqrt(np.diag(self.vcov[k])) for k in self.fixed_effects.index])
+        return self.dfbeta() / se
 
     def cooks_distance(self) -> pd.Series:
-        """Deletion Cook's distance (β̂ − β̂₍₋ᵢ₎)' V₍₋ᵢ₎⁻¹ (β̂ − β̂₍₋ᵢ₎) / p (lme4's
-        ``cooks.distance.influence.merMod``)."""
+        """Deletion Cook's distance as lme4's ``cooks.distance.influence.merMod``:
+        dᵢ' V⁻¹ dᵢ (n − p)/(n p), dᵢ = β̂₍₋ᵢ₎ − β̂, V = vcov(β̂) of the full fit,
+        n the number of deletions."""
         D = self.dfbeta().to_numpy()
-        out = [d @ np.linalg.solve(self.vcov[k], d) / len(d)
-               for k, d in zip(self.fixed_effects.index, D)]
-        return pd.Series(out, index=self.fixed_effects.index, name="cooks")
+        n, p = D.shape
+        Vi = np.linalg.inv(self.full_vcov) * (n - p) / (n * p)
+        return pd.Series(np.einsum("ij,jk,ik->i", D, Vi, D), index=self.fixed_effects.index,
+                         name="cooks")
 
 
 def influence(fit, groups=None, *, data: pd.DataFrame | None = None) -> Influence:
@@ -180,4 +183,4 @@ def influence(fit, groups=None, *, data: pd.DataFrame | None = None) -> Influenc
                      fixed_effects=pd.DataFrame(np.array(fe), index=idx, columns=d.fixef_names),
                      var_comp=pd.DataFrame(np.array(vc), index=idx, columns=_var_comp(fit).index),
                      vcov=vcov, converged=pd.Series(conv, index=idx, name="converged"),
-                     fixef=fit.fixef, hat=hatvalues(fit))
+                     fixef=fit.fixef, hat=hatvalues(fit), full_vcov=fit.vcov.to_numpy())

@@ -60,7 +60,10 @@ infl <- function(f, groups) {
   fe <- inf[[paste0("fixed.effects[-", g, "]")]]; vc <- inf[[paste0("var.cov.comps[-", g, "]")]]
   list(groups=rownames(fe), fixef=lapply(seq_len(ncol(fe)), function(j) unname(fe[, j])),
        vc=lapply(seq_len(ncol(vc)), function(j) unname(vc[, j])), vc_names=colnames(vc),
-       se=lapply(inf[[paste0("vcov[-", g, "]")]], function(v) unname(sqrt(diag(as.matrix(v))))))
+       se=lapply(inf[[paste0("vcov[-", g, "]")]], function(v) unname(sqrt(diag(as.matrix(v))))),
+       # lme4's dfbetas fails for a single fixed effect (vapply drops to a vector)
+       dfbetas=if (ncol(fe) > 1) lapply(seq_len(ncol(fe)), function(j) unname(dfbetas(inf)[, j])),
+       cooks=unname(cooks.distance(inf)))
 }
 f <- lmer(Yield ~ 1 + (1 | Batch), data=dy, REML=TRUE, control=ctl)
 res$dyestuff_influence <- infl(f, "Batch")
