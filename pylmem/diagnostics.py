@@ -152,6 +152,10 @@ def influence(fit, groups=None, *, data: pd.DataFrame | None = None) -> Influenc
         labels = np.asarray(t.levels)[t.codes]
         gname = groups
     elif isinstance(groups, str):
+        if data is not None:
+            from .io import as_pandas
+
+            data = as_pandas(data)
         if data is None or groups not in getattr(data, "columns", []):
             raise ValueError(f"groups {groups!r} is not a grouping factor of the model "
                              "(pass data= holding that column)")

@@ -76,6 +76,8 @@ def test_offset_equals_shifted_response():
     np.testing.assert_allclose(f_off.beta, f2.beta, rtol=1e-8)
     np.testing.assert_allclose(f_off.fitted, f2.fitted + d["off"].to_numpy(), rtol=1e-8)
     np.testing.assert_allclose(f_off.residuals, f2.residuals, atol=1e-7)
+    np.testing.assert_allclose(f_off.predict(), f_off.fitted, rtol=1e-12)
+    np.testing.assert_allclose(f_off.predict(d), f_off.fitted, rtol=1e-10)
     # offset= argument (column or array) is the same as offset() in the formula
     f3 = pylmem.lmer(SLEEP, d, offset="off")
     f4 = pylmem.lmer(SLEEP, d, offset=d["off"].to_numpy())
