@@ -5,7 +5,9 @@
      versions (``em.lmem`` and the simplified ``em2.lmem``, 50 iterations each) and by
      ``lmer`` (ML); then different coefficients for males and females, and the
      likelihood-ratio test of the gender effect.
-3.2  among males: do the GMO and control groups grow differently?
+3.2  among males: do the GMO and control groups grow differently?  The likelihood-ratio
+     test by χ² and by the parametric bootstrap (pbkrtest's PBmodcomp), and bootstrap
+     intervals for the H1 model.
 
 Usage::
 
@@ -185,6 +187,17 @@ def main(plot_dir="rat_weight_plots") -> int:
     print("H0 cannot be rejected: no good reason to conclude that the growth curves of the "
           "two groups differ.")
 
+    # is χ²₂ the right reference distribution for 80 rats?  The parametric bootstrap
+    # simulates the LRT under H0 instead (pbkrtest's PBmodcomp)
+    print("\n> PBmodcomp(lmer.H1, lmer.H0, nsim = 2000)   # pbkrtest: parametric-bootstrap LRT")
+    pb = pylmem.pb_anova(h0, h1, nsim=2000, seed=2019)
+    print(pb)
+    print(f"\nParametric bootstrap: p = {pb.p_value:.3f} (χ²: p = {p:.3f}); "
+          f"{'still not' if pb.p_value >= 0.05 else 'now'} significant at 5%.")
+    boot = h1.bootstrap(1000, seed=2019)
+    print("\n> confint(lmer.H1, method = 'boot', nsim = 1000)   # percentile intervals")
+    print(boot.confint().to_string(float_format=lambda x: f"{x:.4f}"))
+
     # ---------------------------------------------------------------- plots
     header(f"Plots -> {plot_dir}")
     paths = [plots.plot_em_trace(res_em1, plot_dir / "em_trace_seed_em_lmem.png",
@@ -198,6 +211,7 @@ def main(plot_dir="rat_weight_plots") -> int:
     print(f"lmer(method='em') (SQUAREM to convergence): logLik {r1_em.loglik:.6f} after "
           f"{r1_em.em_result.n_iter} EM updates (profiled: {r1.loglik:.6f})")
     paths += plots.plot_all(r1_em, plot_dir)
+    paths.append(boot.plot(plot_dir / "bootstrap_gmo_H1.png"))
     paths.append(plots.plot_caterpillar(r2, plot_dir / "caterpillar_gender_model.png"))
     for p_ in paths:
         print(f"  {p_}")

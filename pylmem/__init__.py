@@ -4,11 +4,12 @@ from .design import ModelDesign, build_design
 from .fit import ConvergenceWarning, LmerFit, fit_design, lmer
 from .em import em  # noqa: E402  (the function shadows the submodule name on purpose)
 from .anova import anova  # noqa: E402
+from .bootstrap import bootstrap, pb_anova, simulate  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["lmer", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
-           "datasets", "em", "anova"]
+           "datasets", "em", "anova", "bootstrap", "pb_anova", "simulate"]
 
 from .io import read_table  # noqa: E402  (issue 13)
 

@@ -453,11 +453,32 @@ class LmerFit:
         return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
                        se_fit=se_fit, interval=interval, level=level)
 
-    def refit(self, *, reml: bool) -> "LmerFit":
-        """The same model refitted by ML (``reml=False``) or REML, reusing the design."""
+    def refit(self, y=None, *, reml: bool | None = None) -> "LmerFit":
+        """The same model refitted by ML (``reml=False``) or REML, reusing the design; with
+        ``y`` (n values, the data's row order) refitted to that new response (lme4's
+        ``refit(fit, newresp)``: X, Z and their cross-products reused)."""
+        if y is not None:
+            from .bootstrap import refit_response
+
+            return refit_response(self, y, reml=reml)
+        if reml is None:
+            raise TypeError("refit() needs a new response y, or reml=True/False")
         if reml == self.reml and self.method == "profiled":
             return self
         return fit_design(self.design, reml=reml, cp=self.cp, verbose=False)
+
+    # ---- issue 12: simulation and the parametric bootstrap
+    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
+        """(n, nsim) responses simulated from the fit: see :func:`pylmem.bootstrap.simulate`."""
+        from .bootstrap import simulate
+
+        return simulate(self, nsim, seed=seed, use_u=use_u)
+
+    def bootstrap(self, nsim: int, seed=None, **kw):
+        """Parametric bootstrap (lme4's bootMer): see :func:`pylmem.bootstrap.bootstrap`."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, nsim, seed=seed, **kw)
 
     # ------------------------------------------------------------------ display
     # ---- issue 13: weights, diagnostics, measures, tidy tables

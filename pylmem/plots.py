@@ -7,7 +7,8 @@ Every function writes one PNG and returns its path:
 * :func:`plot_caterpillar` — conditional modes with 95% intervals, one panel per coefficient;
 * :func:`plot_resid_fitted` — conditional residuals against fitted values;
 * :func:`plot_qq` — normal QQ plot of the scaled residuals with a reference line;
-* :func:`plot_all` — all of them for one fit, into a directory.
+* :func:`plot_all` — all of them for one fit, into a directory;
+* :func:`plot_bootstrap` — histograms and densities of parametric-bootstrap replicates.
 
 Titles name the model (its formula and ML/REML); ``title=`` overrides the first line.
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_em_trace", "plot_caterpillar", "plot_resid_fitted", "plot_qq", "plot_all"]
+__all__ = ["plot_em_trace", "plot_caterpillar", "plot_resid_fitted", "plot_qq", "plot_all",
+           "plot_bootstrap"]
 
 _DPI = 110
 
@@ -269,6 +271,56 @@ def plot_all(fit, directory) -> list:
     for term in fit.ranef:
         paths.append(plot_caterpillar(fit, d / f"caterpillar_{_safe(term)}.png", term=term))
     return paths
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def plot_bootstrap(result, path, *, level=0.95, params=None, title=None) -> Path:
+    """Histogram and Gaussian-kernel density of each bootstrap parameter (one panel each).
+
+    ``result``: a :class:`pylmem.bootstrap.BootstrapResult`; ``params``: the columns of
+    ``result.t`` to show (default all: .sig01 …, .sigma, fixed effects).  Each panel marks
+    the fit's estimate (solid) and the percentile interval at ``level`` (dashed); its
+    title counts the replicates used (failed ones are NaN and left out).
+    """
+    from scipy.stats import gaussian_kde
+
+    t = result.t if params is None else result.t[list(params)]
+    import warnings
+
+    with warnings.catch_warnings():   # failed replicates are counted in the title instead
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = result.confint(level=level)
+    k = t.shape[1]
+    ncols = min(3, k)
+    nrows = -(-k // ncols)
+    fig, axes = _figure((4.0 * ncols, 3.0 * nrows + 0.8), nrows, ncols, squeeze=False)
+    for ax, name in zip(axes.ravel(), t.columns):
+        v = t[name].to_numpy()
+        v = v[np.isfinite(v)]
+        if len(v):
+            ax.hist(v, bins=min(60, max(10, len(v) // 25)), density=True, color="0.8",
+                    edgecolor="0.6", linewidth=0.5)
+            if len(v) > 2 and np.ptp(v) > 0:
+                grid = np.linspace(v.min(), v.max(), 200)
+                try:
+                    ax.plot(grid, gaussian_kde(v)(grid), color="C0", linewidth=1.2)
+                except np.linalg.LinAlgError:  # pragma: no cover - degenerate sample
+                    pass
+        ax.axvline(result.t0[name], color="k", linewidth=1.2)
+        for x in ci.loc[name]:
+            if np.isfinite(x):
+                ax.axvline(x, color="C3", linestyle="--", linewidth=1)
+        ax.set_title(f"{name}  (n = {len(v)})", fontsize=9)
+        ax.tick_params(labelsize=8)
+    for ax in axes.ravel()[k:]:
+        ax.set_visible(False)
+    main = (f"Parametric bootstrap: {result.nsim} replicates, {result.n_singular} singular, "
+            f"{result.n_unconverged} unconverged, {result.n_failed} failed; estimate (solid), "
+            f"{100 * level:g}% percentile interval (dashed)")
+    _title(fig, main, result.fit, title)
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- leverage (issue 13)

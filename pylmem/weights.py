@@ -145,3 +145,10 @@ def newdata_offset(design, newdata: pd.DataFrame) -> np.ndarray:
         if e not in newdata.columns and not offset_variables([e], newdata):
             raise ValueError(f"newdata lacks the column(s) of the offset {e!r}")
     return evaluate_offset(exprs, newdata)
+
+
+def reject_weighted(fit, what: str) -> None:
+    """A clear error where prior weights / offsets are not (yet) supported."""
+    d = fit.design
+    if getattr(d, "weights", None) is not None or getattr(d, "offset", None) is not None:
+        raise NotImplementedError(f"{what} does not support fits with prior weights or offsets yet")

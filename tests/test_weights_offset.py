@@ -164,3 +164,17 @@ def test_em_with_weights_and_offsets_matches_lme4(key):
     assert f.converged
     assert f.objective == pytest.approx(r["objective"], abs=1e-6)
     np.testing.assert_allclose(f.fitted, r["fitted"], rtol=1e-6, atol=1e-4)
+
+
+def test_bootstrap_of_weighted_or_offset_fits_is_a_clear_error():
+    """simulate / refit(y) / bootstrap do not model weights or offsets yet: they say so."""
+    d = data("sleepstudy")
+    for f in (pylmem.lmer(SLEEP, d, weights="w"), pylmem.lmer(SLEEP_OFF, d)):
+        if not hasattr(f, "simulate"):
+            pytest.skip("no bootstrap in this build")
+        with pytest.raises(NotImplementedError, match="prior weights or offsets"):
+            f.simulate(2, seed=1)
+        with pytest.raises(NotImplementedError, match="prior weights or offsets"):
+            f.refit(d["Reaction"].to_numpy())
+        with pytest.raises(NotImplementedError, match="prior weights or offsets"):
+            f.bootstrap(3, seed=1)
