@@ -163,10 +163,12 @@ def model_rows(fit):
 def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
     """(X, Zs, codes) of ``newdata`` as :func:`pylmem.predict.predict` builds them
     (codes −1 for new levels; rows with a missing value give NaN)."""
-    from .design import _group_labels
+    from . import design as D
     from .predict import _fixed_matrix, _model_matrix
 
     d = fit.design
+    if getattr(d, "aliases", None):          # renamed reserved columns (issue 9), as predict
+        newdata = d.with_aliases(newdata)
     X = _fixed_matrix(fit, newdata)
     Zs, codes = [], []
     for k, t in enumerate(d.terms):
@@ -176,8 +178,11 @@ def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
             continue
         mm = _model_matrix(t.spec, newdata, f"random-effects term {t.name!r}")
         Zs.append(mm.to_numpy(dtype=float)[:, t.columns])
-        labels = _group_labels(newdata, t.group)
-        codes.append(pd.Index(t.levels).get_indexer(labels.to_numpy()))
+        if hasattr(D, "match_levels"):       # level identity by value, shared with predict
+            codes.append(np.asarray(D.match_levels(t, newdata)))
+        else:
+            labels = D._group_labels(newdata, t.group)
+            codes.append(pd.Index(t.levels).get_indexer(labels.to_numpy()))
     return X, Zs, codes
 
 
