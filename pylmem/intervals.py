@@ -26,6 +26,7 @@ _CHUNK = 4096   # rows per block of the solve (bounds the m × rows dense work a
 
 
 _DENSE_S_MAX = 6000   # largest rest block whose inverse S is formed (m² doubles)
+_LEVEL_OPS_MAX = 20_000_000   # largest G q0 × m matrix H = L_R0'S kept for the per-level path
 
 
 def _rest_m(LRR) -> int:
@@ -59,6 +60,29 @@ def _rest_operators(fit, p):
     return cache["S"], cache["K"]
 
 
+def _level_operators(fit, S, K, q0):
+    """Per first-term level c, with M_c = L_R0[:, c] (m × q0) and H = L_R0'S:
+    H (G q0 × m), G_c = M_c'S M_c (G, q0, q0) and M_c'K (G, q0, p).  Then for a row at level c
+    with r = a_R − M_c v0: r'S r = a_R'S a_R − 2 v0'H_c a_R + v0'G_c v0, and K'r likewise,
+    so each row costs O((Σ q_k)² + q0²) instead of a product with the m × m matrix S."""
+    cache = fit.__dict__.setdefault("_intervals_cache", {})
+    if "H" not in cache:
+        LR0 = fit.factor.LR0
+        A = sp.csc_matrix(LR0) if sp.issparse(LR0) else sp.csc_matrix(np.asarray(LR0))
+        GQ = A.shape[1]
+        H = np.asarray(A.T @ S)                                   # (G q0, m)
+        col = np.repeat(np.arange(GQ), np.diff(A.indptr))         # column of each entry
+        c, j = col // q0, col % q0
+        Gc = np.zeros(GQ // q0 * q0 * q0)
+        for i in range(q0):
+            w = H[c * q0 + i, A.indices] * A.data
+            Gc += np.bincount((c * q0 + i) * q0 + j, weights=w, minlength=len(Gc))
+        cache["H"] = H
+        cache["G"] = Gc.reshape(-1, q0, q0)
+        cache["MK"] = np.asarray(A.T @ K).reshape(-1, q0, K.shape[1])
+    return cache["H"], cache["G"], cache["MK"]
+
+
 def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
     """‖F⁻¹ a_i‖² for rows with fixed-effects row x_i and term rows z_ki at level codes_ki.
 
@@ -74,11 +98,15 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
     # threads, ~100× slower than this product for small p on a loaded machine
     RXinv_t = sla.solve_triangular(f.RX, np.eye(p), lower=True).T if p else None
     chunk = _CHUNK
+    fast = False
     if f.LRR is not None:
         S, K = _rest_operators(fit, p)
         m = _rest_m(f.LRR)
         if S is None:
             chunk = max(16, 20_000_000 // m)
+        elif f.L0.shape[0] * q0 * m <= _LEVEL_OPS_MAX:
+            fast = True
+            H, Gc, MK = _level_operators(fit, S, K, q0)
     for s in range(0, n, chunk):
         sl = slice(s, min(n, s + chunk))
         nb = sl.stop - sl.start
@@ -91,7 +119,25 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
         v0[~known] = 0.0
         acc = (v0 ** 2).sum(axis=1)
         CXv = np.einsum("nqp,nq->np", f.C0[cc][:, :, :p], v0)        # C_X0' v0, (nb, p)
-        if f.LRR is not None:
+        if fast:
+            # a_R of each row: Σ_k q_k positions P and values V (0 where not used / new)
+            P, V = [], []
+            off = 0
+            for k, t in enumerate(d.terms[1:], start=1):
+                ck = codes[k][sl]
+                ok = (ck >= 0) & use[k]
+                P.append(off + np.where(ok, ck, 0)[:, None] * t.q + np.arange(t.q)[None, :])
+                V.append(np.where(ok[:, None], Zs[k][sl] @ T[k], 0.0))
+                off += t.n_levels * t.q
+            P, V = np.hstack(P), np.hstack(V)                          # (nb, Q)
+            aSa = np.einsum("na,nab,nb->n", V, S[P[:, :, None], P[:, None, :]], V)
+            Hrow = H[(cc[:, None] * q0 + np.arange(q0))[:, :, None], P[:, None, :]]  # (nb, q0, Q)
+            cross = np.einsum("ni,nia,na->n", v0, Hrow, V)
+            quad = np.einsum("ni,nij,nj->n", v0, Gc[cc], v0)
+            acc += aSa - 2 * cross + quad
+            if p:
+                CXv += np.einsum("na,nap->np", V, K[P]) - np.einsum("ni,nip->np", v0, MK[cc])
+        elif f.LRR is not None:
             # r = Λ_R'z_R − L_R0 v0 (sparse, rows × m), then ‖L_RR⁻¹ r‖² = r'S r
             ri, ci, vals = [], [], []
             off = 0

@@ -150,3 +150,44 @@ def test_large_rest_block_path_agrees(monkeypatch):
     fit.__dict__.pop("_intervals_cache", None)
     np.testing.assert_allclose(fit.hatvalues(), h, rtol=1e-12)
     assert h.sum() == pytest.approx(fit.hat_trace, rel=1e-12)
+
+
+def test_per_level_path_equals_general_and_dense(monkeypatch):
+    """Vector first term (q0 = 2) crossed with a scalar term: the per-level operators, the
+    sparse-product path and the dense M⁻¹ agree (new levels of either factor included)."""
+    import pylmem.intervals as I
+
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 25, 400)
+    h = rng.integers(0, 12, 400)
+    x = rng.uniform(0, 5, 400)
+    y = (1 + 0.5 * x + rng.normal(0, 1, 25)[g] + rng.normal(0, 0.4, 25)[g] * x
+         + rng.normal(0, 1.5, 12)[h] + rng.normal(0, 1, 400))
+    d = pd.DataFrame({"Reaction": y, "Days": x, "Subject": g.astype(str), "day": h.astype(str)})
+    fit = pylmem.lmer("Reaction ~ Days + (Days | Subject) + (1 | day)", d)
+    assert not fit.is_singular and fit.design.terms[0].q == 2
+    nd = pd.DataFrame({"Days": [0, 3, 4.5, 4, 2], "Subject": ["3", "7", "999", "12", "998"],
+                       "day": ["0", "3", "9", "11", "12"]})
+    fast = fit.predict(nd, se_fit=True)["se_fit"].to_numpy()
+    h_fast = fit.hatvalues().to_numpy()
+    monkeypatch.setattr(I, "_LEVEL_OPS_MAX", 0)
+    fit.__dict__.pop("_intervals_cache", None)
+    np.testing.assert_allclose(fit.predict(nd, se_fit=True)["se_fit"], fast, rtol=1e-10)
+    np.testing.assert_allclose(fit.hatvalues(), h_fast, rtol=1e-10, atol=1e-14)
+    assert h_fast.sum() == pytest.approx(fit.hat_trace, rel=1e-10)
+    # dense: Z columns per term, in the design's term order
+    blocks, prior = [], np.zeros(len(nd))
+    for t, T in zip(fit.design.terms, fit.factor.T):
+        g = t.group[0]
+        Zn = np.column_stack([np.ones(len(nd))] + ([nd["Days"].to_numpy(float)] if t.q == 2 else []))
+        codes = pd.Index(t.levels).get_indexer(nd[g].astype(str))
+        Bk = np.zeros((len(nd), t.n_levels * t.q))
+        for i, c in enumerate(codes):
+            if c >= 0:
+                Bk[i, c * t.q:(c + 1) * t.q] = Zn[i] @ T
+            else:
+                prior[i] += np.sum((Zn[i] @ T) ** 2)
+        blocks.append(Bk)
+    A = np.hstack(blocks + [np.c_[np.ones(len(nd)), nd["Days"]]])
+    var = np.einsum("ni,ij,nj->n", A, np.linalg.inv(_dense_M(fit)), A) + prior
+    np.testing.assert_allclose(fast, np.sqrt(fit.sigma2 * var), rtol=1e-9)
