@@ -6,6 +6,7 @@ prediction standard errors (pylmem only: lme4 has none) and group deletion
 of ``--reps`` repetitions, and ratios are lme4 / pylmem.
 
     python benchmarks/bench_diagnostics.py [--reps 3] [--cases sleepstudy,Penicillin,InstEval]
+                                           [--no-lme4]
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def _median_time(fn, reps):
     return float(np.median(ts))
 
 
-def run_case(name, reps):
+def run_case(name, reps, lme4=True):
     ds, formula, grp = CASES[name]
     d = load(ds)
     with warnings.catch_warnings():
@@ -74,6 +75,9 @@ def run_case(name, reps):
                                                          fit.predict(d, se_fit=True)), reps)}
     if grp:
         out["pylmem"]["influence"] = _median_time(lambda: fit.influence(grp), reps)
+    if not lme4:
+        out["lme4"] = {}
+        return out
     cats = [c for c in d.columns if d[c].dtype == object or str(d[c].dtype) in ("str", "string")]
     with tempfile.TemporaryDirectory() as tmp:
         csv = os.path.join(tmp, "d.csv")
@@ -94,11 +98,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--no-lme4", action="store_true", help="pylmem figures only")
     args = ap.parse_args(argv)
     print("| case | n | operation | pylmem (s) | lme4 (s) | lme4 / pylmem |")
     print("|---|---:|---|---:|---:|---:|")
     for name in args.cases.split(","):
-        res = run_case(name, args.reps)
+        res = run_case(name, args.reps, lme4=not args.no_lme4)
         for op, t in res["pylmem"].items():
             r = res["lme4"].get(op)
             ratio = f"{r / t:.1f}" if isinstance(r, (int, float)) and t > 0 else "-"
