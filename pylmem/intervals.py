@@ -6,7 +6,10 @@ blocked factor: F = [[L, 0], [C_X', R_X]]), the conditional covariance of the er
 
     σ² ‖F⁻¹ a‖²,  a = [Λ'z; x]:  L v₁ = Λ'z,  R_X v₂ = x − C_X' v₁,  var = σ²(‖v₁‖² + ‖v₂‖²),
 
-solved per row with the blocked factor (no n × n or q × q inverse).  A level of a
+solved per row with the blocked factor (no n × n or q × q inverse): batched q₀ × q₀
+solves for the first term; for the rest block r'S r with S = (L_R L_R')⁻¹ and, per level
+of the first term, H_c = M_c'S and G_c = M_c'S M_c formed once (M_c: L_R0's columns of
+level c), so a row costs O((Σ q_k)²); R_X⁻¹ (p × p) once for the fixed effects.  A level of a
 grouping factor absent from the fit has b at its prior, variance σ² ‖T_k' z‖²; a
 prediction interval adds the residual variance σ² (σ²/w for prior weights w).  The same
 solve gives the leverages: h_i = w_i ‖F⁻¹ a_i‖² is the diagonal of the hat matrix
@@ -26,7 +29,7 @@ _CHUNK = 4096   # rows per block of the solve (bounds the m × rows dense work a
 
 
 _DENSE_S_MAX = 6000   # largest rest block whose inverse S is formed (m² doubles)
-_LEVEL_OPS_MAX = 20_000_000   # largest G q0 × m matrix H = L_R0'S kept for the per-level path
+_LEVEL_OPS_MAX = 10_000_000   # largest G q0 × m matrix H = L_R0'S kept for the per-level path
 
 
 def _rest_m(LRR) -> int:
