@@ -112,8 +112,11 @@ def _same_data(fits) -> None:
                              f"values of {f.design.response!r} differ")
 
 
-def anova(*fits, names=None, data_name=None, refit: bool = True) -> AnovaResult:
+def anova(*fits, names=None, data_name=None, refit: bool = True, type=None, ddf=None):
     """Compare nested fits by likelihood-ratio tests (lme4's ``anova(m0, m1, ...)``).
+
+    One fit (optionally ``type=3|1``, ``ddf="Satterthwaite"|"Kenward-Roger"``): lmerTest's
+    F tests of its fixed-effects terms instead (:func:`pylmem.ftests.single_anova`).
 
     ``names``: row names (default "m0", "m1", ... in argument order). REML fits are
     refitted by ML (with a warning, as lme4 prints a note) unless ``refit=False``.
@@ -121,6 +124,14 @@ def anova(*fits, names=None, data_name=None, refit: bool = True) -> AnovaResult:
     """
     if len(fits) == 1 and isinstance(fits[0], (list, tuple)):
         fits = tuple(fits[0])
+    if len(fits) == 1 or (fits and (type is not None or ddf is not None)):  # issue 11: lmerTest's F tests
+        if len(fits) != 1:
+            raise ValueError("anova: type= and ddf= apply to a single model; "
+                             f"got {len(fits)} models")
+        from .ftests import single_anova
+
+        return single_anova(fits[0], type=3 if type is None else type,
+                            ddf="Satterthwaite" if ddf is None else ddf)
     if len(fits) < 2:
         raise ValueError("anova needs at least two fitted models to compare")
     if names is None:

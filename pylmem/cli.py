@@ -263,11 +263,21 @@ def _cmd_fit(args) -> int:
 
         with _Warnings(quiet=args.quiet):
             plots = [str(p) for p in plot_all(fit, args.plot)]
+    ddf = getattr(args, "ddf", None)  # issue 11: --ddf satterthwaite|kenward-roger
     if args.json:
         out = fit_to_dict(fit, data=args.data)
         if args.plot:
             out["plots"] = plots
+        if ddf:
+            with _Warnings(quiet=args.quiet):
+                ct = fit.coef_table(ddf=ddf)
+            out["ddf_method"] = "Satterthwaite" if ddf == "satterthwaite" else "Kenward-Roger"
+            out["df"] = _clean(ct["df"])
+            out["p_values"] = _clean(ct["Pr(>|t|)"])
         print(_dumps(out))
+    elif ddf:
+        with _Warnings(quiet=args.quiet):
+            print(str(fit.summary(ddf=ddf)))
     else:
         print(str(fit.summary()))
         if plots and not args.quiet:
@@ -336,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--method", choices=("profiled", "em"), default="profiled",
                    help="profiled deviance (lme4's algorithm, default) or the EM algorithm")
     f.add_argument("--plot", metavar="DIR", help="write diagnostic plots (PNG) to DIR")
+    f.add_argument("--ddf", choices=("satterthwaite", "kenward-roger"), default=None,
+                   help="t tests with Satterthwaite's or Kenward-Roger's df (lmerTest's summary)")
     f.add_argument("--weights", metavar="COL", help="prior weights column (variance σ²/w)")
     f.add_argument("--offset", metavar="COL", help="offset column (added to the linear predictor)")
     common(f)

@@ -480,6 +480,31 @@ class LmerFit:
 
         return bootstrap(self, nsim, seed=seed, **kw)
 
+    # ---- issue 11: inference (df, F tests, confidence intervals, profiles)
+    def coef_table(self, ddf=None):
+        """lmerTest's coefficient table (``ddf``: None, "Satterthwaite", "Kenward-Roger")."""
+        from .inference import coef_table
+
+        return coef_table(self, ddf=ddf)
+
+    def confint(self, method="profile", level=0.95, **kw):
+        """Confidence intervals as lme4's confint(): see :func:`pylmem.profile.confint`."""
+        from .profile import confint
+
+        return confint(self, method=method, level=level, **kw)
+
+    def profile(self, which=None, **kw):
+        """The likelihood profile on lme4's ζ scale: see :func:`pylmem.profile.profile`."""
+        from .profile import profile
+
+        return profile(self, which=which, **kw)
+
+    def anova(self, type=3, ddf="Satterthwaite"):
+        """lmerTest's F tests of the fixed-effects terms: see :func:`pylmem.ftests.single_anova`."""
+        from .ftests import single_anova
+
+        return single_anova(self, type=type, ddf=ddf)
+
     # ------------------------------------------------------------------ display
     # ---- issue 13: weights, diagnostics, measures, tidy tables
     @property
@@ -554,8 +579,9 @@ class LmerFit:
 
         return short_repr(self)
 
-    def summary(self) -> "object":
-        """lme4's summary(): an object whose str() is the printed summary."""
+    def summary(self, ddf=None) -> "object":
+        """lme4's summary(): an object whose str() is the printed summary; ``ddf``
+        ("Satterthwaite", "Kenward-Roger") gives lmerTest's layout with df and p-values."""
         from .summary import Summary
 
-        return Summary(self)
+        return Summary(self) if ddf is None else Summary(self, ddf=ddf)

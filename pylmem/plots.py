@@ -251,6 +251,44 @@ def plot_qq(fit, path, *, title=None) -> Path:
 # --------------------------------------------------------------------------- all
 
 
+def plot_profile(prof, path, *, level=0.95, absval=False, title=None) -> Path:
+    """lme4's ``xyplot(profile(fit))``: ζ (or |ζ|) against each parameter, one panel per
+    parameter, with the ±z of ``level`` and the interval ends marked.
+
+    ``prof``: a :class:`pylmem.profile.Profile` or a fit (profiled here).
+    """
+    from scipy import stats
+
+    if not hasattr(prof, "frame"):
+        prof = prof.profile()
+    fr = prof.frame
+    pars = [str(p) for p in fr[".par"].cat.categories if (fr[".par"] == p).any()]
+    k = len(pars)
+    ncols = min(3, k)
+    nrows = int(np.ceil(k / ncols))
+    fig, axes = _figure((3.4 * ncols, 2.9 * nrows + 0.6), nrows, ncols, squeeze=False)
+    z = stats.norm.ppf((1 + level) / 2)
+    ci = prof.confint(level=level)
+    for ax, par in zip(axes.ravel(), pars):
+        g = fr[fr[".par"] == par].sort_values("value")
+        zeta = g[".zeta"].to_numpy()
+        ax.plot(g["value"], np.abs(zeta) if absval else zeta, "-o", ms=3, color="C0")
+        for h in ([z] if absval else [-z, z]):
+            ax.axhline(h, color="grey", lw=0.8, ls="--")
+        for v in ci.loc[par]:
+            if np.isfinite(v):
+                ax.axvline(v, color="C3", lw=0.8, ls=":")
+        ax.set_xlabel(par)
+        ax.set_ylabel("|ζ|" if absval else "ζ")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[k:]:
+        ax.set_visible(False)
+    fit = getattr(getattr(prof, "profiler", None), "fit", None)
+    main = f"Profile zeta ({int(round(100 * level))}% intervals dotted)"
+    _title(fig, main if title is None else title, fit)
+    return _save(fig, path)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "term"
 

@@ -683,13 +683,19 @@ class Summary:
     deviance, df.resid, or the REML criterion).
     """
 
-    def __init__(self, fit, data_name=None, digits: int = DIGITS):
+    def __init__(self, fit, data_name=None, digits: int = DIGITS, ddf=None):
         self.fit = fit
         self.data_name = data_name
         self.digits = digits
         self.random = fit.varcorr
         self.fixed = pd.DataFrame({"Estimate": fit.fixef, "Std. Error": fit.stderr,
                                    "t value": fit.tvalues})
+        self.ddf = None
+        if ddf is not None:  # issue 11: lmerTest's layout (df and p-values)
+            from .inference import coef_table, normalize_ddf
+
+            self.ddf = normalize_ddf(ddf)
+            self.fixed = coef_table(fit, ddf=self.ddf)
         r = fit.residuals_of("pearson", scaled=True).to_numpy(dtype=float)  # √w e / σ, lme4
         self.scaled_residuals = r
         self.resid_quantiles = pd.Series(np.quantile(r[~np.isnan(r)], [0, .25, .5, .75, 1]),
@@ -705,6 +711,10 @@ class Summary:
     def lines(self) -> list[str]:
         fit, digits = self.fit, self.digits
         out = [_title(fit)]
+        if self.ddf is not None:  # issue 11: lmerTest's title names the df method
+            from .inference import lmertest_title
+
+            out = [lmertest_title(fit, self.ddf)]
         out += _call_lines(fit, self.data_name)
         out.append("")
         out += _aictab(fit, 1)
@@ -720,7 +730,12 @@ class Summary:
         if p > 0:
             out.append("")
             out.append("Fixed effects:")
-            out += _fixef_table(fit, digits)
+            if self.ddf is not None:
+                from .inference import format_coef_table
+
+                out += format_coef_table(self.fixed, digits)
+            else:
+                out += _fixef_table(fit, digits)
             if p > COR_MAX:
                 out += ["", f"Correlation matrix not shown by default, as p = {p} > {COR_MAX}.",
                         "Use print(...., correlation=TRUE)  or",
