@@ -70,6 +70,14 @@ res$dyestuff_influence <- infl(f, "Batch")
 res$dyestuff_influence_case <- infl(f, NULL)
 f <- lmer(Reaction ~ Days + (Days | Subject), data=ss, REML=FALSE, control=ctl)
 res$sleep_influence <- infl(f, "Subject")
+# lmerTest's Satterthwaite / Kenward-Roger df of a weighted REML fit (same control)
+if (requireNamespace("lmerTest", quietly=TRUE)) {
+  d <- ss; d$.w <- ss$w
+  ft <- lmerTest::lmer(Reaction ~ Days + (Days | Subject), data=d, REML=TRUE, control=ctl, weights=.w)
+  res$sleep_w_reml_ddf <- list(
+    satterthwaite=unname(summary(ft)$coefficients[, "df"]),
+    kenward_roger=unname(summary(ft, ddf="Kenward-Roger")$coefficients[, "df"]))
+}
 res$lme4_version <- as.character(packageVersion("lme4"))
 writeLines(toJSON(res, auto_unbox=TRUE, digits=NA, pretty=TRUE, na="null"),
            "tests/reference/diagnostics_refs.json")
