@@ -194,3 +194,23 @@ def test_satterthwaite_and_kenward_roger_df_of_a_weighted_fit():
     t = fit.tidy(effects="fixed", ddf="Satterthwaite")
     np.testing.assert_allclose(t["df"], r["satterthwaite"], rtol=1e-4)
     assert (t["p.value"] < 1e-3).all()
+
+
+@pytest.mark.slow
+def test_profile_confint_of_a_weighted_fit():
+    """Profile intervals carry the −Σ log w term: variance parameters as lme4's profile;
+    fixed effects close to Wald (lme4's own fixed-effect profile of a weighted fit is
+    non-monotonic and not used)."""
+    fit = ref_fit("sleep_w_ml")
+    if not hasattr(fit, "confint"):
+        pytest.skip("no confint in this build")
+    r = REFS["sleep_w_ml_profile"]
+    ci = fit.confint(method="profile")
+    for name in (".sig01", ".sig02", ".sig03", ".sigma"):
+        i = r["names"].index(name)
+        assert ci.loc[name].iloc[0] == pytest.approx(r["lower"][i], rel=1e-4, abs=1e-4)
+        assert ci.loc[name].iloc[1] == pytest.approx(r["upper"][i], rel=1e-4, abs=1e-4)
+    se = fit.stderr
+    for name in ("(Intercept)", "Days"):
+        half = (ci.loc[name].iloc[1] - ci.loc[name].iloc[0]) / 2
+        assert half == pytest.approx(1.96 * se[name], rel=0.1)
