@@ -14,3 +14,7 @@ __version__ = "0.1.0"
 __all__ = ["lmer", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
            "datasets", "em", "anova", "bootstrap", "pb_anova", "simulate", "ranova", "drop1",
            "coef_table", "confint"]
+
+from .io import read_table  # noqa: E402  (issue 13)
+
+__all__ += ["read_table"]

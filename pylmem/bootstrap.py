@@ -80,6 +80,9 @@ def simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
     ``use_u=True`` keeps b at its conditional modes (lme4's ``use.u``).
     ``seed``: an int, None or a numpy Generator.
     """
+    from .weights import reject_weighted   # issue 13
+
+    reject_weighted(fit, "simulate")
     nsim = _check_nsim(nsim)
     out = np.empty((fit.n_obs, nsim))
     order = fit.design.order
@@ -124,6 +127,9 @@ def refit_response(fit, y, *, reml=None):
     X, Z and their cross-products are reused (lme4's ``refit(fit, newresp)``); ``reml``
     defaults to the fit's criterion.
     """
+    from .weights import reject_weighted   # issue 13
+
+    reject_weighted(fit, "refit(y)")
     y = np.asarray(y, dtype=float).ravel()
     if len(y) != fit.n_obs:
         raise ValueError(f"refit: the new response has {len(y)} values, the model {fit.n_obs} rows")
@@ -461,6 +467,10 @@ class _BootProgress:
 
 def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
     """Simulate from fits[0] and refit every fit in ``fits`` to each response."""
+    from .weights import reject_weighted   # issue 13
+
+    for f in fits:
+        reject_weighted(f, "the parametric bootstrap")
     nsim = _check_nsim(nsim)
     src = fits[0]
     engines = [_Engine(f, f.reml) for f in fits]

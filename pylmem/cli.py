@@ -46,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def load_data(spec: str) -> pd.DataFrame:
-    """Read ``spec``: a CSV/TSV file (optionally gzipped), ``-`` for stdin, or a bundled name."""
+    """Read ``spec``: a CSV/TSV file (optionally gzipped), a Parquet/Feather file, ``-`` for
+    stdin, or a bundled name."""
     from . import datasets
 
     if spec == "-":
@@ -55,6 +56,13 @@ def load_data(spec: str) -> pd.DataFrame:
         if os.path.isdir(spec):
             raise CLIError(f"{spec!r} is a directory, not a data file")
         low = spec.lower().removesuffix(".gz")
+        if low.endswith((".parquet", ".pq", ".feather", ".arrow")):
+            from .io import read_table
+
+            try:
+                return read_table(spec)
+            except Exception as e:  # pyarrow's errors: not a Parquet/Arrow file, ...
+                raise CLIError(f"cannot read {spec!r}: {_one_line(e)}") from None
         sep = "\t" if low.endswith((".tsv", ".tab")) else ","
         try:
             return pd.read_csv(spec, sep=sep)
@@ -121,6 +129,10 @@ def fit_to_dict(fit, *, data: str | None = None) -> dict:
         "warnings": list(fit.warnings),
         "fit_seconds": fit.fit_seconds,
     }
+    if fit.design.weights is not None:   # issue 13
+        out["weights"] = fit.design.weights_name or "<array>"
+    if fit.design.offset_exprs:
+        out["offset"] = list(fit.design.offset_exprs)
     return _clean(out)
 
 
@@ -214,12 +226,12 @@ class _Warnings:
         self._list.clear()
 
 
-def _fit(formula, data, *, reml, method, factors, verbose, quiet):
+def _fit(formula, data, *, reml, method, factors, verbose, quiet, weights=None, offset=None):
     from .fit import lmer
 
     with _Warnings(quiet=quiet):
         return lmer(formula, data, reml=reml, method=method, factors=list(factors),
-                    verbose=verbose)
+                    verbose=verbose, weights=weights, offset=offset)
 
 
 def _verbosity(args):
@@ -243,7 +255,8 @@ def _cmd_fit(args) -> int:
         raise CLIError("--method em fits by maximum likelihood: use --ml (or leave it out)")
     data = load_data(args.data)
     fit = _fit(args.formula, data, reml=reml, method=method, factors=args.factor,
-               verbose=_verbosity(args), quiet=args.quiet)
+               verbose=_verbosity(args), quiet=args.quiet, weights=args.weights,
+               offset=args.offset)
     plots = []
     if args.plot:
         from .plots import plot_all
@@ -305,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundled = ", ".join(datasets.names())
     p = _Parser(prog=_PROG, description="Linear mixed-effects models with lme4 formulas.",
-                epilog=f"DATA: a CSV file, '-' for stdin, or a bundled data set ({bundled}).")
+                epilog=f"DATA: a CSV or Parquet file, '-' for stdin, or a bundled data set ({bundled}).")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -321,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit one model and print lme4's summary (or JSON)",
                        description="Fit a linear mixed model and print lme4's summary.",
-                       epilog=f"DATA: a CSV file, '-' for stdin, or a bundled data set ({bundled}). "
+                       epilog=f"DATA: a CSV or Parquet file, '-' for stdin, or a bundled data set ({bundled}). "
                               "Example: pylmem fit sleepstudy 'Reaction ~ Days + (Days | Subject)'")
     f.add_argument("data", metavar="DATA")
     f.add_argument("formula", metavar="FORMULA", help="lme4 formula, e.g. 'y ~ x + (x | g)'")
@@ -335,12 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--plot", metavar="DIR", help="write diagnostic plots (PNG) to DIR")
     f.add_argument("--ddf", choices=("satterthwaite", "kenward-roger"), default=None,
                    help="t tests with Satterthwaite's or Kenward-Roger's df (lmerTest's summary)")
+    f.add_argument("--weights", metavar="COL", help="prior weights column (variance σ²/w)")
+    f.add_argument("--offset", metavar="COL", help="offset column (added to the linear predictor)")
     common(f)
     f.set_defaults(func=_cmd_fit)
 
     a = sub.add_parser("anova", help="likelihood-ratio tests of nested models",
                        description="Fit each formula (ML by default) and print the LRT table.",
-                       epilog=f"DATA: a CSV file, '-' for stdin, or a bundled data set ({bundled}).")
+                       epilog=f"DATA: a CSV or Parquet file, '-' for stdin, or a bundled data set ({bundled}).")
     a.add_argument("data", metavar="DATA")
     a.add_argument("formulas", metavar="FORMULA", nargs="+", help="two or more nested models")
     a.add_argument("--reml", action="store_true", help="fit by REML (anova compares ML fits)")

@@ -70,6 +70,11 @@ class ModelDesign:
     n_dropped: int = 0        # rows dropped for missing values
     fixed_spec: object = None
     dropped_columns: list[str] = field(default_factory=list)  # rank-deficient X columns
+    weights: np.ndarray = None   # prior weights (model order), None: all 1 (pylmem.weights)
+    offset: np.ndarray = None    # offset (model order), None: 0
+    weights_name: str = None     # the weights column, if given by name
+    offset_exprs: list = field(default_factory=list)  # offset(expr) terms and offset= column
+    offset_arg: str = None       # the offset= argument as lme4 prints it (" Offset:" line)
 
     @property
     def n_obs(self) -> int:
@@ -211,10 +216,12 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str]):
     return X[:, keep], [names[i] for i in keep], dropped
 
 
-def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign:
+def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
+                 offset=None) -> ModelDesign:
     """Parse ``formula`` against ``data`` and build y, X and the random terms.
 
     ``factors`` names columns to treat as categorical even if numeric (R's ``factor``).
+    ``weights`` / ``offset``: a column name or an array (see :mod:`pylmem.weights`).
     Rows with a missing value in any column the model uses are dropped and counted.
     """
     if not isinstance(data, pd.DataFrame):
@@ -224,6 +231,15 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
         raise ValueError(f"formula {formula!r} has no random-effects term '(expr | group)'; "
                          "use an ordinary linear model for fixed effects only")
     data = data.copy()
+    from . import weights as W
+
+    fixed_rest, offset_exprs = W.split_offsets(parsed.fixed)
+    if offset_exprs:
+        from dataclasses import replace
+
+        parsed = replace(parsed, fixed=fixed_rest)
+    w_name, w_all = W.as_column(weights, data, "weights")
+    o_name, o_all = W.as_column(offset, data, "offset")
     _check_columns(list(factors), data, "--factor/factors")
     for f in factors:
         data[f] = data[f].astype(str).where(data[f].notna())
@@ -235,7 +251,7 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
     used = {parsed.response}
     fixed_vars = _required_variables(parsed.fixed, data)
     _check_columns(sorted(fixed_vars), data, f"the fixed part '{parsed.fixed}'")
-    used |= set(fixed_vars)
+    used |= set(fixed_vars) | W.offset_variables(offset_exprs, data) | ({o_name} - {None})
     for spec in parsed.random:
         expr_vars = _required_variables(translate_r(spec.expr)[0], data)
         _check_columns(sorted(expr_vars), data, f"the random term ({spec.expr} | {spec.name})")
@@ -247,6 +263,16 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
     n_dropped = int(na.sum())
     if n_dropped:
         data = data.loc[~na]
+        w_all = None if w_all is None else w_all[~na]
+        o_all = None if o_all is None else o_all[~na]
+    if w_all is not None:
+        W.check_weights(w_all, w_name)
+    off = W.evaluate_offset(offset_exprs, data)
+    if o_all is not None:
+        off = o_all if off is None else off + o_all
+        offset_exprs = offset_exprs + [o_name if o_name else "<offset array>"]
+    if off is not None:
+        _check_finite(off[:, None], ["offset"], "offset")
     if len(data) == 0:
         raise ValueError(f"no rows left after dropping {n_dropped} rows with missing values")
 
@@ -301,4 +327,8 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
     return ModelDesign(formula=formula, parsed=parsed, y=y[order], X=np.ascontiguousarray(X[order]),
                        fixef_names=fixef_names, terms=terms,
                        row_labels=np.asarray(data.index)[order], order=order, n_dropped=n_dropped,
-                       fixed_spec=fixed_spec, dropped_columns=dropped_cols)
+                       fixed_spec=fixed_spec, dropped_columns=dropped_cols,
+                       weights=None if w_all is None else w_all[order],
+                       offset=None if off is None else off[order], weights_name=w_name,
+                       offset_exprs=offset_exprs,
+                       offset_arg=None if o_all is None else (o_name or "<array>"))

@@ -125,6 +125,7 @@ class ProfiledDeviance:
         lower = np.concatenate([np.where(B.theta_diagonal_mask(q), 0.0, -np.inf) for q in self.qs])
         self.lower = lower
         self.n_evals = 0
+        self.log_weights = 0.0   # Σ log w_i of prior weights: subtracted from d(θ) (lme4)
         self._recent: dict = {}
         self._tril = []
         for q in self.qs:
@@ -193,8 +194,9 @@ class ProfiledDeviance:
         pw = f.pwrss
         if self.reml:
             nu = n - p
-            return f.logdet_L + f.logdet_RX + nu * (1.0 + np.log(2 * np.pi * pw / nu))
-        return f.logdet_L + n * (1.0 + np.log(2 * np.pi * pw / n))
+            return f.logdet_L + f.logdet_RX + nu * (1.0 + np.log(2 * np.pi * pw / nu)) \
+                - self.log_weights
+        return f.logdet_L + n * (1.0 + np.log(2 * np.pi * pw / n)) - self.log_weights
 
     def __call__(self, theta) -> float:
         key = np.asarray(theta, float).tobytes()

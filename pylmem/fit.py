@@ -69,7 +69,7 @@ class ConvergenceWarning(UserWarning):
 
 
 def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "profiled",
-         factors=(), verbose=None, em_options=None) -> "LmerFit":
+         factors=(), verbose=None, em_options=None, weights=None, offset=None) -> "LmerFit":
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     ``method="profiled"`` (default) minimises the profiled deviance (lme4's algorithm);
@@ -82,25 +82,35 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     thousands of updates where the profiled deviance converges in ~30-120 evaluations.
     ``factors`` names numeric-looking columns to treat as categorical.
     ``verbose``: show a progress line (None: only on a terminal for fits over ~2 s).
+    ``weights``: prior weights (column name or array; residual variance σ²/w_i);
+    ``offset``: a known term of the linear predictor (column name or array), added to any
+    ``offset(x)`` of the formula.  ``data`` may be pandas, polars or pyarrow.
     """
     t0 = time.perf_counter()
-    design = build_design(formula, data, factors=factors)
+    from .io import as_pandas
+
+    design = build_design(formula, as_pandas(data), factors=factors, weights=weights,
+                          offset=offset)
     return fit_design(design, reml=reml, method=method, verbose=verbose, em_options=em_options,
                       _t0=t0)
 
 
 def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=None, em_options=None,
-               cp=None, _t0=None) -> "LmerFit":
-    """Fit a prepared :class:`ModelDesign` (``cp``: precomputed cross-products, e.g. from Dask)."""
+               cp=None, _t0=None, theta0=None) -> "LmerFit":
+    """Fit a prepared :class:`ModelDesign` (``cp``: precomputed cross-products, e.g. from Dask;
+    ``theta0``: start of the optimiser, e.g. a previous fit's θ̂)."""
     t0 = time.perf_counter() if _t0 is None else _t0
     if method not in ("profiled", "em"):
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
     if method == "em" and reml:
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
-    cp = crossproducts(design.y, design.X, design.terms) if cp is None else cp
+    from . import weights as W
+
+    cp = crossproducts(*W.scaled(design)) if cp is None else cp
     _check_residual_variance(cp, design.response)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
                            reml=reml)
+    dev.log_weights = W.log_weight_sum(design)
     from .progress import Progress
 
     progress = Progress(verbose=verbose, label="lmer")
@@ -108,18 +118,19 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
     if method == "em":
         from .em import fit_em
 
-        em_result = fit_em(design, **(em_options or {}))
+        em_result = fit_em(W.scaled_design(design), **(em_options or {}))   # √w rows, y − offset
         theta = B.theta_from_lower(B.psd_cholesky(em_result.omega / em_result.sigma2))
         # the check polishes θ with one Newton step when that raises the likelihood
         opt = check_convergence(dev, theta, theta0=theta, method=f"EM ({em_result.method})",
                                 message=f"EM stopped after {em_result.n_iter} iterations",
-                                trace=list(-2 * np.asarray(em_result.trace)))
+                                trace=list(-2 * np.asarray(em_result.trace) - dev.log_weights))
         if not em_result.converged:
             opt.warnings.append(f"EM did not converge in {em_result.n_iter} iterations")
             opt.converged = False
     else:
         with _blas_threads_for(dev):
-            opt = optimize_theta(dev, design, verbose=verbose, callback=progress.update)
+            opt = optimize_theta(dev, design, theta0=theta0, verbose=verbose,
+                                 callback=progress.update)
     progress.close()
     fit = LmerFit(design, cp, dev, opt, reml=reml, method=method, em_result=em_result)
     fit.fit_seconds = time.perf_counter() - t0
@@ -363,6 +374,8 @@ class LmerFit:
     # ------------------------------------------------------------------ fitted values
     def _fitted_model_order(self) -> np.ndarray:
         fit = self.design.X @ self.beta
+        if self.design.offset is not None:
+            fit = fit + self.design.offset
         for t, b in zip(self.design.terms, self._modes):
             fit = fit + np.einsum("nq,nq->n", t.Z, b[t.codes])
         return fit
@@ -424,10 +437,13 @@ class LmerFit:
         n = self.n_obs
         if n > max_n:
             raise ValueError(f"hat_matrix forms an n × n matrix; n = {n} exceeds max_n = {max_n}")
+        from .weights import scaled
+
+        _, Xs, terms = scaled(self.design)   # rows scaled by √w for a weighted fit
         Zs = [t.sparse().toarray() @ np.kron(np.eye(t.n_levels), T) for t, T in
-              zip(self.design.terms, self.factor.T)]
+              zip(terms, self.factor.T)]
         ZL = np.hstack(Zs)
-        A = np.hstack([ZL, self.design.X])
+        A = np.hstack([ZL, Xs])
         M = A.T @ A
         k = ZL.shape[1]
         M[np.arange(k), np.arange(k)] += 1.0
@@ -436,11 +452,14 @@ class LmerFit:
         return P[np.ix_(inv, inv)]
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True) -> pd.Series:
-        """Predictions as lme4's predict(): see :func:`pylmem.predict.predict`."""
+    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True, se_fit=False,
+                interval=None, level=0.95):
+        """Predictions as lme4's predict(): see :func:`pylmem.predict.predict`; with
+        ``se_fit``/``interval`` a DataFrame (fit, se_fit, lwr, upr: :mod:`pylmem.intervals`)."""
         from .predict import predict
 
-        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                       se_fit=se_fit, interval=interval, level=level)
 
     def refit(self, y=None, *, reml: bool | None = None) -> "LmerFit":
         """The same model refitted by ML (``reml=False``) or REML, reusing the design; with
@@ -495,6 +514,74 @@ class LmerFit:
         return single_anova(self, type=type, ddf=ddf)
 
     # ------------------------------------------------------------------ display
+    # ---- issue 13: weights, diagnostics, measures, tidy tables
+    @property
+    def weights(self):
+        """Prior weights in the data's row order (None for an unweighted fit)."""
+        w = self.design.weights
+        return None if w is None else self._data_series(w, "weights")
+
+    def residuals_of(self, type: str = "response", scaled: bool = False) -> pd.Series:  # noqa: A002
+        """Residuals of lme4's types ("response", "pearson", ...): :mod:`pylmem.diagnostics`."""
+        from .diagnostics import residuals_of
+
+        return residuals_of(self, type, scaled=scaled)
+
+    def hatvalues(self) -> pd.Series:
+        """Leverages (diagonal of the hat matrix; they sum to ``hat_trace``)."""
+        from .diagnostics import hatvalues
+
+        return hatvalues(self)
+
+    def cooks_distance(self) -> pd.Series:
+        """Cook's distance, as lme4's cooks.distance."""
+        from .diagnostics import cooks_distance
+
+        return cooks_distance(self)
+
+    def rstudent(self) -> pd.Series:
+        """Studentized residuals, as lme4's rstudent."""
+        from .diagnostics import rstudent
+
+        return rstudent(self)
+
+    def influence(self, groups=None, *, data=None):
+        """Case / group deletion by refitting (lme4's influence.merMod)."""
+        from .diagnostics import influence
+
+        return influence(self, groups, data=data)
+
+    def r2(self) -> pd.Series:
+        """Nakagawa–Schielzeth marginal and conditional R²."""
+        from .measures import r2
+
+        return r2(self)
+
+    def icc(self, by_group: bool = False) -> pd.Series:
+        """Intraclass correlation (adjusted and conditional)."""
+        from .measures import icc
+
+        return icc(self, by_group=by_group)
+
+    def rePCA(self) -> dict:  # noqa: N802 - lme4's name
+        """lme4's rePCA: principal components of each grouping factor's random effects."""
+        from .measures import rePCA
+
+        return rePCA(self)
+
+    def tidy(self, effects=("ran_pars", "fixed"), conf_int: bool = False,
+             conf_level: float = 0.95, ddf=None) -> pd.DataFrame:
+        """broom.mixed's tidy table (effect, group, term, estimate, std.error, ...)."""
+        from .tidy import tidy
+
+        return tidy(self, effects=effects, conf_int=conf_int, conf_level=conf_level, ddf=ddf)
+
+    def glance(self) -> pd.DataFrame:
+        """broom.mixed's one-row glance table."""
+        from .tidy import glance
+
+        return glance(self)
+
     def __repr__(self) -> str:
         from .summary import short_repr
 

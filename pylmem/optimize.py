@@ -100,6 +100,8 @@ def start_theta(design, dev) -> np.ndarray:
     from :func:`_random_coefficient_start`.
     """
     X, y = design.X, design.y
+    if getattr(design, "offset", None) is not None:   # issue 13: fit y − offset
+        y = y - design.offset
     beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta
     if len(design.terms) == 1 and design.terms[0].q > 1:

@@ -359,3 +359,42 @@ def plot_bootstrap(result, path, *, level=0.95, params=None, title=None) -> Path
             f"{100 * level:g}% percentile interval (dashed)")
     _title(fig, main, result.fit, title)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- leverage (issue 13)
+
+
+def plot_leverage(fit, path, *, title=None, label: int = 3) -> Path:
+    """Studentized residuals against leverage h_i, with the Cook's distance contours
+    D = 0.5 and 1 (D = r² h / (p (1 − h)) for a studentized r); the ``label`` rows of
+    largest Cook's distance are named by their data index."""
+    h = fit.hatvalues()
+    r = fit.rstudent().to_numpy()
+    cook = fit.cooks_distance().to_numpy()
+    hv = h.to_numpy()
+    n, p = len(hv), max(fit.design.n_fixef, 1)
+    fig, ax = _figure((7.5, 5.2))
+    ax.scatter(hv, r, s=8 if n > 500 else 16, alpha=0.35 if n > 500 else 0.7, color="C0",
+               edgecolors="none", label="observations")
+    ax.axhline(0, color="grey", lw=1, ls="--")
+    hh = np.linspace(max(hv.min(), 1e-6), min(hv.max() * 1.05, 0.999), 100)
+    for D, ls in ((0.5, ":"), (1.0, "--")):
+        rr = np.sqrt(D * p * (1 - hh) / hh)
+        if np.any(rr < max(np.abs(r).max(), 1) * 1.5):
+            ax.plot(hh, rr, color="C3", lw=1, ls=ls, label=f"Cook's D = {D:g}")
+            ax.plot(hh, -rr, color="C3", lw=1, ls=ls)
+    lim = max(np.nanmax(np.abs(r)), 1) * 1.15
+    ax.set_ylim(-lim, lim)
+    for i in np.argsort(-np.nan_to_num(cook))[:label]:
+        ax.annotate(str(h.index[i]), (hv[i], r[i]), fontsize=8, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel("leverage h (diagonal of the hat matrix)")
+    ax.set_ylabel("studentized residuals")
+    ax.legend(loc="upper right", fontsize=9, frameon=False)
+    ax.grid(alpha=0.3)
+    main = f"Residuals vs leverage (n = {n}, Σh = {hv.sum():.4g})"
+    _title(fig, main if title is None else title, fit)
+    return _save(fig, path)
+
+
+__all__ += ["plot_leverage"]

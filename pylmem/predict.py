@@ -155,8 +155,12 @@ def _fixed_matrix(fit, newdata: pd.DataFrame) -> np.ndarray:
 
 
 def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
-            allow_new_levels: bool = True) -> pd.Series:
+            allow_new_levels: bool = True, se_fit: bool = False, interval=None,
+            level: float = 0.95):
     """Predictions from ``fit`` (lme4's ``predict``).
+
+    ``se_fit`` / ``interval`` ("confidence" or "prediction", at ``level``): a DataFrame with
+    columns fit, se_fit, lwr, upr instead (see :mod:`pylmem.intervals`).
 
     ``re_form``: None (all random effects), "~0" / "NA" / False (population level Xβ̂),
     or a one-sided formula naming some of the model's random-effects terms.
@@ -164,11 +168,22 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
     effects 0 (else ValueError naming the term and levels).
     Returns a Series indexed like the data (``newdata`` or the fitted data).
     """
+    if newdata is not None:
+        from .io import as_pandas
+
+        newdata = as_pandas(newdata, "newdata")
+    if se_fit or interval is not None:
+        from .intervals import predict_with_se
+
+        return predict_with_se(fit, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                               se_fit=se_fit, interval=interval, level=level)
     d = fit.design
     sel = _selected_terms(fit, re_form)
     beta = fit.fixef.to_numpy(dtype=float)
     if newdata is None:
         out = d.X @ beta
+        if d.offset is not None:
+            out = out + d.offset
         modes = fit._modes
         for k in sel:
             t = d.terms[k]
@@ -179,6 +194,10 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         raise ValueError("newdata must be a pandas DataFrame")
     X = _fixed_matrix(fit, newdata)
     out = X @ beta
+    if d.offset_exprs:
+        from .weights import newdata_offset
+
+        out = out + newdata_offset(d, newdata)
     modes = fit._modes
     for k in sel:
         t = d.terms[k]

@@ -101,7 +101,8 @@ class _Profiler:
             f = self.dev.factor(theta)
         except np.linalg.LinAlgError:
             return np.inf
-        return f.logdet_L + f.pwrss / sigma ** 2 + self.n * np.log(2 * np.pi * sigma ** 2)
+        return f.logdet_L + f.pwrss / sigma ** 2 + self.n * np.log(2 * np.pi * sigma ** 2) \
+            - self.dev.log_weights   # issue 13: −Σ log w of prior weights, as fit.objective
 
     def _bounds(self):
         out = []
@@ -182,7 +183,9 @@ class _Profiler:
         cpj = CrossProducts(n=cp.n, WtW=M.T @ cp.WtW @ M,
                             terms=[TermStats(t.ZtZ, t.ZtW @ M) for t in cp.terms],
                             between=cp.between)
-        return ProfiledDeviance(cpj, self.dev.qs, self.dev.n_levels, reml=False)
+        dev = ProfiledDeviance(cpj, self.dev.qs, self.dev.n_levels, reml=False)
+        dev.log_weights = self.dev.log_weights   # issue 13: prior weights' −Σ log w
+        return dev
 
     def zeta_beta(self, j, b, start=None):
         """ζ at β_j = b: the reduced model's deviance minimised over θ; returns (ζ, θ)."""

@@ -507,6 +507,11 @@ def _call_lines(fit, data_name) -> list[str]:
     dn = _data_name(fit, data_name)
     if dn:
         lines += cat_fill(["   Data:", str(dn)])
+    d = fit.design   # issue 13: lme4 names the weights and the offset= argument
+    if getattr(d, "weights", None) is not None:
+        lines += cat_fill(["Weights:", d.weights_name or "<array>"])
+    if getattr(d, "offset_arg", None):
+        lines += cat_fill([" Offset:", d.offset_arg])
     return lines
 
 
@@ -691,7 +696,7 @@ class Summary:
 
             self.ddf = normalize_ddf(ddf)
             self.fixed = coef_table(fit, ddf=self.ddf)
-        r = fit.residuals.to_numpy(dtype=float) / fit.sigma
+        r = fit.residuals_of("pearson", scaled=True).to_numpy(dtype=float)  # √w e / σ, lme4
         self.scaled_residuals = r
         self.resid_quantiles = pd.Series(np.quantile(r[~np.isnan(r)], [0, .25, .5, .75, 1]),
                                          index=["Min", "1Q", "Median", "3Q", "Max"],

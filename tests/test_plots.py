@@ -130,3 +130,10 @@ def test_caterpillar_intervals_use_condvar(sleep_fit):
     cv = sleep_fit.ranef_condvar()["Subject"]
     sd = np.sqrt(np.diagonal(cv, axis1=1, axis2=2))
     assert sd.shape == (18, 2) and np.all(sd > 0)
+
+
+def test_plot_leverage(tmp_path):
+    """issue 13: studentized residuals vs leverage, a real PNG."""
+    fit = pylmem.lmer("Reaction ~ Days + (Days | Subject)", pylmem.datasets.load("sleepstudy"))
+    p = plots.plot_leverage(fit, tmp_path / "lev.png")
+    assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
