@@ -25,7 +25,8 @@ from .optimize import OptSummary, check_convergence, optimize_theta
 
 def _check_residual_variance(cp, response: str) -> None:
     """The response must not be fitted exactly by the fixed effects (σ² would be 0)."""
-    W = cp.WtW
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    W = cp.WtW if cen is None else cen[2]   # about the column means: no cancellation in ȳ²
     p = W.shape[0] - 1
     yy = W[p, p]
     if p:
@@ -36,6 +37,24 @@ def _check_residual_variance(cp, response: str) -> None:
     if not rss > 1e-12 * max(yy, 1e-300):
         raise ValueError(f"the response {response!r} is fitted exactly by the fixed effects "
                          "(constant, or a linear function of them): the residual variance is 0")
+
+
+def _check_exact_fit(dev, opt, cp, response: str) -> None:
+    """y = Xβ + Zb exactly: the likelihood grows without bound as σ → 0 (θ → ∞).
+
+    Seen at the optimum as a penalised residual sum of squares r² below 1e-14 of the
+    centred Σ(y − ȳ)² (or a factor that no longer exists): a clear error, not a number.
+    """
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    yy = float((cp.WtW if cen is None else cen[2])[-1, -1])
+    try:
+        pw = dev.factor(opt.theta).pwrss
+    except np.linalg.LinAlgError:
+        pw = 0.0
+    if not (np.isfinite(pw) and pw > 1e-14 * max(yy, 1e-300)):
+        raise ValueError(f"the response {response!r} is fitted exactly by the fixed and random "
+                         "effects (y = Xβ + Zb): the residual variance is 0 and the likelihood "
+                         "is unbounded")
 
 
 _BLAS_CONTROLLER = []
@@ -115,6 +134,7 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
         with _blas_threads_for(dev):
             opt = optimize_theta(dev, design, verbose=verbose, callback=progress.update)
     progress.close()
+    _check_exact_fit(dev, opt, cp, design.response)
     fit = LmerFit(design, cp, dev, opt, reml=reml, method=method, em_result=em_result)
     fit.fit_seconds = time.perf_counter() - t0
     for w in opt.warnings:

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .design import _group_labels
+from .design import _group_labels, match_levels
 from .formula import r_column_name
 
 def _population(re_form) -> bool:
@@ -191,7 +191,7 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         Z = mm.to_numpy(dtype=float)[:, t.columns]
         labels = _group_labels(newdata, t.group)
         na_group = newdata[list(t.group)].isna().any(axis=1).to_numpy()
-        codes = pd.Index(t.levels).get_indexer(labels.to_numpy())
+        codes = match_levels(t, newdata)   # by value: int ids match float newdata ids
         new = (codes < 0) & ~na_group
         if new.any() and not allow_new_levels:
             lv = list(dict.fromkeys(labels.to_numpy()[new]))
