@@ -72,6 +72,12 @@ class ModelDesign:
     n_dropped: int = 0        # rows dropped for missing values
     fixed_spec: object = None
     dropped_columns: list[str] = field(default_factory=list)  # rank-deficient X columns
+    aliases: dict = field(default_factory=dict)  # data column -> the name formulaic saw
+
+    def with_aliases(self, data: pd.DataFrame) -> pd.DataFrame:
+        """``data`` plus the aliased copies of columns whose names formulaic reserves."""
+        add = {a: data[c] for c, a in self.aliases.items() if c in data.columns}
+        return data.assign(**add) if add else data
 
     @property
     def n_obs(self) -> int:
@@ -273,6 +279,42 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str]):
     return X[:, keep], [names[i] for i in keep], dropped
 
 
+def _alias_reserved(parsed: ParsedFormula, data: pd.DataFrame):
+    """Columns named ``Intercept`` or a number (used as ```1```) would be formulaic's
+    intercept: give them aliases in the expressions, renamed back in the coefficient names."""
+    import re
+    from dataclasses import replace
+
+    aliases, text = {}, [parsed.fixed] + [sp.expr for sp in parsed.random]
+    for col in data.columns:
+        if not isinstance(col, str):
+            continue
+        if col == "Intercept":
+            pat = re.compile(r"(?<![\w.`])Intercept(?![\w.`])|`Intercept`")
+        elif re.fullmatch(r"\d+(\.\d*)?", col):
+            pat = re.compile("`" + re.escape(col) + "`")
+        else:
+            continue
+        if not any(pat.search(t) for t in text):
+            continue
+        alias = "pylmem_col_%d_%s" % (len(aliases), re.sub(r"\W", "_", col))
+        while alias in data.columns:
+            alias += "_"
+        aliases[col] = (alias, pat)
+    if not aliases:
+        return parsed, {}
+
+    def sub(t):
+        for alias, pat in aliases.values():
+            t = pat.sub(alias, t)
+        return t
+
+    renames = tuple(parsed.renames) + tuple((a, c) for c, (a, _) in aliases.items())
+    random = tuple(replace(sp, expr=sub(sp.expr)) for sp in parsed.random)
+    parsed = replace(parsed, fixed=sub(parsed.fixed), random=random, renames=renames)
+    return parsed, {c: a for c, (a, _) in aliases.items()}
+
+
 def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign:
     """Parse ``formula`` against ``data`` and build y, X and the random terms.
 
@@ -285,7 +327,14 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
     if not parsed.random:
         raise ValueError(f"formula {formula!r} has no random-effects term '(expr | group)'; "
                          "use an ordinary linear model for fixed effects only")
+    if isinstance(factors, str):
+        factors = (factors,)
     data = data.copy()
+    if len(data) == 0:
+        raise ValueError("the data have no rows")
+    parsed, aliases = _alias_reserved(parsed, data)
+    for c, a in aliases.items():
+        data[a] = data[c]
     _check_columns(list(factors), data, "--factor/factors")
     for f in factors:
         data[f] = data[f].astype(str).where(data[f].notna())
@@ -325,7 +374,11 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
     for spec in parsed.random:
         expr = translate_r(spec.expr)[0]
         Zfull, zcols, zspec, term_indices = _model_matrix(expr, data)
-        names = [r_column_name(c, expr, translate_r(spec.expr)[1]) for c in zcols]
+        names = [r_column_name(c, expr, translate_r(spec.expr)[1] + list(parsed.renames))
+                 for c in zcols]
+        if not names:
+            raise ValueError(f"random-effects term ({spec.expr} | {spec.name}) has no columns: "
+                             "drop it, or write (1 | g) for a random intercept")
         _check_finite(Zfull, names, f"random-effects ({spec.expr} | {spec.name})")
         codes, levels, group_values, level_codes = group_codes(data, spec.group)
         # (a + b || g): one term per formula term of the expression, as lme4's double bar
@@ -363,4 +416,4 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=()) -> ModelDesign
     return ModelDesign(formula=formula, parsed=parsed, y=y[order], X=np.ascontiguousarray(X[order]),
                        fixef_names=fixef_names, terms=terms,
                        row_labels=np.asarray(data.index)[order], order=order, n_dropped=n_dropped,
-                       fixed_spec=fixed_spec, dropped_columns=dropped_cols)
+                       fixed_spec=fixed_spec, dropped_columns=dropped_cols, aliases=aliases)

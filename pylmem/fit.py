@@ -97,6 +97,10 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     ``verbose``: show a progress line (None: only on a terminal for fits over ~2 s).
     """
     t0 = time.perf_counter()
+    if not isinstance(reml, (bool, np.bool_)):   # reml=None must not silently mean ML
+        raise ValueError(f"reml must be True or False, got {reml!r}")
+    if em_options is not None and not isinstance(em_options, dict):
+        raise ValueError(f"em_options must be a dict, got {em_options!r}")
     design = build_design(formula, data, factors=factors)
     return fit_design(design, reml=reml, method=method, verbose=verbose, em_options=em_options,
                       _t0=t0)
@@ -106,7 +110,9 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
                cp=None, _t0=None) -> "LmerFit":
     """Fit a prepared :class:`ModelDesign` (``cp``: precomputed cross-products, e.g. from Dask)."""
     t0 = time.perf_counter() if _t0 is None else _t0
-    if method not in ("profiled", "em"):
+    if not isinstance(reml, (bool, np.bool_)):
+        raise ValueError(f"reml must be True or False, got {reml!r}")
+    if not isinstance(method, str) or method not in ("profiled", "em"):
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
     if method == "em" and reml:
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")

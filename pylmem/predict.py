@@ -177,6 +177,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
                          name="predicted")
     if not isinstance(newdata, pd.DataFrame):
         raise ValueError("newdata must be a pandas DataFrame")
+    index = newdata.index
+    newdata = d.with_aliases(newdata) if getattr(d, "aliases", None) else newdata
     X = _fixed_matrix(fit, newdata)
     out = X @ beta
     modes = fit._modes
@@ -205,4 +207,4 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         contrib = np.einsum("nq,nq->n", np.nan_to_num(Z), b)
         contrib[np.isnan(Z).any(axis=1) & ok] = np.nan
         out = out + contrib
-    return pd.Series(out, index=newdata.index, name="predicted")
+    return pd.Series(out, index=index, name="predicted")
