@@ -240,10 +240,22 @@ class NumericSpec:
         return cls(intercept, cols)
 
 
+def _formulaic_error(e: Exception, expr: str) -> ValueError:
+    """formulaic's exception as a one-line ValueError naming the expression."""
+    from .formula import clean_message
+
+    return ValueError(f"cannot use the model terms '{expr}': {type(e).__name__}: {clean_message(e)}")
+
+
 def _required_variables(expr: str, data: pd.DataFrame) -> set:
     """Data columns an expression uses (formulaic's parse, skipped for plain numeric ones)."""
     spec = NumericSpec.detect(expr, data)
-    return spec.required_variables if spec is not None else set(Formula(expr).required_variables)
+    if spec is not None:
+        return spec.required_variables
+    try:
+        return set(Formula(expr).required_variables)
+    except Exception as e:  # formulaic's syntax errors carry colour codes and markers
+        raise _formulaic_error(e, expr) from None
 
 
 def _model_matrix(expr: str, data: pd.DataFrame):
@@ -256,7 +268,10 @@ def _model_matrix(expr: str, data: pd.DataFrame):
         for j, c in enumerate(spec.columns, start=int(spec.intercept)):
             M[:, j] = data[c].to_numpy(dtype=float)
         return M, spec.names, spec, spec.term_indices
-    mm = model_matrix(expr, data, na_action="ignore", output="pandas")
+    try:
+        mm = model_matrix(expr, data, na_action="ignore", output="pandas")
+    except Exception as e:
+        raise _formulaic_error(e, expr) from None
     return (np.asarray(mm.to_numpy(dtype=float)), list(mm.columns), mm.model_spec,
             mm.model_spec.term_indices)
 

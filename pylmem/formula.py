@@ -130,6 +130,14 @@ def translate_r(expr: str) -> tuple[str, list[tuple[str, str]]]:
     return text, renames
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\u29da\u29db]")
+
+
+def clean_message(msg: str) -> str:
+    """One line, without terminal colour codes or formulaic's ⧛…⧚ highlight markers."""
+    return " ".join(_ANSI.sub("", str(msg)).split())
+
+
 def _unquote(name: str) -> str:
     """```my g``` -> ``my g`` (R's backticked names)."""
     name = name.strip()
