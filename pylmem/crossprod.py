@@ -59,6 +59,7 @@ class CrossProducts:
         shift = WtWc = wsum = None
         if icol is not None and self.WtWc is not None and other.WtWc is not None and n:
             shift = (self.n * self.shift + self.wsum + other.n * other.shift + other.wsum) / n
+            shift[icol] = 0.0                      # the intercept column is never centred
             WtWc, wsum = np.zeros_like(self.WtWc), np.zeros_like(self.wsum)
             for part in (self, other):
                 d = part.shift - shift

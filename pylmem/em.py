@@ -537,7 +537,8 @@ def _method(accelerate):
 
 def _degenerate(sigma2):
     raise ValueError(f"the EM update gave a non-positive or non-finite residual variance "
-                     f"(σ² = {sigma2!r}): the model is degenerate (an exact fit?)")
+                     f"(σ² = {sigma2!r}): the response is fitted exactly by the fixed and random "
+                     "effects (a degenerate model)")
 
 
 def _run(prob, *, n_iter, simplified, mask, tol, accelerate, max_iter):
