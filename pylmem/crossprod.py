@@ -29,15 +29,43 @@ _CHUNK = 1 << 17  # rows per chunk when forming row-wise products
 
 @dataclass
 class TermStats:
-    """Per-level cross-products of one term: ZtZ (L, q, q), ZtW (L, q, r)."""
+    """Per-level cross-products of one term: ZtZ (L, q, q), ZtW (L, q, r).
+
+    A term whose first column is the intercept (and q > 1) also keeps them formed about
+    shifts c (Z's column means, c_0 = 0) and m (W's): ZtZc = Σ (z − c)(z − c)', ZtWc =
+    Σ (z − c)(w − m)' per level, from centred rows (a slope on x = 10⁴ + noise loses
+    nothing).  Per level, row 0 of ZtZc is Σ (z − c) and ZtZc[0, 0] the count, so two
+    parts combine exactly after moving one to the other's shifts.
+    """
 
     ZtZ: np.ndarray
     ZtW: np.ndarray
     intercept: bool = False   # column 0 of Z is the constant 1 (a centrable term)
+    zshift: np.ndarray | None = None
+    wshift: np.ndarray | None = None
+    ZtZc: np.ndarray | None = None
+    ZtWc: np.ndarray | None = None
+
+    def centred_to(self, c, m):
+        """(ZtZc, ZtWc) moved to the shifts (c, m): exact, d = old − new shift."""
+        dz, dw = self.zshift - c, self.wshift - m
+        s = self.ZtZc[:, :, 0]            # Σ (z − c_old) per level
+        t = self.ZtWc[:, 0, :]            # Σ (w − m_old) per level
+        n = self.ZtZc[:, 0, 0]
+        sd = s[:, :, None] * dz[None, None, :]
+        ZtZc = self.ZtZc + sd + sd.transpose(0, 2, 1) + n[:, None, None] * np.outer(dz, dz)
+        ZtWc = (self.ZtWc + s[:, :, None] * dw[None, None, :] + dz[None, :, None] * t[:, None, :]
+                + n[:, None, None] * np.outer(dz, dw))
+        return ZtZc, ZtWc
 
     def __add__(self, other: "TermStats") -> "TermStats":
-        return TermStats(self.ZtZ + other.ZtZ, self.ZtW + other.ZtW,
-                         self.intercept and other.intercept)
+        out = TermStats(self.ZtZ + other.ZtZ, self.ZtW + other.ZtW,
+                        self.intercept and other.intercept)
+        if self.ZtZc is not None and other.ZtZc is not None:
+            ZtZc, ZtWc = other.centred_to(self.zshift, self.wshift)
+            out.zshift, out.wshift = self.zshift, self.wshift
+            out.ZtZc, out.ZtWc = self.ZtZc + ZtZc, self.ZtWc + ZtWc
+        return out
 
 
 @dataclass
@@ -97,17 +125,30 @@ def group_sums(codes: np.ndarray, n_levels: int, M: np.ndarray) -> np.ndarray:
     return np.asarray(S @ M)
 
 
-def _term_stats(Z: np.ndarray, codes: np.ndarray, n_levels: int, W: np.ndarray) -> TermStats:
+def _term_stats(Z: np.ndarray, codes: np.ndarray, n_levels: int, W: np.ndarray,
+                wshift=None, centre=True) -> TermStats:
     n, q = Z.shape
     r = W.shape[1]
+    if centre and q > 1 and n and np.all(Z[:, 0] == 1.0):
+        # centred rows; the plain products follow exactly: Z = Zc + 1c', W = Wc + 1m'
+        c = Z.mean(axis=0)
+        c[0] = 0.0
+        m = np.zeros(r) if wshift is None else np.asarray(wshift, float)
+        st = _term_stats(Z - c, codes, n_levels, W - m, centre=False)
+        Sc, Tc = st.ZtZ, st.ZtW
+        s, t, nj = Sc[:, :, 0], Tc[:, 0, :], Sc[:, 0, 0]
+        sc = s[:, :, None] * c[None, None, :]
+        ZtZ = Sc + sc + sc.transpose(0, 2, 1) + nj[:, None, None] * np.outer(c, c)
+        ZtW = (Tc + s[:, :, None] * m[None, None, :] + c[None, :, None] * t[:, None, :]
+               + nj[:, None, None] * np.outer(c, m))
+        return TermStats(ZtZ, ZtW, intercept=True, zshift=c, wshift=m, ZtZc=Sc, ZtWc=Tc)
     ZtZ = np.zeros((n_levels, q * q))
     ZtW = np.zeros((n_levels, q * r))
     for s in range(0, n, _CHUNK):
         z, w, c = Z[s:s + _CHUNK], W[s:s + _CHUNK], codes[s:s + _CHUNK]
         ZtZ += group_sums(c, n_levels, (z[:, :, None] * z[:, None, :]).reshape(len(z), q * q))
         ZtW += group_sums(c, n_levels, (z[:, :, None] * w[:, None, :]).reshape(len(z), q * r))
-    return TermStats(ZtZ.reshape(n_levels, q, q), ZtW.reshape(n_levels, q, r),
-                     intercept=bool(q > 1 and n and np.all(Z[:, 0] == 1.0)))
+    return TermStats(ZtZ.reshape(n_levels, q, q), ZtW.reshape(n_levels, q, r))
 
 
 def _intercept_column(X: np.ndarray):
@@ -127,18 +168,20 @@ def crossproducts(y, X, terms) -> CrossProducts:
     and ``sparse()`` (see :class:`pylmem.design.RandomTerm`).
     """
     W = np.column_stack([X, y])
-    stats = [_term_stats(t.Z, t.codes, t.n_levels, W) for t in terms]
+    icol = _intercept_column(np.asarray(X))
+    shift = None
+    if icol is not None:
+        shift = W.mean(axis=0)
+        shift[icol] = 0.0
+    stats = [_term_stats(t.Z, t.codes, t.n_levels, W, shift) for t in terms]
     between = {}
     if len(terms) > 1:
         Zs = [t.sparse() for t in terms]
         for k in range(len(terms)):
             for m in range(k + 1, len(terms)):
                 between[(k, m)] = (Zs[k].T @ Zs[m]).tocsr()
-    icol = _intercept_column(np.asarray(X))
-    shift = WtWc = wsum = None
+    WtWc = wsum = None
     if icol is not None:
-        shift = W.mean(axis=0)
-        shift[icol] = 0.0
         Wc = W - shift
         WtWc, wsum = Wc.T @ Wc, Wc.sum(axis=0)
     return CrossProducts(n=len(y), WtW=W.T @ W, terms=stats, between=between,

@@ -139,7 +139,12 @@ class ProfiledDeviance:
             order = np.lexsort((rows, cols))  # lme4: lower triangle column by column
             self._tril.append((rows[order], cols[order]))
         G0, ZW0 = cp.terms[0].ZtZ, cp.terms[0].ZtW
-        if self._MZ is not None:   # Z̃_0 = Z_0 M_Z: M_Z' G M_Z, M_Z' Z'W̃
+        t0 = self.cp_data.terms[0]
+        if self._MZ is not None and getattr(t0, "ZtZc", None) is not None:
+            # formed from centred rows (crossprod), moved exactly to this W̃'s shift
+            m = self._m if self._icol is not None else np.zeros(self.r)
+            G0, ZW0 = t0.centred_to(self._zc, m)
+        elif self._MZ is not None:   # Z̃_0 = Z_0 M_Z: M_Z' G M_Z, M_Z' Z'W̃
             G0 = np.einsum("ji,gjk,kl->gil", self._MZ, G0, self._MZ)
             ZW0 = np.einsum("ji,gjr->gir", self._MZ, ZW0)
         self._sum_ZtZ0 = G0.sum(axis=0)
@@ -164,9 +169,13 @@ class ProfiledDeviance:
         t0 = cp.terms[0]
         q0 = t0.ZtZ.shape[1]
         if getattr(t0, "intercept", False) and q0 > 1:
-            n0 = t0.ZtZ[:, 0, 0].sum()
-            c = t0.ZtZ[:, 0, :].sum(axis=0) / n0 if n0 > 0 else np.zeros(q0)
+            if getattr(t0, "zshift", None) is not None:
+                c = np.array(t0.zshift, dtype=float)
+            else:
+                n0 = t0.ZtZ[:, 0, 0].sum()
+                c = t0.ZtZ[:, 0, :].sum(axis=0) / n0 if n0 > 0 else np.zeros(q0)
             c[0] = 0.0
+            self._zc = c
             if np.any(c != 0):
                 self._MZ = np.eye(q0)
                 self._MZ[0] -= c            # M_Z = I − e_0 c'

@@ -280,3 +280,33 @@ def test_untrustworthy_fit_says_so_in_summary_and_json():
     assert f.is_singular and f.warnings
     assert "boundary (singular) fit" in str(f.summary())
     assert fit_to_dict(f)["warnings"] == f.warnings
+
+
+def test_partition_sums_keep_centred_term_statistics():
+    """The random-slope term's centred per-level statistics also add over partitions."""
+    d = data("shift_x_1e4.csv").assign(y=lambda e: e.y + 1e5)
+    m = pylmem.build_design("y ~ x + (x | g)", d)
+    whole = crossproducts(m.y, m.X, m.terms)
+    total = None
+    for idx in np.array_split(np.random.default_rng(1).permutation(m.n_obs), 3):
+        sub = [type(t)(name=t.name, group=t.group, coef_names=t.coef_names, Z=t.Z[idx],
+                       codes=t.codes[idx], levels=t.levels) for t in m.terms]
+        c = crossproducts(m.y[idx], m.X[idx], sub)
+        total = c if total is None else total + c
+    t, w = total.terms[0], whole.terms[0]
+    ZtZc, ZtWc = t.centred_to(w.zshift, w.wshift)
+    np.testing.assert_allclose(ZtZc, w.ZtZc, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(ZtWc, w.ZtWc, rtol=1e-8, atol=1e-6)
+    np.testing.assert_allclose(t.ZtZ, w.ZtZ, rtol=1e-12)
+    th = np.array([1.0, -0.3, 0.5])
+    a = ProfiledDeviance(total, [2], [m.terms[0].n_levels], reml=True)
+    b = ProfiledDeviance(whole, [2], [m.terms[0].n_levels], reml=True)
+    assert a(th) == pytest.approx(b(th), rel=1e-9)
+    # and the deviance equals the one of centred x (the model is invariant to the shift)
+    m0 = pylmem.build_design("y ~ x + (x | g)", data("base.csv").assign(y=d.y))
+    c0 = ProfiledDeviance(crossproducts(m0.y, m0.X, m0.terms), [2], [m0.terms[0].n_levels], reml=True)
+    T = np.array([[1.0, 0.0], [-0.3, 0.5]])
+    Minv = np.array([[1.0, -1e4], [0.0, 1.0]])   # Z_shifted = Z_base M -> T_shifted = M⁻¹ T
+    R = np.linalg.qr((Minv @ T).T, mode="r")
+    R = R * np.sign(np.diag(R))[:, None]
+    assert b(np.array([R[0, 0], R[0, 1], R[1, 1]])) == pytest.approx(c0(th), rel=1e-9)
