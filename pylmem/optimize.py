@@ -64,7 +64,7 @@ def _random_coefficient_start(design, dev, beta, e):
     Ω̂ = cov(b̂_i) − σ̂² mean (Z_i'Z_i)⁻¹ (eigenvalues floored), θ = vech chol(Ω̂/σ̂²).
     Saves 10-20% of the evaluations on the rat and simulated models.  None if unusable.
     """
-    t, st = design.terms[0], dev.cp.terms[0]
+    t, st = design.terms[0], getattr(dev, "cp_data", dev.cp).terms[0]
     q = t.q
     n_j = np.bincount(t.codes, minlength=t.n_levels)
     diag = np.einsum("gii->gi", st.ZtZ)
@@ -84,9 +84,13 @@ def _random_coefficient_start(design, dev, beta, e):
     s2 = (ee - np.einsum("gi,gi->g", Ze, b)).sum() / (n_j[ok] - q).sum()
     if not np.isfinite(s2) or s2 <= 0:
         return None
-    w, V = np.linalg.eigh((np.cov(b.T) - s2 * Ginv.mean(axis=0)) / s2)
+    # floor the eigenvalues in units of the Z columns' RMS (else a column ×1e-12 mixes
+    # scales 1e24 apart and the floor swamps the small ones)
+    sc = np.sqrt(np.maximum(np.diag(st.ZtZ.sum(axis=0)), 1e-300) / max(len(e), 1))
+    A = (np.cov(b.T) - s2 * Ginv.mean(axis=0)) / s2 * np.outer(sc, sc)
+    w, V = np.linalg.eigh(A)
     w = np.maximum(w, 1e-6 * max(w.max(), 1e-12))
-    return B.theta_from_lower(np.linalg.cholesky((V * w) @ V.T))
+    return B.theta_from_lower(np.linalg.cholesky((V * w) @ V.T) / sc[:, None])
 
 
 def start_theta(design, dev) -> np.ndarray:
@@ -214,18 +218,39 @@ class _Coords:
         return v, g / self.s
 
 
-def _run_lbfgsb(co, start, record):
+class _Stalled(Exception):
+    pass
+
+
+def _run_lbfgsb(co, start, record, patience=6):
+    """L-BFGS-B; stops once d has not decreased by 1e-12 relative in ``patience``
+    evaluations (at the optimum the line search otherwise chases rounding noise)."""
     diag = np.isfinite(co.lower)
+    best = [np.inf, np.asarray(start, float), 0]
 
     def fg(x):
         v, g = co.fg(x)
         record(v)
+        if v < best[0] - 1e-12 * abs(best[0]):
+            best[0], best[1], best[2] = v, np.array(x), 0
+        else:
+            best[2] += 1
+            if v < best[0]:
+                best[0], best[1] = v, np.array(x)
+            if best[2] >= patience:
+                raise _Stalled
         return v, g
 
     bounds = [(0.0, None) if d else (None, None) for d in diag]
-    res = minimize(fg, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options=dict(ftol=1e-10, gtol=1e-6, maxiter=2000, maxcor=20))
-    return np.maximum(res.x, np.where(diag, 0.0, -np.inf)), str(res.message)
+    try:
+        res = minimize(fg, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options=dict(ftol=1e-10, gtol=1e-6, maxiter=2000, maxcor=20))
+        x, msg = res.x, str(res.message)
+        if res.fun > best[0]:
+            x = best[1]
+    except _Stalled:
+        x, msg = best[1], f"no decrease of d in {patience} evaluations (at rounding level)"
+    return np.maximum(x, np.where(diag, 0.0, -np.inf)), msg
 
 
 def _run_bobyqa(co, start, record):
@@ -289,10 +314,13 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
         run = lambda x: _run_bobyqa(co, x, record)   # noqa: E731
         other = run   # a fresh trust region from the point reached
 
-    x, message = run(co.from_theta(theta0))
+    x0 = co.from_theta(theta0)
+    if not np.isfinite(co.f(x0)):   # a hopeless start: T̃ = diag(1/s) (identity in x)
+        x0 = np.concatenate([B.theta_from_lower(np.eye(q)) for q in dev.qs])
+    x, message = run(x0)
     x, message = _probe_boundary(co, x, message, run)
     opt = check_convergence(dev, co.to_theta(x), theta0=theta0, method=method, message=message,
-                            trace=trace)
+                            trace=trace, x=x)
     if opt.converged:
         return opt
     starts = [("restart", lambda: other(co.from_theta(opt.theta)))]
@@ -306,7 +334,7 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
             continue
         x2, msg2 = _probe_boundary(co, x2, msg2, run)
         o2 = check_convergence(dev, co.to_theta(x2), theta0=theta0, method=f"{method} + {label}",
-                               message=msg2, trace=trace)
+                               message=msg2, trace=trace, x=x2)
         if o2.objective < best.objective - 1e-10 * abs(best.objective) or \
                 (o2.converged and o2.objective <= best.objective + 1e-8 * abs(best.objective)):
             best = o2
@@ -344,17 +372,17 @@ def _probe_boundary(co, x, message, run):
     return x, message
 
 
-def check_convergence(dev, theta, *, theta0, method, message, trace) -> OptSummary:
+def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> OptSummary:
     """Snap near-zero diagonal θ to 0, polish with a Newton step, and check the optimum.
 
     Done in the optimiser's scaled centred coordinates x (:class:`_Coords`): the gradient
     and Hessian reported are with respect to x; the θ returned is the user's.
     """
     co = _Coords(dev)
-    x = co.from_theta(np.asarray(theta, float))
+    x = co.from_theta(np.asarray(theta, float)) if x is None else np.array(x, dtype=float)
     diag = np.isfinite(dev.lower)
     x[diag] = np.maximum(x[diag], 0.0)
-    obj = co.f(x)
+    obj = co.fg(x)[0] if dev.has_gradient else co.f(x)   # the gradient is reused below
     # MixedModels.jl: snap small diagonal entries to the boundary if d does not grow.  d is
     # flat there (it depends on θ_k²), so an optimiser stops short at θ ~ 1e-4 (lme4 and
     # its BOBYQA land on 0 exactly); each entry is tried alone, smallest first.
@@ -433,9 +461,6 @@ def check_convergence(dev, theta, *, theta0, method, message, trace) -> OptSumma
         warnings.append("boundary (singular) fit: a variance component is estimated as zero "
                         "(see is_singular)")
     theta = co.to_theta(x)
-    obj_user = dev(theta)
-    if np.isfinite(obj_user):
-        obj = obj_user
     converged = not any(w.startswith("Model failed") for w in warnings)
     return OptSummary(method=method, theta_start=np.asarray(theta0, float), theta=theta,
                       objective=float(obj), n_evals=dev.n_evals, converged=converged,
