@@ -125,30 +125,38 @@ def group_sums(codes: np.ndarray, n_levels: int, M: np.ndarray) -> np.ndarray:
     return np.asarray(S @ M)
 
 
-def _term_stats(Z: np.ndarray, codes: np.ndarray, n_levels: int, W: np.ndarray,
-                wshift=None, centre=True) -> TermStats:
+def _products(Z, codes, n_levels, W, zc=None, wc=None):
+    """Per-level Σ (z − zc)(z − zc)' and Σ (z − zc)(w − wc)', shifted chunk by chunk."""
     n, q = Z.shape
     r = W.shape[1]
-    if centre and q > 1 and n and np.all(Z[:, 0] == 1.0):
+    ZtZ = np.zeros((n_levels, q * q))
+    ZtW = np.zeros((n_levels, q * r))
+    for s in range(0, n, _CHUNK):
+        z, w, c = Z[s:s + _CHUNK], W[s:s + _CHUNK], codes[s:s + _CHUNK]
+        if zc is not None:
+            z, w = z - zc, w - wc
+        ZtZ += group_sums(c, n_levels, (z[:, :, None] * z[:, None, :]).reshape(len(z), q * q))
+        ZtW += group_sums(c, n_levels, (z[:, :, None] * w[:, None, :]).reshape(len(z), q * r))
+    return ZtZ.reshape(n_levels, q, q), ZtW.reshape(n_levels, q, r)
+
+
+def _term_stats(Z: np.ndarray, codes: np.ndarray, n_levels: int, W: np.ndarray,
+                wshift=None) -> TermStats:
+    n, q = Z.shape
+    r = W.shape[1]
+    if q > 1 and n and np.all(Z[:, 0] == 1.0):
         # centred rows; the plain products follow exactly: Z = Zc + 1c', W = Wc + 1m'
         c = Z.mean(axis=0)
         c[0] = 0.0
         m = np.zeros(r) if wshift is None else np.asarray(wshift, float)
-        st = _term_stats(Z - c, codes, n_levels, W - m, centre=False)
-        Sc, Tc = st.ZtZ, st.ZtW
+        Sc, Tc = _products(Z, codes, n_levels, W, c, m)
         s, t, nj = Sc[:, :, 0], Tc[:, 0, :], Sc[:, 0, 0]
         sc = s[:, :, None] * c[None, None, :]
         ZtZ = Sc + sc + sc.transpose(0, 2, 1) + nj[:, None, None] * np.outer(c, c)
         ZtW = (Tc + s[:, :, None] * m[None, None, :] + c[None, :, None] * t[:, None, :]
                + nj[:, None, None] * np.outer(c, m))
         return TermStats(ZtZ, ZtW, intercept=True, zshift=c, wshift=m, ZtZc=Sc, ZtWc=Tc)
-    ZtZ = np.zeros((n_levels, q * q))
-    ZtW = np.zeros((n_levels, q * r))
-    for s in range(0, n, _CHUNK):
-        z, w, c = Z[s:s + _CHUNK], W[s:s + _CHUNK], codes[s:s + _CHUNK]
-        ZtZ += group_sums(c, n_levels, (z[:, :, None] * z[:, None, :]).reshape(len(z), q * q))
-        ZtW += group_sums(c, n_levels, (z[:, :, None] * w[:, None, :]).reshape(len(z), q * r))
-    return TermStats(ZtZ.reshape(n_levels, q, q), ZtW.reshape(n_levels, q, r))
+    return TermStats(*_products(Z, codes, n_levels, W))
 
 
 def _intercept_column(X: np.ndarray):
@@ -184,5 +192,9 @@ def crossproducts(y, X, terms) -> CrossProducts:
     if icol is not None:
         Wc = W - shift
         WtWc, wsum = Wc.T @ Wc, Wc.sum(axis=0)
-    return CrossProducts(n=len(y), WtW=W.T @ W, terms=stats, between=between,
+        WtW = WtWc + np.outer(wsum, shift)   # W'W = Wc'Wc + s m' + m s' + n m m'
+        WtW += WtW.T - WtWc + len(y) * np.outer(shift, shift)
+    else:
+        WtW = W.T @ W
+    return CrossProducts(n=len(y), WtW=WtW, terms=stats, between=between,
                          icol=icol, shift=shift, WtWc=WtWc, wsum=wsum)

@@ -194,6 +194,16 @@ class ProfiledDeviance:
             return A
         return A + A[..., self._icol, None] * self._m
 
+    def _from_w_soa(self, A):
+        """A M_W⁻¹ for a (q, r, L) stack: one axpy per centred column."""
+        if self._icol is None:
+            return A
+        out = A.copy()
+        a0 = A[:, self._icol, :]
+        for j in np.flatnonzero(self._m):
+            out[:, j, :] += self._m[j] * a0
+        return out
+
     def _setup_rest(self):
         """Dense cross-products of the terms after the first (the 'rest' block)."""
         K = len(self.qs)
@@ -335,11 +345,12 @@ class ProfiledDeviance:
         return LamR.T @ M
 
     # ---------------------------------------------------------------- factor
-    def factor(self, theta, *, centred: bool = False) -> Factor:
+    def factor(self, theta, *, centred: bool = False, _user_c: bool = True) -> Factor:
         """Blocked Cholesky factorisation at θ (raises LinAlgError when not PD).
 
         ``centred=True``: θ's first term is θ̃ (T̃0 for the centred Z̃0, see the module
         docstring); the factor's T[0] is then M_Z T̃0 (not triangular; Z0 T[0] = Z̃0 T̃0).
+        ``_user_c=False`` (internal: objective, gradient) skips mapping C0s/CR back to W.
         """
         T = self.split_theta(theta)
         q0 = self.qs[0]
@@ -407,8 +418,9 @@ class ProfiledDeviance:
         C0s_w, CR_w = C0s, CR
         if self._icol is not None:   # back to the user's W: L_W = M_W^{-T} L̃_W, C = C̃ M_W⁻¹
             LW = LW + np.outer(self._m, LW[self._icol])
-            C0s = np.ascontiguousarray(self._from_w(C0s.transpose(0, 2, 1)).transpose(0, 2, 1))
-            CR = None if CR is None else self._from_w(CR)
+            if _user_c:
+                C0s = self._from_w_soa(C0s)
+                CR = None if CR is None else self._from_w(CR)
         return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LR0=LR0, LRR=LRR, CR=CR,
                       LW=LW, logdet_L=logdet, TtG0=TtG, C0s_w=C0s_w, CR_w=CR_w)
 
@@ -427,7 +439,7 @@ class ProfiledDeviance:
             return self._recent[key][0]
         self.n_evals += 1
         try:
-            f = self.factor(theta, centred=centred)
+            f = self.factor(theta, centred=centred, _user_c=False)
         except np.linalg.LinAlgError:
             return np.inf
         val = self.objective_from(f)
@@ -459,7 +471,7 @@ class ProfiledDeviance:
             return val, grad.copy()
         self.n_evals += 1
         try:
-            f = self.factor(theta, centred=centred)
+            f = self.factor(theta, centred=centred, _user_c=False)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros(len(theta))
         val = self.objective_from(f)
@@ -467,7 +479,7 @@ class ProfiledDeviance:
         q, r, G = f.C0s.shape
         H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)
         K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s_w)        # Z̃'V^{-1}W̃, (q, r, L)
-        K = self._from_w(K.transpose(0, 2, 1)).transpose(0, 2, 1)      # Z̃'V^{-1}W
+        K = self._from_w_soa(K)                                        # Z̃'V^{-1}W
         M = self._sum_ZtZ0 - np.einsum("jig,jkg->ik", H, H)           # Σ Z'V^{-1}Z
         beta = f.beta()
         g = np.einsum("r,irg->ig", np.r_[-beta, 1.0], K)               # (q, L)
