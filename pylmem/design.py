@@ -282,9 +282,16 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str]):
         return X, names, []
     # unpivoted QR: a tiny |R_jj| means column j lies in the span of the columns before it,
     # so the earlier column is kept, as R's qr() does for lme4
-    R = np.linalg.qr(X, mode="r")
+    # columns after an intercept are judged centred (same span): x = 10⁴ + 0.001·noise is
+    # not collinear with the intercept, though |R_jj| / ‖x‖ ~ 1e-7 uncentred
+    Xc = X
+    ones = np.flatnonzero(np.all(X == 1.0, axis=0)) if len(X) else []
+    if len(ones):
+        Xc = X.copy()
+        Xc[:, ones[0] + 1:] -= X[:, ones[0] + 1:].mean(axis=0)
+    R = np.linalg.qr(Xc, mode="r")
     d = np.abs(np.diag(R))
-    scale = np.linalg.norm(X, axis=0)
+    scale = np.linalg.norm(Xc, axis=0)
     keep = np.flatnonzero(d > 1e-7 * np.where(scale > 0, scale, 1.0))
     if len(keep) == X.shape[1]:
         return X, names, []

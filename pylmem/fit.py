@@ -200,11 +200,17 @@ class LmerFit:
 
     @property
     def is_singular(self) -> bool:
-        """True when some T_k is singular (a variance or correlation on the boundary)."""
-        for T in self.factor.T:
-            if np.any(np.abs(np.diag(T)) < 1e-4):
-                return True
-        return False
+        """True when some T_k is singular (a variance or correlation on the boundary).
+
+        lme4's test (a diagonal θ below 1e-4), made in the optimiser's scaled centred
+        coordinates so that it does not depend on the units or location of a covariate."""
+        from .optimize import _Coords
+
+        try:
+            x = _Coords(self.dev).from_theta(self.theta)
+        except Exception:  # pragma: no cover - fall back to lme4's raw test
+            x = self.theta
+        return bool(np.any(np.abs(x[np.isfinite(self.dev.lower)]) < 1e-4))
 
     @property
     def objective(self) -> float:

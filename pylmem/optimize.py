@@ -325,7 +325,7 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
         return opt
     starts = [("restart", lambda: other(co.from_theta(opt.theta)))]
     if len(dev.qs) == 1 and dev.qs[0] > 1 and design is not None:
-        starts.append(("EM start", lambda: run(_em_start(design, co))))
+        starts.insert(0, ("EM start", lambda: run(_em_start(design, co))))   # cheaper first
     best = opt
     for label, go in starts:
         try:
@@ -347,7 +347,7 @@ def _em_start(design, co):
     """x from the accelerated EM's optimum (one vector term; ML, a fine start for REML)."""
     from .em import fit_em
 
-    r = fit_em(design, tol=1e-8, max_iter=2000)
+    r = fit_em(design, tol=1e-7, max_iter=500)
     T = B.psd_cholesky(r.omega / r.sigma2)
     return co.from_theta(B.theta_from_lower(T))
 
