@@ -146,17 +146,26 @@ def _term_stats(Z: np.ndarray, codes: np.ndarray, n_levels: int, W: np.ndarray,
     r = W.shape[1]
     if q > 1 and n and np.all(Z[:, 0] == 1.0):
         # centred rows; the plain products follow exactly: Z = Zc + 1c', W = Wc + 1m'
-        c = Z.mean(axis=0)
+        c = _colmeans(Z)
         c[0] = 0.0
         m = np.zeros(r) if wshift is None else np.asarray(wshift, float)
         Sc, Tc = _products(Z, codes, n_levels, W, c, m)
         s, t, nj = Sc[:, :, 0], Tc[:, 0, :], Sc[:, 0, 0]
-        sc = s[:, :, None] * c[None, None, :]
-        ZtZ = Sc + sc + sc.transpose(0, 2, 1) + nj[:, None, None] * np.outer(c, c)
-        ZtW = (Tc + s[:, :, None] * m[None, None, :] + c[None, :, None] * t[:, None, :]
-               + nj[:, None, None] * np.outer(c, m))
+        ZtZ = Sc.copy()
+        ZtZ += s[:, :, None] * c
+        ZtZ += c[:, None] * s[:, None, :]
+        ZtZ += nj[:, None, None] * np.outer(c, c)
+        ZtW = Tc.copy()
+        ZtW += s[:, :, None] * m
+        ZtW += c[:, None] * t[:, None, :]
+        ZtW += nj[:, None, None] * np.outer(c, m)
         return TermStats(ZtZ, ZtW, intercept=True, zshift=c, wshift=m, ZtZc=Sc, ZtWc=Tc)
     return TermStats(*_products(Z, codes, n_levels, W))
+
+
+def _colmeans(A: np.ndarray) -> np.ndarray:
+    """Column means by a BLAS product (numpy's axis-0 mean of a C-ordered array is slow)."""
+    return np.ones(len(A)) @ A / len(A)
 
 
 def _intercept_column(X: np.ndarray):
@@ -179,7 +188,7 @@ def crossproducts(y, X, terms) -> CrossProducts:
     icol = _intercept_column(np.asarray(X))
     shift = None
     if icol is not None:
-        shift = W.mean(axis=0)
+        shift = _colmeans(W)
         shift[icol] = 0.0
     stats = [_term_stats(t.Z, t.codes, t.n_levels, W, shift) for t in terms]
     between = {}
