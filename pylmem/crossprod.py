@@ -61,6 +61,13 @@ class TermStats:
     def __add__(self, other: "TermStats") -> "TermStats":
         out = TermStats(self.ZtZ + other.ZtZ, self.ZtW + other.ZtW,
                         self.intercept and other.intercept)
+        empty = [t for t in (self, other) if t.ZtZc is None and not t.ZtZ.any()]
+        if empty and len(empty) < 2:   # an empty partition: keep the other's centring
+            full = other if empty[0] is self else self
+            if full.ZtZc is not None:
+                out.intercept, out.zshift, out.wshift = True, full.zshift, full.wshift
+                out.ZtZc, out.ZtWc = full.ZtZc.copy(), full.ZtWc.copy()
+            return out
         if self.ZtZc is not None and other.ZtZc is not None:
             ZtZc, ZtWc = other.centred_to(self.zshift, self.wshift)
             out.zshift, out.wshift = self.zshift, self.wshift
@@ -82,6 +89,12 @@ class CrossProducts:
     wsum: np.ndarray | None = None     # Σ (w − m)
 
     def __add__(self, other: "CrossProducts") -> "CrossProducts":
+        if other.n == 0 or self.n == 0:   # an empty partition adds nothing (keep the centring)
+            a, b = (self, other) if other.n == 0 else (other, self)
+            return CrossProducts(
+                n=a.n, WtW=a.WtW + b.WtW, terms=[x + y for x, y in zip(a.terms, b.terms)],
+                between={k: a.between[k] + b.between[k] for k in a.between},
+                icol=a.icol, shift=a.shift, WtWc=a.WtWc, wsum=a.wsum)
         n = self.n + other.n
         icol = self.icol if self.icol == other.icol else None
         shift = WtWc = wsum = None

@@ -288,7 +288,8 @@ def test_partition_sums_keep_centred_term_statistics():
     m = pylmem.build_design("y ~ x + (x | g)", d)
     whole = crossproducts(m.y, m.X, m.terms)
     total = None
-    for idx in np.array_split(np.random.default_rng(1).permutation(m.n_obs), 3):
+    parts = np.array_split(np.random.default_rng(1).permutation(m.n_obs), 3)
+    for idx in [parts[0], np.arange(0), *parts[1:]]:     # an empty partition too
         sub = [type(t)(name=t.name, group=t.group, coef_names=t.coef_names, Z=t.Z[idx],
                        codes=t.codes[idx], levels=t.levels) for t in m.terms]
         c = crossproducts(m.y[idx], m.X[idx], sub)
