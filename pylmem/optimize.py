@@ -2,10 +2,13 @@
 
 Choice of optimiser (measured, see benchmarks/):
 
+Both optimisers work in the coordinates x of :class:`_Coords`: θ̃ for the first term's
+centred columns (Z̃ = Z − 1c'), each row of T̃ scaled by the RMS of its Z̃ column, so the
+problem does not depend on the location or units of y or of a covariate; no upper box.
+
 * one random-effects term: L-BFGS-B with the analytic gradient of
-  :meth:`ProfiledDeviance.value_and_gradient`, in coordinates where each row of T is
-  scaled by the RMS of its column of Z (so ``week2`` ~ 100 and the intercept ~ 1 get
-  comparable θ).  lme4's BOBYQA stops short on the rat models; this reaches the
+  :meth:`ProfiledDeviance.value_and_gradient` (so ``week2`` ~ 100 and the intercept ~ 1
+  get comparable coordinates).  lme4's BOBYQA stops short on the rat models; this reaches the
   optimum (Δdeviance ≤ 1e-7) in ~60-120 evaluations, then one Newton step with the
   finite-difference Hessian of the gradient polishes it to machine precision.
 * several terms: BOBYQA (NLopt, as lme4 and MixedModels.jl), derivative free, started
@@ -15,7 +18,9 @@ Choice of optimiser (measured, see benchmarks/):
 Convergence is then checked at θ̂ (lme4's checkConv): the gradient and Hessian of d
 (analytic or central differences) give the scaled gradient H⁻¹g, which must be small
 on the interior coordinates, and H must be positive definite; θ on the boundary
-(a zero diagonal entry of some T_k) is reported as a singular fit.
+(a zero diagonal entry of some T_k) is reported as a singular fit.  The check works in x
+(OptSummary.gradient / hessian are with respect to x).  When it fails, the fit restarts
+(EM start for one vector term, the other optimiser from the point reached) and keeps the best.
 """
 from __future__ import annotations
 

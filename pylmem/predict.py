@@ -165,6 +165,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
     Returns a Series indexed like the data (``newdata`` or the fitted data).
     """
     d = fit.design
+    if not isinstance(allow_new_levels, (bool, np.bool_)):
+        raise ValueError(f"allow_new_levels must be True or False, got {allow_new_levels!r}")
     sel = _selected_terms(fit, re_form)
     beta = fit.fixef.to_numpy(dtype=float)
     if newdata is None:

@@ -228,6 +228,12 @@ def test_reml_must_be_bool(reml):
         pylmem.lmer("y ~ x + (1 | g)", _named_data(), reml=reml)
 
 
+def test_predict_argument_checks(int_id_fit):
+    d, f = int_id_fit
+    with pytest.raises(ValueError, match="allow_new_levels must be True or False"):
+        f.predict(d.head(2), allow_new_levels=None)
+
+
 @pytest.mark.parametrize("formula,msg", [
     ("y ~ x + (0 | g)", r"\(0 \| g\) has no columns"),
     ("y ~ offset(x) + (1 | g)", r"offset\(\) is not supported yet"),
