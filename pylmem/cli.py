@@ -183,7 +183,9 @@ def _table_to_records(table) -> list:
 
 
 def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
+    from .formula import clean_message
+
+    msg = clean_message(str(e))
     if isinstance(e, KeyError) and msg.startswith("'") and msg.endswith("'"):
         msg = f"unknown column {msg}"
     if not msg:

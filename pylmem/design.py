@@ -32,6 +32,8 @@ class RandomTerm:
     expr: str = "1"           # formulaic right-hand side of this term
     spec: object = None       # formulaic ModelSpec to rebuild Z on new data
     columns: list[int] = field(default_factory=list)  # columns kept of the expr matrix
+    group_values: list = None   # per grouping column: its distinct values (identity by value)
+    level_codes: np.ndarray = None  # (L, len(group)) index into group_values of each level
 
     @property
     def q(self) -> int:
@@ -75,6 +77,12 @@ class ModelDesign:
     weights_name: str = None     # the weights column, if given by name
     offset_exprs: list = field(default_factory=list)  # offset(expr) terms and offset= column
     offset_arg: str = None       # the offset= argument as lme4 prints it (" Offset:" line)
+    aliases: dict = field(default_factory=dict)  # data column -> the name formulaic saw
+
+    def with_aliases(self, data: pd.DataFrame) -> pd.DataFrame:
+        """``data`` plus the aliased copies of columns whose names formulaic reserves."""
+        add = {a: data[c] for c, a in self.aliases.items() if c in data.columns}
+        return data.assign(**add) if add else data
 
     @property
     def n_obs(self) -> int:
@@ -112,12 +120,72 @@ def _check_finite(M: np.ndarray, names, what: str) -> None:
 
 
 def _group_labels(data: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
-    """Level label of each row for a grouping factor or an interaction ``a:b``."""
+    """Display label of each row for a grouping factor or an interaction ``a:b``."""
     cols = [data[g].astype(str) for g in group]
     lab = cols[0]
     for c in cols[1:]:
         lab = lab + ":" + c
     return lab
+
+
+def _distinct_sorted(values: pd.Series):
+    """(codes, uniques) of a column by *value* (pandas' equality: 1 == 1.0, 0.0 == -0.0,
+    2 != "2"), uniques sorted (as R's factor levels; mixed types by type name, then str)."""
+    try:
+        return pd.factorize(values, sort=True)
+    except TypeError:   # mixed types (2 and "2") cannot be ordered directly
+        codes, uniq = pd.factorize(values, sort=False)
+        keys = [(type(v).__name__, str(v)) for v in uniq]
+        order = sorted(range(len(uniq)), key=keys.__getitem__)
+        remap = np.empty(len(uniq), dtype=np.int64)
+        remap[order] = np.arange(len(uniq))
+        return remap[codes], uniq.take(order)
+
+
+def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
+    """Level of each row of a grouping factor (or interaction), identity by value.
+
+    Returns (codes, levels, group_values, level_codes): ``levels`` the display labels
+    (the values themselves for one column, "a:b" strings for an interaction, sorted by
+    label), ``group_values`` each column's distinct values and ``level_codes`` the
+    (L, ncols) indices of each level's values into them; predict matches new data to
+    levels through the latter, so int ids and float newdata ids are the same levels.
+    """
+    per = [_distinct_sorted(data[g]) for g in group]
+    values = [np.asarray(u, dtype=object) if isinstance(u, pd.Categorical) else
+              np.asarray(u) for _, u in per]
+    if len(group) == 1:
+        codes = np.asarray(per[0][0], dtype=np.int64)
+        levels = np.asarray(per[0][1])
+        return codes, levels, values, np.arange(len(levels))[:, None]
+    C = np.column_stack([np.asarray(c, dtype=np.int64) for c, _ in per])
+    uniq, codes = np.unique(C, axis=0, return_inverse=True)
+    labels = np.array([":".join(str(values[j][uniq[i, j]]) for j in range(len(group)))
+                       for i in range(len(uniq))], dtype=object)
+    order = np.lexsort((np.arange(len(uniq)), labels.astype(str)))
+    remap = np.empty(len(uniq), dtype=np.int64)
+    remap[order] = np.arange(len(uniq))
+    return remap[codes.ravel()], labels[order], values, uniq[order]
+
+
+def match_levels(term, data: pd.DataFrame) -> np.ndarray:
+    """Index of each row's level among ``term``'s levels (−1 for a level not in the fit)."""
+    n = len(data)
+    if term.group_values is None:   # a term built elsewhere: fall back to the labels
+        return pd.Index(term.levels).get_indexer(_group_labels(data, term.group).to_numpy())
+    C = np.empty((n, len(term.group)), dtype=np.int64)
+    for j, g in enumerate(term.group):
+        C[:, j] = pd.Index(term.group_values[j]).get_indexer(data[g])
+    if len(term.group) == 1:
+        return C[:, 0]
+    # mixed-radix key of each code tuple, looked up among the levels' keys
+    radix = np.cumprod([1] + [len(v) for v in term.group_values[:-1]])
+    lvl_key = term.level_codes @ radix
+    order = np.argsort(lvl_key)
+    key = C @ radix
+    pos = np.clip(np.searchsorted(lvl_key[order], key), 0, max(len(order) - 1, 0))
+    hit = (C >= 0).all(axis=1) & (lvl_key[order][pos] == key) if len(order) else np.zeros(n, bool)
+    return np.where(hit, order[pos] if len(order) else -1, -1)
 
 
 class NumericSpec:
@@ -177,10 +245,22 @@ class NumericSpec:
         return cls(intercept, cols)
 
 
+def _formulaic_error(e: Exception, expr: str) -> ValueError:
+    """formulaic's exception as a one-line ValueError naming the expression."""
+    from .formula import clean_message
+
+    return ValueError(f"cannot use the model terms '{expr}': {type(e).__name__}: {clean_message(e)}")
+
+
 def _required_variables(expr: str, data: pd.DataFrame) -> set:
     """Data columns an expression uses (formulaic's parse, skipped for plain numeric ones)."""
     spec = NumericSpec.detect(expr, data)
-    return spec.required_variables if spec is not None else set(Formula(expr).required_variables)
+    if spec is not None:
+        return spec.required_variables
+    try:
+        return set(Formula(expr).required_variables)
+    except Exception as e:  # formulaic's syntax errors carry colour codes and markers
+        raise _formulaic_error(e, expr) from None
 
 
 def _model_matrix(expr: str, data: pd.DataFrame):
@@ -193,7 +273,10 @@ def _model_matrix(expr: str, data: pd.DataFrame):
         for j, c in enumerate(spec.columns, start=int(spec.intercept)):
             M[:, j] = data[c].to_numpy(dtype=float)
         return M, spec.names, spec, spec.term_indices
-    mm = model_matrix(expr, data, na_action="ignore", output="pandas")
+    try:
+        mm = model_matrix(expr, data, na_action="ignore", output="pandas")
+    except Exception as e:
+        raise _formulaic_error(e, expr) from None
     return (np.asarray(mm.to_numpy(dtype=float)), list(mm.columns), mm.model_spec,
             mm.model_spec.term_indices)
 
@@ -204,9 +287,16 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str]):
         return X, names, []
     # unpivoted QR: a tiny |R_jj| means column j lies in the span of the columns before it,
     # so the earlier column is kept, as R's qr() does for lme4
-    R = np.linalg.qr(X, mode="r")
+    # columns after an intercept are judged centred (same span): x = 10⁴ + 0.001·noise is
+    # not collinear with the intercept, though |R_jj| / ‖x‖ ~ 1e-7 uncentred
+    Xc = X
+    ones = np.flatnonzero(np.all(X == 1.0, axis=0)) if len(X) else []
+    if len(ones):
+        Xc = X.copy()
+        Xc[:, ones[0] + 1:] -= X[:, ones[0] + 1:].mean(axis=0)
+    R = np.linalg.qr(Xc, mode="r")
     d = np.abs(np.diag(R))
-    scale = np.linalg.norm(X, axis=0)
+    scale = np.linalg.norm(Xc, axis=0)
     keep = np.flatnonzero(d > 1e-7 * np.where(scale > 0, scale, 1.0))
     if len(keep) == X.shape[1]:
         return X, names, []
@@ -214,6 +304,42 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str]):
     warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
                   f"column(s): {', '.join(dropped)}", stacklevel=3)
     return X[:, keep], [names[i] for i in keep], dropped
+
+
+def _alias_reserved(parsed: ParsedFormula, data: pd.DataFrame):
+    """Columns named ``Intercept`` or a number (used as ```1```) would be formulaic's
+    intercept: give them aliases in the expressions, renamed back in the coefficient names."""
+    import re
+    from dataclasses import replace
+
+    aliases, text = {}, [parsed.fixed] + [sp.expr for sp in parsed.random]
+    for col in data.columns:
+        if not isinstance(col, str):
+            continue
+        if col == "Intercept":
+            pat = re.compile(r"(?<![\w.`])Intercept(?![\w.`])|`Intercept`")
+        elif re.fullmatch(r"\d+(\.\d*)?", col):
+            pat = re.compile("`" + re.escape(col) + "`")
+        else:
+            continue
+        if not any(pat.search(t) for t in text):
+            continue
+        alias = "pylmem_col_%d_%s" % (len(aliases), re.sub(r"\W", "_", col))
+        while alias in data.columns:
+            alias += "_"
+        aliases[col] = (alias, pat)
+    if not aliases:
+        return parsed, {}
+
+    def sub(t):
+        for alias, pat in aliases.values():
+            t = pat.sub(alias, t)
+        return t
+
+    renames = tuple(parsed.renames) + tuple((a, c) for c, (a, _) in aliases.items())
+    random = tuple(replace(sp, expr=sub(sp.expr)) for sp in parsed.random)
+    parsed = replace(parsed, fixed=sub(parsed.fixed), random=random, renames=renames)
+    return parsed, {c: a for c, (a, _) in aliases.items()}
 
 
 def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
@@ -230,7 +356,14 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
     if not parsed.random:
         raise ValueError(f"formula {formula!r} has no random-effects term '(expr | group)'; "
                          "use an ordinary linear model for fixed effects only")
+    if isinstance(factors, str):
+        factors = (factors,)
     data = data.copy()
+    if len(data) == 0:
+        raise ValueError("the data have no rows")
+    parsed, aliases = _alias_reserved(parsed, data)
+    for c, a in aliases.items():
+        data[a] = data[c]
     from . import weights as W
 
     fixed_rest, offset_exprs = W.split_offsets(parsed.fixed)
@@ -289,10 +422,13 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
     for spec in parsed.random:
         expr = translate_r(spec.expr)[0]
         Zfull, zcols, zspec, term_indices = _model_matrix(expr, data)
-        names = [r_column_name(c, expr, translate_r(spec.expr)[1]) for c in zcols]
+        names = [r_column_name(c, expr, translate_r(spec.expr)[1] + list(parsed.renames))
+                 for c in zcols]
+        if not names:
+            raise ValueError(f"random-effects term ({spec.expr} | {spec.name}) has no columns: "
+                             "drop it, or write (1 | g) for a random intercept")
         _check_finite(Zfull, names, f"random-effects ({spec.expr} | {spec.name})")
-        labels = _group_labels(data, spec.group)
-        codes, levels = pd.factorize(labels, sort=True)
+        codes, levels, group_values, level_codes = group_codes(data, spec.group)
         # (a + b || g): one term per formula term of the expression, as lme4's double bar
         col_groups = [list(range(Zfull.shape[1]))] if spec.correlated else \
             [list(idx) for idx in term_indices.values()]
@@ -302,7 +438,8 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                                     Z=np.ascontiguousarray(Zfull[:, cols]),
                                     codes=codes.astype(np.int64), levels=np.asarray(levels),
                                     expr=expr, spec=zspec,
-                                    columns=list(cols)))
+                                    columns=list(cols), group_values=group_values,
+                                    level_codes=level_codes))
     # lme4 orders terms by decreasing number of levels (stable), and makes names unique
     terms.sort(key=lambda t: -t.n_levels)
     seen: dict[str, int] = {}
@@ -331,4 +468,5 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                        weights=None if w_all is None else w_all[order],
                        offset=None if off is None else off[order], weights_name=w_name,
                        offset_exprs=offset_exprs,
-                       offset_arg=None if o_all is None else (o_name or "<array>"))
+                       offset_arg=None if o_all is None else (o_name or "<array>"),
+                       aliases=aliases)

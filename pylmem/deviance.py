@@ -20,6 +20,13 @@ factorised as its structure allows (:mod:`pylmem.sparse_factor`: dense LAPACK or
 symbolic work once per model).  One evaluation touches only the cross-products, never
 the n rows.  The analytic gradient (:meth:`value_and_gradient`) covers one term, and
 several terms with a small dense rest block (:mod:`pylmem.multi_gradient`).
+
+Numerically stable coordinates (internal; θ, β, R_X and L_W stay the user's):
+with an intercept column in X, W is replaced by W̃ = W M_W, M_W = I − e_i m' (m the column
+means, see :mod:`pylmem.crossprod`), and when the first term has an intercept, its Z by
+Z̃ = Z M_Z, M_Z = I − e_0 c' (c the means of its columns), T̃ = M_Z⁻¹ T (so Z̃T̃ = ZT and
+L is unchanged).  d(θ) is invariant; L_W = M_W^{-T} L̃_W stays lower triangular (M_W unit
+upper triangular), C = C̃ M_W⁻¹.  Formed uncentred, y = 10⁶ + noise loses 4 digits of r².
 """
 from __future__ import annotations
 
@@ -55,7 +62,9 @@ class Factor:
     CR: np.ndarray        # (m, r)
     LW: np.ndarray        # (r, r) lower factor of the W block
     logdet_L: float       # log|L|²
-    TtG0: np.ndarray = None  # (q, q, L) T0' Z_0'Z_0 per level, kept for the gradient
+    TtG0: np.ndarray = None  # (q, q, L) T̃0' Z̃_0'Z̃_0 per level, kept for the gradient
+    C0s_w: np.ndarray = None  # C0s in the centred coordinates W̃ (internal, gradient)
+    CR_w: np.ndarray = None   # CR in the centred coordinates W̃
 
     @property
     def LR0(self):
@@ -113,7 +122,9 @@ class ProfiledDeviance:
     """d(θ): the profiled ML deviance or REML criterion, from :class:`CrossProducts`."""
 
     def __init__(self, cp: CrossProducts, qs, n_levels, *, reml: bool):
-        self.cp = cp
+        self.cp_data = cp
+        self._setup_centring(cp)
+        cp = self.cp   # W̃ coordinates from here on (see module docstring)
         self.qs = list(qs)
         self.n_levels = list(n_levels)
         self.reml = bool(reml)
@@ -132,12 +143,72 @@ class ProfiledDeviance:
             rows, cols = np.tril_indices(q)
             order = np.lexsort((rows, cols))  # lme4: lower triangle column by column
             self._tril.append((rows[order], cols[order]))
-        self._sum_ZtZ0 = cp.terms[0].ZtZ.sum(axis=0)
-        self._G0 = np.ascontiguousarray(cp.terms[0].ZtZ.transpose(1, 2, 0))   # (q, q, L)
-        self._ZW0 = np.ascontiguousarray(cp.terms[0].ZtW.transpose(1, 2, 0))  # (q, r, L)
+        G0, ZW0 = cp.terms[0].ZtZ, cp.terms[0].ZtW
+        t0 = self.cp_data.terms[0]
+        if self._MZ is not None and getattr(t0, "ZtZc", None) is not None:
+            # formed from centred rows (crossprod), moved exactly to this W̃'s shift
+            m = self._m if self._icol is not None else np.zeros(self.r)
+            G0, ZW0 = t0.centred_to(self._zc, m)
+        elif self._MZ is not None:   # Z̃_0 = Z_0 M_Z: M_Z' G M_Z, M_Z' Z'W̃
+            G0 = np.einsum("ji,gjk,kl->gil", self._MZ, G0, self._MZ)
+            ZW0 = np.einsum("ji,gjr->gir", self._MZ, ZW0)
+        self._sum_ZtZ0 = G0.sum(axis=0)
+        self._G0 = np.ascontiguousarray(G0.transpose(1, 2, 0))   # (q, q, L)
+        self._ZW0 = np.ascontiguousarray(ZW0.transpose(1, 2, 0))  # (q, r, L)
         self._setup_rest()
 
     # ---------------------------------------------------------------- set-up
+    def _setup_centring(self, cp):
+        """M_W (as icol, m) and M_Z of the stable coordinates; self.cp in W̃ coordinates."""
+        from dataclasses import replace
+
+        cen = cp.centred()
+        self._icol = self._m = None
+        self.cp = cp
+        if cen is not None and np.any(cen[1] != 0):
+            icol, m, WtWc = cen
+            self._icol, self._m = icol, np.asarray(m, float)
+            terms = [replace(t, ZtW=self._to_w(t.ZtW)) for t in cp.terms]
+            self.cp = replace(cp, WtW=WtWc, terms=terms)
+        self._MZ = self._MZinv = None
+        t0 = cp.terms[0]
+        q0 = t0.ZtZ.shape[1]
+        if getattr(t0, "intercept", False) and q0 > 1:
+            if getattr(t0, "zshift", None) is not None:
+                c = np.array(t0.zshift, dtype=float)
+            else:
+                n0 = t0.ZtZ[:, 0, 0].sum()
+                c = t0.ZtZ[:, 0, :].sum(axis=0) / n0 if n0 > 0 else np.zeros(q0)
+            c[0] = 0.0
+            self._zc = c
+            if np.any(c != 0):
+                self._MZ = np.eye(q0)
+                self._MZ[0] -= c            # M_Z = I − e_0 c'
+                self._MZinv = np.eye(q0)
+                self._MZinv[0] += c         # M_Z⁻¹ = I + e_0 c'
+
+    def _to_w(self, A):
+        """A M_W for A (..., r): W-coordinates to W̃."""
+        if self._icol is None:
+            return A
+        return A - A[..., self._icol, None] * self._m
+
+    def _from_w(self, A):
+        """A M_W⁻¹ (W̃-coordinates back to W)."""
+        if self._icol is None:
+            return A
+        return A + A[..., self._icol, None] * self._m
+
+    def _from_w_soa(self, A):
+        """A M_W⁻¹ for a (q, r, L) stack: one axpy per centred column."""
+        if self._icol is None:
+            return A
+        out = A.copy()
+        a0 = A[:, self._icol, :]
+        for j in np.flatnonzero(self._m):
+            out[:, j, :] += self._m[j] * a0
+        return out
+
     def _setup_rest(self):
         """Symbolic analysis of the terms after the first (see :mod:`pylmem.sparse_factor`)."""
         if len(self.qs) == 1:
@@ -160,21 +231,61 @@ class ProfiledDeviance:
             out.append(T)
         return out
 
+    def _first_term_map(self, theta, M) -> np.ndarray:
+        """θ with the first term's T0 replaced by the lower factor of (M T0)(M T0)' (by QR)."""
+        theta = np.array(theta, dtype=float)
+        if M is None:
+            return theta
+        T0 = M @ self.split_theta(theta)[0]
+        R = np.linalg.qr(T0.T, mode="r")                # T0 = R'Q': R' is lower, R'R = T0 T0'
+        R = R * np.where(np.diag(R) < 0, -1.0, 1.0)[:, None]
+        theta[: self.n_theta[0]] = B.theta_from_lower(R.T)
+        return theta
+
+    def theta_to_centred(self, theta) -> np.ndarray:
+        """θ (user's Z) -> θ̃ (centred Z̃ of the first term): T̃0 T̃0' = M_Z⁻¹ T0 T0' M_Z^{-T}."""
+        return self._first_term_map(theta, self._MZinv)
+
+    def theta_from_centred(self, theta_c) -> np.ndarray:
+        """θ̃ -> θ: T0 T0' = M_Z T̃0 T̃0' M_Z'."""
+        return self._first_term_map(theta_c, self._MZ)
+
+    def centred_scales(self) -> np.ndarray:
+        """Scale of each θ̃ entry: the RMS of its row's column of Z̃ (1 if constant 0)."""
+        out = []
+        for k, q in enumerate(self.qs):
+            G = self._sum_ZtZ0 if k == 0 else self.cp.terms[k].ZtZ.sum(axis=0)
+            s = np.sqrt(np.maximum(np.diag(G), 0) / max(self.n, 1))
+            s = np.where(s > 0, s, 1.0)
+            out.append(s[self._tril[k][0]])
+        return np.concatenate(out)
+
     def start_theta(self) -> np.ndarray:
         """lme4's start: each T_k the identity."""
         return np.concatenate([B.theta_from_lower(np.eye(q)) for q in self.qs])
 
     # ---------------------------------------------------------------- factor
-    def factor(self, theta) -> Factor:
-        """Blocked Cholesky factorisation at θ (raises LinAlgError when not PD)."""
+    def factor(self, theta, *, centred: bool = False, _user_c: bool = True) -> Factor:
+        """Blocked Cholesky factorisation at θ (raises LinAlgError when not PD).
+
+        ``centred=True``: θ's first term is θ̃ (T̃0 for the centred Z̃0, see the module
+        docstring); the factor's T[0] is then M_Z T̃0 (not triangular; Z0 T[0] = Z̃0 T̃0).
+        ``_user_c=False`` (internal: objective, gradient) skips mapping C0s/CR back to W.
+        """
         T = self.split_theta(theta)
-        T0 = T[0]
         q0 = self.qs[0]
-        TtG = B.left_mul_soa(T0.T, self._G0)                   # T0' G per level
-        A00 = B.left_mul_soa(T0.T, np.ascontiguousarray(TtG.transpose(1, 0, 2)))  # (T0'G T0)' = A00
+        if self._MZinv is None:
+            T0t = T[0]
+        elif centred:
+            T0t, T[0] = T[0], self._MZ @ T[0]
+        else:
+            T0t = self._MZinv @ T[0]                            # T̃0: Z̃0 T̃0 = Z0 T0
+        T0 = T[0]
+        TtG = B.left_mul_soa(T0t.T, self._G0)                   # T̃0' G̃ per level
+        A00 = B.left_mul_soa(T0t.T, np.ascontiguousarray(TtG.transpose(1, 0, 2)))  # (T0'G T0)' = A00
         A00[np.arange(q0), np.arange(q0)] += 1.0
         L0s = B.cholesky_soa(A00)
-        C0s = B.solve_lower_soa(L0s, B.left_mul_soa(T0.T, self._ZW0))
+        C0s = B.solve_lower_soa(L0s, B.left_mul_soa(T0t.T, self._ZW0))
         S = self.cp.WtW - sum(C0s[j] @ C0s[j].T for j in range(q0))   # W'W − Σ_levels C0'C0
         logdet = 2.0 * float(np.log(L0s[np.arange(q0), np.arange(q0)]).sum())
         LRR = CR = None
@@ -185,8 +296,14 @@ class ProfiledDeviance:
             S = S - CR.T @ CR
             logdet += LRR.logdet
         LW = np.linalg.cholesky(S)
+        C0s_w, CR_w = C0s, CR
+        if self._icol is not None:   # back to the user's W: L_W = M_W^{-T} L̃_W, C = C̃ M_W⁻¹
+            LW = LW + np.outer(self._m, LW[self._icol])
+            if _user_c:
+                C0s = self._from_w_soa(C0s)
+                CR = None if CR is None else self._from_w(CR)
         return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LRR=LRR, CR=CR,
-                      LW=LW, logdet_L=logdet, TtG0=TtG)
+                      LW=LW, logdet_L=logdet, TtG0=TtG, C0s_w=C0s_w, CR_w=CR_w)
 
     def objective_from(self, f: Factor) -> float:
         """The criterion from a factor."""
@@ -198,22 +315,22 @@ class ProfiledDeviance:
                 - self.log_weights
         return f.logdet_L + n * (1.0 + np.log(2 * np.pi * pw / n)) - self.log_weights
 
-    def __call__(self, theta) -> float:
-        key = np.asarray(theta, float).tobytes()
+    def __call__(self, theta, *, centred: bool = False) -> float:
+        key = np.asarray(theta, float).tobytes() + bytes([centred])
         if key in self._recent:
             return self._recent[key][0]
         self.n_evals += 1
         try:
-            f = self.factor(theta)
+            f = self.factor(theta, centred=centred, _user_c=False)
         except np.linalg.LinAlgError:
             return np.inf
         val = self.objective_from(f)
         return val if np.isfinite(val) else np.inf
 
-    def _remember(self, theta, val, grad):
+    def _remember(self, theta, val, grad, centred=False):
         """Keep the last few (value, gradient) pairs: the optimiser's final point is
         evaluated again by the convergence check."""
-        self._recent[np.asarray(theta, float).tobytes()] = (val, grad)
+        self._recent[np.asarray(theta, float).tobytes() + bytes([centred])] = (val, grad)
         while len(self._recent) > 4:
             self._recent.pop(next(iter(self._recent)))
 
@@ -227,19 +344,21 @@ class ProfiledDeviance:
 
         return available(self.rest)
 
-    def value_and_gradient(self, theta):
-        """d(θ) and ∂d/∂θ (several terms: :mod:`pylmem.multi_gradient`).
+    def value_and_gradient(self, theta, *, centred: bool = False):
+        """d(θ) and ∂d/∂θ (several terms: :mod:`pylmem.multi_gradient`, user coordinates only).
 
         With D = T T' (relative covariance), V_i = I + Z_i D Z_i', K_i = Z_i'V_i^{-1}W_i:
         ∂d/∂D = Σ_i Z_i'V_i^{-1}Z_i − (ν/r²) Σ_i g_i g_i' [− Σ_i K_iX C K_iX' for REML],
         g_i = K_i [−β̂; 1], C = (X'V^{-1}X)^{-1}, ν = n (ML) or n − p (REML);
         then ∂d/∂T = 2 (∂d/∂D) T, read off on the lower triangle.
         """
-        key = np.asarray(theta, float).tobytes()
+        key = np.asarray(theta, float).tobytes() + bytes([centred])
         if key in self._recent and self._recent[key][1] is not None:
             val, grad = self._recent[key]
             return val, grad.copy()
         multi = len(self.qs) > 1
+        if multi and centred:
+            raise NotImplementedError("the gradient for several terms is in the user's θ only")
         if multi:
             from .multi_gradient import supported
 
@@ -251,7 +370,8 @@ class ProfiledDeviance:
         if multi:
             self.rest.keep_pre = True
         try:
-            f = self.factor(theta)
+            # several terms: the gradient is formed in the user's coordinates (C0, C_R for W)
+            f = self.factor(theta, centred=centred, _user_c=multi)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros(len(theta))
         finally:
@@ -267,7 +387,8 @@ class ProfiledDeviance:
         T0 = f.T[0]
         q, r, G = f.C0s.shape
         H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)
-        K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s)          # Z'V^{-1}W, (q, r, L)
+        K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s_w)        # Z̃'V^{-1}W̃, (q, r, L)
+        K = self._from_w_soa(K)                                        # Z̃'V^{-1}W
         M = self._sum_ZtZ0 - np.einsum("jig,jkg->ik", H, H)           # Σ Z'V^{-1}Z
         beta = f.beta()
         g = np.einsum("r,irg->ig", np.r_[-beta, 1.0], K)               # (q, L)
@@ -277,7 +398,11 @@ class ProfiledDeviance:
             RXinv = _trsolve(f.RX, np.eye(self.p))
             KX = np.einsum("ba,iag->ibg", RXinv, K[:, :-1, :]).reshape(q, -1)
             GD = GD - KX @ KX.T
+        if self._MZinv is not None and centred:   # gradient in θ̃: ∂d/∂T̃ = 2 (∂d/∂D̃) T̃
+            T0 = self._MZinv @ T0
+        elif self._MZinv is not None:   # ∂d/∂D = M_Z^{-T} (∂d/∂D̃) M_Z⁻¹
+            GD = self._MZinv.T @ GD @ self._MZinv
         GT = 2.0 * GD @ T0
         grad = GT[self._tril[0]]
-        self._remember(theta, val, grad.copy())
+        self._remember(theta, val, grad.copy(), centred)
         return val, grad

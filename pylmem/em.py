@@ -537,7 +537,8 @@ def _method(accelerate):
 
 def _degenerate(sigma2):
     raise ValueError(f"the EM update gave a non-positive or non-finite residual variance "
-                     f"(σ² = {sigma2!r}): the model is degenerate (an exact fit?)")
+                     f"(σ² = {sigma2!r}): the response is fitted exactly by the fixed and random "
+                     "effects (a degenerate model)")
 
 
 def _run(prob, *, n_iter, simplified, mask, tol, accelerate, max_iter):
@@ -663,6 +664,35 @@ def _check_opts(n_iter, tol, max_iter):
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
 
 
+def _check_identifiable(y, X, G):
+    """Refuse what has no (finite, unique) ML estimate, as lmer does: a response fitted
+    exactly by X (σ² → 0, log-likelihood unbounded), or as many groups as observations
+    (σ² and Ω not separable)."""
+    n = len(y)
+    if G >= n:
+        raise ValueError(f"the number of groups ({G}) must be less than the number of "
+                         f"observations ({n}): σ² and Ω cannot be separated")
+    yc = y - y.mean()
+    if X.shape[1]:
+        r = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    else:
+        r = y
+    if not float(r @ r) > 1e-24 * max(float(yc @ yc), float(y @ y) * 1e-12, 1e-300) or \
+            not np.ptp(y) > 0:
+        raise ValueError("the response is fitted exactly by the fixed effects (constant, or a "
+                         "linear function of them): the residual variance is 0")
+
+
+def _check_sigma2(out, y):
+    """A residual variance at rounding level means y = Xβ + Aη exactly: no MLE."""
+    s2 = float(out["sigma2"])
+    scale = float(np.var(y)) if len(y) else 0.0
+    if not (math.isfinite(s2) and s2 > 1e-14 * max(scale, 1e-300)):
+        raise ValueError(f"the EM drove the residual variance to {s2:.3g} (var(y) = {scale:.3g}): "
+                         "the response is fitted exactly by the fixed and random effects and the "
+                         "likelihood is unbounded")
+
+
 def em(y, groups, X, A=None, *, n_iter=50, simplified=False, mask=None, tol=None,
        accelerate=False, max_iter=10000) -> EMResult:
     """ML fit of ``y = Xβ + Aη_group + e`` by EM (the seed's ``em.lmem`` / ``em2.lmem``).
@@ -715,9 +745,11 @@ def em(y, groups, X, A=None, *, n_iter=50, simplified=False, mask=None, tol=None
         raise ValueError("groups contains missing values")
     _method(accelerate)
     maskm = _check_mask(mask, Am.shape[1])
+    _check_identifiable(yv, Xm, len(labels))
     prob = _Problem(yv, codes.astype(np.intp), len(labels), Xm, Am)
     out = _run(prob, n_iter=int(n_iter), simplified=simplified, mask=maskm, tol=tol,
                accelerate=accelerate, max_iter=int(max_iter))
+    _check_sigma2(out, yv)
     return _result(prob, out, simplified=simplified, mask=maskm,
                    names=names, re_names=re_names, labels=np.asarray(labels))
 
@@ -757,9 +789,11 @@ def fit_em(design, *, tol=1e-10, max_iter=10000, accelerate=True, simplified=Fal
         labels = np.asarray(t.levels)[present]
     _method(accelerate)
     maskm = _check_mask(mask, Am.shape[1])
+    _check_identifiable(y, Xm, len(labels))
     prob = _Problem(y, cidx, len(labels), Xm, Am)
     out = _run(prob, n_iter=int(max_iter), simplified=simplified, mask=maskm, tol=tol,
                accelerate=accelerate, max_iter=int(max_iter))
+    _check_sigma2(out, y)
     return _result(prob, out, simplified=simplified, mask=maskm,
                    names=list(design.fixef_names), re_names=list(t.coef_names),
                    labels=labels)

@@ -25,7 +25,8 @@ from .optimize import OptSummary, check_convergence, optimize_theta
 
 def _check_residual_variance(cp, response: str) -> None:
     """The response must not be fitted exactly by the fixed effects (σ² would be 0)."""
-    W = cp.WtW
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    W = cp.WtW if cen is None else cen[2]   # about the column means: no cancellation in ȳ²
     p = W.shape[0] - 1
     yy = W[p, p]
     if p:
@@ -36,6 +37,24 @@ def _check_residual_variance(cp, response: str) -> None:
     if not rss > 1e-12 * max(yy, 1e-300):
         raise ValueError(f"the response {response!r} is fitted exactly by the fixed effects "
                          "(constant, or a linear function of them): the residual variance is 0")
+
+
+def _check_exact_fit(dev, opt, cp, response: str) -> None:
+    """y = Xβ + Zb exactly: the likelihood grows without bound as σ → 0 (θ → ∞).
+
+    Seen at the optimum as a penalised residual sum of squares r² below 1e-14 of the
+    centred Σ(y − ȳ)² (or a factor that no longer exists): a clear error, not a number.
+    """
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    yy = float((cp.WtW if cen is None else cen[2])[-1, -1])
+    try:
+        pw = dev.factor(opt.theta).pwrss
+    except np.linalg.LinAlgError:
+        pw = 0.0
+    if not (np.isfinite(pw) and pw > 1e-14 * max(yy, 1e-300)):
+        raise ValueError(f"the response {response!r} is fitted exactly by the fixed and random "
+                         "effects (y = Xβ + Zb): the residual variance is 0 and the likelihood "
+                         "is unbounded")
 
 
 _BLAS_CONTROLLER = []
@@ -87,6 +106,10 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     ``offset(x)`` of the formula.  ``data`` may be pandas, polars or pyarrow.
     """
     t0 = time.perf_counter()
+    if not isinstance(reml, (bool, np.bool_)):   # reml=None must not silently mean ML
+        raise ValueError(f"reml must be True or False, got {reml!r}")
+    if em_options is not None and not isinstance(em_options, dict):
+        raise ValueError(f"em_options must be a dict, got {em_options!r}")
     from .io import as_pandas
 
     design = build_design(formula, as_pandas(data), factors=factors, weights=weights,
@@ -100,7 +123,9 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
     """Fit a prepared :class:`ModelDesign` (``cp``: precomputed cross-products, e.g. from Dask;
     ``theta0``: start of the optimiser, e.g. a previous fit's θ̂)."""
     t0 = time.perf_counter() if _t0 is None else _t0
-    if method not in ("profiled", "em"):
+    if not isinstance(reml, (bool, np.bool_)):
+        raise ValueError(f"reml must be True or False, got {reml!r}")
+    if not isinstance(method, str) or method not in ("profiled", "em"):
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
     if method == "em" and reml:
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
@@ -132,6 +157,7 @@ def fit_design(design: ModelDesign, *, reml=True, method="profiled", verbose=Non
             opt = optimize_theta(dev, design, theta0=theta0, verbose=verbose,
                                  callback=progress.update)
     progress.close()
+    _check_exact_fit(dev, opt, cp, design.response)
     fit = LmerFit(design, cp, dev, opt, reml=reml, method=method, em_result=em_result)
     fit.fit_seconds = time.perf_counter() - t0
     for w in opt.warnings:
@@ -191,11 +217,17 @@ class LmerFit:
 
     @property
     def is_singular(self) -> bool:
-        """True when some T_k is singular (a variance or correlation on the boundary)."""
-        for T in self.factor.T:
-            if np.any(np.abs(np.diag(T)) < 1e-4):
-                return True
-        return False
+        """True when some T_k is singular (a variance or correlation on the boundary).
+
+        lme4's test (a diagonal θ below 1e-4), made in the optimiser's scaled centred
+        coordinates so that it does not depend on the units or location of a covariate."""
+        from .optimize import _Coords
+
+        try:
+            x = _Coords(self.dev).from_theta(self.theta)
+        except Exception:  # pragma: no cover - fall back to lme4's raw test
+            x = self.theta
+        return bool(np.any(np.abs(x[np.isfinite(self.dev.lower)]) < 1e-4))
 
     @property
     def objective(self) -> float:

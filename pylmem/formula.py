@@ -130,6 +130,31 @@ def translate_r(expr: str) -> tuple[str, list[tuple[str, str]]]:
     return text, renames
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\u29da\u29db]")
+
+
+def clean_message(msg: str) -> str:
+    """One line, without terminal colour codes or formulaic's ⧛…⧚ highlight markers."""
+    return " ".join(_ANSI.sub("", str(msg)).split())
+
+
+def _unquote(name: str) -> str:
+    """```my g``` -> ``my g`` (R's backticked names)."""
+    name = name.strip()
+    return name[1:-1] if len(name) >= 2 and name[0] == name[-1] == "`" else name
+
+
+_BACKTICKED = re.compile(r"`[^`]*`")
+
+
+def _check_expression(expr: str, where: str) -> None:
+    """Reject what would be evaluated as Python rather than a model term."""
+    bare = _BACKTICKED.sub("``", expr)
+    if "[" in bare or "]" in bare:
+        raise ValueError(f"{where} '{expr.strip()}' uses indexing with [...], which is not supported in "
+                         "a formula: use a column of the data (backticks for odd names: `x[1]`)")
+
+
 def _expand_group(g: str) -> list[tuple[str, ...]]:
     """``a`` -> [(a,)], ``a:b`` -> [(a, b)], ``a/b`` -> [(a,), (b, a)] as lme4 names them."""
     g = g.strip()
@@ -140,9 +165,9 @@ def _expand_group(g: str) -> list[tuple[str, ...]]:
         out, acc = [], []
         for p in parts:
             acc = [*p.split(":"), *acc]
-            out.append(tuple(x.strip() for x in acc))
+            out.append(tuple(_unquote(x) for x in acc))
         return out
-    return [tuple(x.strip() for x in g.split(":"))]
+    return [tuple(_unquote(x) for x in g.split(":"))]
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -152,7 +177,11 @@ def parse_formula(formula: str) -> ParsedFormula:
     sides = _split_top(formula, "~")
     if len(sides) != 2 or not sides[0].strip():
         raise ValueError(f"formula needs exactly one response before '~': {formula!r}")
-    response, rhs = sides[0].strip(), sides[1].strip()
+    response, rhs = _unquote(sides[0]), sides[1].strip()
+    if sides[0].strip() == response and re.search(r"[()\[\]+*/^~|]", response):
+        raise ValueError(f"the response {response!r} must be a column of the data: transformations "
+                         "such as log(y) are not supported in the formula (add a column, e.g. "
+                         "data['log_y'] = np.log(data['y']), and use it)")
     fixed_terms: list[str] = []
     random: list[RandomSpec] = []
     for sign, term in _split_sum(rhs):
@@ -165,6 +194,7 @@ def parse_formula(formula: str) -> ParsedFormula:
             if len(parts) != 2 or not parts[1].strip():
                 raise ValueError(f"random-effects term {term!r} needs a grouping factor after '|'")
             expr = parts[0].strip() or "1"
+            _check_expression(expr, "random-effects term")
             for grp in _expand_group(parts[1]):
                 if not all(grp):
                     raise ValueError(f"random-effects term {term!r} has an empty grouping factor")
@@ -174,6 +204,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed = " + ".join(fixed_terms).replace("+ -", "-") if fixed_terms else "1"
     if fixed.startswith("- "):
         fixed = "1 " + fixed
+    _check_expression(fixed, "the fixed part")
     fixed, renames = translate_r(fixed)
     return ParsedFormula(formula=formula, response=response.strip(), fixed=fixed,
                          random=tuple(random), renames=tuple(renames))

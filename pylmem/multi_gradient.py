@@ -56,6 +56,13 @@ def gradient(dev, f) -> np.ndarray:
     T0 = T[0]
     L0s, C0s = f.L0s, f.C0s
     H = B.solve_lower_soa(L0s, f.TtG0)                                  # (q0, q0, G)
+    # the user's coordinates (the deviance may work in centred ones: T̃0'G̃ = T0'G M_Z)
+    if getattr(dev, "_MZinv", None) is not None:
+        H = np.ascontiguousarray(np.einsum("uvg,vw->uwg", H, dev._MZinv))
+    st0 = getattr(dev, "cp_data", dev.cp).terms[0]
+    ZW0 = st0.ZtW                                                       # (G, q0, r)
+    sum_ZtZ0 = st0.ZtZ.sum(axis=0)
+    ZRtW = dev._from_w(rest.ZRtW) if hasattr(dev, "_from_w") else rest.ZRtW
     Xs = B.solve_lower_soa(L0s, np.ascontiguousarray(np.broadcast_to(T0.T[:, :, None], L0s.shape)))
     N = Xs.transpose(2, 1, 0)                                           # (G, q0, q0) T0 L0⁻ᵀ
     Hg = H.transpose(2, 0, 1)                                           # (G, q0, q0)
@@ -67,10 +74,10 @@ def gradient(dev, f) -> np.ndarray:
     Psi = f.LRR.solve_L(rest._lam_t_dense(T, Xpre))                      # bottom of Φ_R, (m, m)
     CR = f.CR
     # Z'V⁻¹W = Z'W − Φ'[C0; C_R]
-    K0 = dev._ZW0.transpose(2, 0, 1) - np.einsum("uvg,urg->gvr", H, C0s) \
+    K0 = ZW0 - np.einsum("uvg,urg->gvr", H, C0s) \
         - np.einsum("mgv,mr->gvr", Y, CR)                              # (G, q0, r)
     V = np.einsum("guv,vrg->gur", N, C0s).reshape(-1, r)
-    KR = rest.ZRtW - rest.A @ V - Psi.T @ CR                            # (m, r)
+    KR = ZRtW - rest.A @ V - Psi.T @ CR                            # (m, r)
     beta = f.beta()
     v = np.r_[-beta, 1.0]
     g0, gR = K0 @ v, KR @ v
@@ -83,7 +90,7 @@ def gradient(dev, f) -> np.ndarray:
         KXR = KR[:, :p] @ RXinv.T
     parts = []
     # first term
-    GD = dev._sum_ZtZ0 - np.einsum("uvg,uwg->vw", H, H) - np.einsum("mgu,mgv->uv", Y, Y) \
+    GD = sum_ZtZ0 - np.einsum("uvg,uwg->vw", H, H) - np.einsum("mgu,mgv->uv", Y, Y) \
         - c * g0.T @ g0
     if reml_p:
         GD = GD - np.einsum("gup,gvp->uv", KX0, KX0)

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .design import _group_labels
+from .design import _group_labels, match_levels
 from .formula import r_column_name
 
 def _population(re_form) -> bool:
@@ -178,6 +178,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         return predict_with_se(fit, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
                                se_fit=se_fit, interval=interval, level=level)
     d = fit.design
+    if not isinstance(allow_new_levels, (bool, np.bool_)):
+        raise ValueError(f"allow_new_levels must be True or False, got {allow_new_levels!r}")
     sel = _selected_terms(fit, re_form)
     beta = fit.fixef.to_numpy(dtype=float)
     if newdata is None:
@@ -192,6 +194,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
                          name="predicted")
     if not isinstance(newdata, pd.DataFrame):
         raise ValueError("newdata must be a pandas DataFrame")
+    index = newdata.index
+    newdata = d.with_aliases(newdata) if getattr(d, "aliases", None) else newdata
     X = _fixed_matrix(fit, newdata)
     out = X @ beta
     if d.offset_exprs:
@@ -210,7 +214,7 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         Z = mm.to_numpy(dtype=float)[:, t.columns]
         labels = _group_labels(newdata, t.group)
         na_group = newdata[list(t.group)].isna().any(axis=1).to_numpy()
-        codes = pd.Index(t.levels).get_indexer(labels.to_numpy())
+        codes = match_levels(t, newdata)   # by value: int ids match float newdata ids
         new = (codes < 0) & ~na_group
         if new.any() and not allow_new_levels:
             lv = list(dict.fromkeys(labels.to_numpy()[new]))
@@ -224,4 +228,4 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         contrib = np.einsum("nq,nq->n", np.nan_to_num(Z), b)
         contrib[np.isnan(Z).any(axis=1) & ok] = np.nan
         out = out + contrib
-    return pd.Series(out, index=newdata.index, name="predicted")
+    return pd.Series(out, index=index, name="predicted")
