@@ -172,7 +172,7 @@ class _Profiler:
 
     # ------------------------------------------------------------ fixed effects
     def _reduced_dev(self, j, b):
-        cp = self.dev.cp
+        cp = getattr(self.dev, "cp_data", self.dev.cp)   # the user's W (not the centred W̃)
         r = cp.WtW.shape[0]
         p = r - 1
         keep = [c for c in range(p) if c != j]
