@@ -357,8 +357,6 @@ class ProfiledDeviance:
             val, grad = self._recent[key]
             return val, grad.copy()
         multi = len(self.qs) > 1
-        if multi and centred:
-            raise NotImplementedError("the gradient for several terms is in the user's θ only")
         if multi:
             from .multi_gradient import supported
 
@@ -381,8 +379,8 @@ class ProfiledDeviance:
         if multi:
             from .multi_gradient import gradient
 
-            grad = gradient(self, f)
-            self._remember(theta, val, grad.copy())
+            grad = gradient(self, f, centred)
+            self._remember(theta, val, grad.copy(), centred)
             return val, grad
         T0 = f.T[0]
         q, r, G = f.C0s.shape

@@ -48,8 +48,9 @@ def available(rest) -> bool:
     return ENABLED and supported(rest)
 
 
-def gradient(dev, f) -> np.ndarray:
-    """∂d/∂θ at the factor ``f`` (computed with ``dev.rest.keep_pre`` set)."""
+def gradient(dev, f, centred: bool = False) -> np.ndarray:
+    """∂d/∂θ at the factor ``f`` (computed with ``dev.rest.keep_pre`` set); ``centred``: ∂d/∂θ̃
+    for the first term's centred coordinates (∂d/∂D̃ = M_Z' (∂d/∂D) M_Z, T̃0 = M_Z⁻¹ T0)."""
     rest = dev.rest
     T = f.T
     q0, G, m, r, p = dev.qs[0], dev.n_levels[0], dev.m, dev.r, dev.p
@@ -94,7 +95,10 @@ def gradient(dev, f) -> np.ndarray:
         - c * g0.T @ g0
     if reml_p:
         GD = GD - np.einsum("gup,gvp->uv", KX0, KX0)
-    parts.append((2.0 * GD @ T0)[dev._tril[0]])
+    if centred and getattr(dev, "_MZ", None) is not None:
+        parts.append((2.0 * (dev._MZ.T @ GD @ dev._MZ) @ (dev._MZinv @ T0))[dev._tril[0]])
+    else:
+        parts.append((2.0 * GD @ T0)[dev._tril[0]])
     # rest terms
     for k in range(1, len(dev.qs)):
         a, b = rest.offsets[k - 1], rest.offsets[k]
