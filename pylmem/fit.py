@@ -77,6 +77,11 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     ``factors`` names numeric-looking columns to treat as categorical.
     ``verbose``: show a progress line (None: only on a terminal for fits over ~2 s).
     """
+    if not isinstance(data, pd.DataFrame) and type(data).__module__.startswith("dask"):
+        from .dask_fit import lmer_dask   # issue 14: a dask DataFrame, fitted where it lives
+
+        return lmer_dask(formula, data, reml=reml, method=method, factors=factors,
+                         verbose=verbose, em_options=em_options)
     t0 = time.perf_counter()
     design = build_design(formula, data, factors=factors)
     return fit_design(design, reml=reml, method=method, verbose=verbose, em_options=em_options,
