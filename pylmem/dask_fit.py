@@ -108,12 +108,19 @@ class _Levels:
         labels = uniques.astype(str) if self.integer else uniques.astype(object)
         order = np.argsort(labels.astype(str), kind="stable")
         self.labels = labels[order]
-        if self.integer:                       # integer ids: binary search, then rank
+        if self.integer:                       # integer ids: a lookup table, or binary search
             srt = np.argsort(uniques, kind="stable")
             self.keys = uniques[srt]
             rank = np.empty(len(order), np.int64)
             rank[order] = np.arange(len(order))
             self.rank = rank[srt]
+            self.lut = None
+            if len(uniques):
+                self.lo = int(self.keys[0])
+                span = int(self.keys[-1]) - self.lo + 1
+                if span <= 4 * len(uniques) + 1024:
+                    self.lut = np.full(span, -1, np.int64)
+                    self.lut[self.keys - self.lo] = self.rank
         else:
             self.index = pd.Index(self.labels)
 
@@ -123,6 +130,16 @@ class _Levels:
     def codes(self, part: pd.DataFrame, group) -> np.ndarray:
         if self.integer:
             v = part[group[0]].to_numpy()
+            if self.lut is not None:
+                off = v - self.lo
+                if len(v) and (off.min() < 0 or off.max() >= len(self.lut)):
+                    c = np.full(len(v), -1)
+                else:
+                    c = self.lut[off]
+                if (c < 0).any():
+                    raise ValueError(f"grouping factor {':'.join(group)!r}: a level not seen in "
+                                     "the levels pass (the data changed between passes?)")
+                return c
             pos = np.clip(np.searchsorted(self.keys, v), 0, len(self.keys) - 1)
             if not np.array_equal(self.keys[pos], v):
                 raise ValueError(f"grouping factor {':'.join(group)!r}: a level not seen in the "
@@ -423,8 +440,13 @@ def _is_categorical(s) -> bool:
     return not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
 
 
-def build_plan(formula, ddf, *, factors=(), verbose=None):
-    """Parse, check columns, agree levels across partitions (one pass): a :class:`Plan`."""
+def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
+    """Parse, check columns, agree levels across partitions (one pass): a :class:`Plan`.
+
+    The levels pass reads only the grouping and categorical columns (``complete_rows``
+    False): levels of rows that the statistics pass then drops for a missing value are
+    detected there (a level without rows) and the plan is rebuilt with ``complete_rows``
+    True, reading every used column and dropping incomplete rows first."""
     parsed = parse_formula(formula)
     if not parsed.random:
         raise ValueError(f"formula {formula!r} has no random-effects term '(expr | group)'; "
@@ -466,8 +488,9 @@ def build_plan(formula, ddf, *, factors=(), verbose=None):
 
     import dask
 
-    tasks = [dask.delayed(_unique_values)(p, keys, used, factors)
-             for p in ddf[used].to_delayed()]
+    read = used if complete_rows else [c for c in used if c in set().union(*keys)]
+    tasks = [dask.delayed(_unique_values)(p, keys, read, factors)
+             for p in ddf[read].to_delayed()]
     uniq = reduce_partitions(tasks, _merge_uniques, label="levels pass", verbose=verbose)
     uniq = dict(zip(keys, uniq))
     cat_levels = {c: np.sort(uniq[(c,)]) for c in cat_cols}
@@ -702,6 +725,10 @@ def lmer_dask(formula, ddf, *, reml=True, method="profiled", factors=(), verbose
     times["levels"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     cp, rs = collect_statistics(plan, ddf, verbose=verbose)
+    if rs.n_dropped and (plan.cat_levels or any((c == 0).any() for c in rs.counts)):
+        # rows dropped for missing values took levels with them: agree levels on complete rows
+        plan = build_plan(formula, ddf, factors=factors, verbose=verbose, complete_rows=True)
+        cp, rs = collect_statistics(plan, ddf, verbose=verbose)
     p = len(plan.fixef_names)
     keep = _rank_deficient(cp.WtW, plan.fixef_names, np.diag(cp.WtW)[:p]) if p else []
     dropped = [plan.fixef_names[j] for j in range(p) if j not in set(keep)]

@@ -136,11 +136,17 @@ def test_missing_values_integer_ids_and_refit(client):
     y = 1 + 0.5 * x + b[(g - 3) // 7] + rng.normal(size=n)
     d = pd.DataFrame({"y": y, "x": x, "g": g, "f": rng.choice(["lo", "mid", "hi"], n)})
     d.loc[rng.choice(n, 25, replace=False), "x"] = np.nan
+    # a group whose rows all miss x: its level must not exist in the fit
+    d = pd.concat([d, pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": np.nan, "g": 999_999,
+                                    "f": "lo"})], ignore_index=True)
     formula = "y ~ x + f + (1 | g)"
     m = pylmem.lmer(formula, d, reml=False)
     f = pylmem.lmer(formula, _shuffled(d, 6), reml=False)
-    assert f.n_dropped == m.n_dropped == 25
+    assert f.n_dropped == m.n_dropped == 28
     _compare(m, f)
+    # without a fixed-effects factor: the emptied level alone triggers the complete-rows pass
+    m2 = pylmem.lmer("y ~ x + (1 | g)", d, reml=False)
+    _compare(m2, pylmem.lmer("y ~ x + (1 | g)", _shuffled(d, 4), reml=False))
     r = f.refit(reml=True)
     _compare(m.refit(reml=True), r)
 
@@ -204,3 +210,21 @@ def test_missing_dask_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.dataframe", None)
     with pytest.raises(ImportError, match=r"pip install pylmem\[dask\]"):
         require_dask()
+
+
+def test_levels_sort_as_in_memory_labels():
+    """Integer ids (dense: lookup table; sparse: binary search) and strings give the codes
+    of pd.factorize(str labels, sort=True), as build_design."""
+    from pylmem.dask_fit import _Levels
+
+    rng = np.random.default_rng(1)
+    for ids in (rng.integers(0, 50, 300), rng.integers(0, 50, 300) * 10 ** 9 - 7,
+                rng.choice(["b", "a10", "a2", "c"], 300)):
+        part = pd.DataFrame({"g": ids})
+        lv = _Levels(pd.unique(ids))
+        codes, labels = pd.factorize(pd.Series(ids).astype(str), sort=True)
+        assert list(lv.labels) == list(labels)
+        np.testing.assert_array_equal(lv.codes(part, ("g",)), codes)
+        unseen = pd.DataFrame({"g": [ids.max() + 1 if ids.dtype.kind != "U" else "zz"]})
+        with pytest.raises(ValueError, match="not seen in the levels pass"):
+            lv.codes(unseen, ("g",))
