@@ -203,14 +203,16 @@ class Plan:
             M = _model_matrix(self.parsed.fixed, part)[0]
         else:
             M = self.fixed_spec.get_model_matrix(part, output="pandas").to_numpy(dtype=float)
-        return np.ascontiguousarray(M[:, self.fixed_cols])
+        return M if self.fixed_cols == list(range(M.shape[1])) else \
+            np.ascontiguousarray(M[:, self.fixed_cols])
 
     def term_matrix(self, t: _TermPlan, part: pd.DataFrame) -> np.ndarray:
         if isinstance(t.spec, NumericSpec):
             M = _model_matrix(t.expr, part)[0]
         else:
             M = t.spec.get_model_matrix(part, output="pandas").to_numpy(dtype=float)
-        return np.ascontiguousarray(M[:, t.columns])
+        return M if t.columns == list(range(M.shape[1])) else \
+            np.ascontiguousarray(M[:, t.columns])
 
 
 def _check_finite(M, names, what):
@@ -221,25 +223,32 @@ def _check_finite(M, names, what):
 
 
 def partition_stats(part: pd.DataFrame, plan: Plan):
-    """(CrossProducts, RowStats) of one partition, coded against the global levels."""
+    """(CrossProducts, RowStats) of one partition, coded against the global levels.
+
+    The rows are first sorted by the first term's codes (so crossproducts takes its
+    segment-sum path), then y, X and every Z are built once from the sorted rows."""
     part, n_dropped = plan.prepare(part)
+    codes = [t.levels.codes(part, t.group) if len(part) else np.zeros(0, np.int64)
+             for t in plan.terms]
+    if codes and len(part) > 1:
+        order = np.argsort(codes[0], kind="stable")
+        if np.any(order[1:] < order[:-1]):
+            part = part.take(order)
+            codes = [c[order] for c in codes]
     y = part[plan.response].to_numpy(dtype=float)
     _check_finite(y[:, None], [plan.response], "response")
     X = plan.fixed_matrix(part)
     _check_finite(X, plan.fixef_names, "fixed-effects")
+    built = {}
     terms = []
-    for t in plan.terms:
-        Z = plan.term_matrix(t, part)
-        _check_finite(Z, t.coef_names, f"random-effects ({t.name})")
-        terms.append(_Part(Z, t.levels.codes(part, t.group) if len(part) else
-                           np.zeros(0, np.int64), t.n_levels))
-    if terms and len(y):                    # sorted codes take crossprod's segment-sum path
-        order = np.argsort(terms[0].codes, kind="stable")
-        y, X = y[order], X[order]
-        terms = [_Part(t.Z[order], t.codes[order], t.n_levels) for t in terms]
+    for t, c in zip(plan.terms, codes):
+        key = (t.expr, tuple(t.columns))
+        if key not in built:
+            built[key] = plan.term_matrix(t, part)
+            _check_finite(built[key], t.coef_names, f"random-effects ({t.name})")
+        terms.append(_Part(built[key], c, t.n_levels))
     cp = crossproducts(y, X, terms)
-    W = np.column_stack([X, y])
-    rs = RowStats(len(y), n_dropped, W.sum(axis=0),
+    rs = RowStats(len(y), n_dropped, np.r_[X.sum(axis=0), y.sum()],
                   [np.bincount(t.codes, minlength=t.n_levels) for t in terms],
                   [bool(np.all(t.Z == 1.0)) for t in terms])
     return cp, rs
@@ -422,6 +431,7 @@ class DaskDesign:
     dropped_columns: list
     ddf: object
     plan: Plan
+    response_moments: np.ndarray = None   # (Σy, Σy²): what anova compares (no rows kept)
 
     @property
     def n_fixef(self):
@@ -748,7 +758,8 @@ def lmer_dask(formula, ddf, *, reml=True, method="profiled", factors=(), verbose
     design = DaskDesign(formula, plan.parsed, list(plan.fixef_names),
                         [DaskTerm(t.name, t.group, t.coef_names, t.levels.labels, t.expr, t.spec,
                                   t.columns) for t in plan.terms],
-                        rs.n, rs.n_dropped, plan.fixed_spec, dropped, ddf, plan)
+                        rs.n, rs.n_dropped, plan.fixed_spec, dropped, ddf, plan,
+                        np.array([rs.wsum[-1], _cp_arrays(cp)[0][-1, -1]]))
     t2 = time.perf_counter()
     _check_residual_variance(cp, design.response)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],

@@ -228,3 +228,20 @@ def test_levels_sort_as_in_memory_labels():
         unseen = pd.DataFrame({"g": [ids.max() + 1 if ids.dtype.kind != "U" else "zz"]})
         with pytest.raises(ValueError, match="not seen in the levels pass"):
             lv.codes(unseen, ("g",))
+
+
+def test_anova_of_dask_fits(client):
+    d = _data("ratWeight")
+    f0, f1 = ("weight ~ week + week2 + (week + week2 | id)",
+              "weight ~ gender*week + gender*week2 + (week + week2 | id)")
+    ddf = _shuffled(d, 4, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exp = pylmem.anova(pylmem.lmer(f0, d), pylmem.lmer(f1, d))   # REML: refitted by ML
+        got = pylmem.anova(pylmem.lmer(f0, ddf), pylmem.lmer(f1, ddf))
+    np.testing.assert_allclose(got["Chisq"].to_numpy()[1:], exp["Chisq"].to_numpy()[1:], rtol=1e-6)
+    np.testing.assert_allclose(got["logLik"].to_numpy(), exp["logLik"].to_numpy(), rtol=1e-8)
+    assert "(2235 observations)" in str(got)
+    other = _shuffled(d.assign(weight=d["weight"] + 1.0), 3)
+    with pytest.raises(ValueError, match="response values"):
+        pylmem.anova(pylmem.lmer(f0, ddf, reml=False), pylmem.lmer(f1, other, reml=False))
