@@ -335,7 +335,8 @@ def reduce_partitions(tasks, combine, *, label, verbose=None, window=None):
     it = iter(tasks)
     ac = as_completed()
     is_part = set()
-    in_flight = 0
+    in_flight = adds = done = 0
+    ready: dict = {}                           # worker address -> results waiting there
 
     def submit_next():
         nonlocal in_flight
@@ -346,10 +347,13 @@ def reduce_partitions(tasks, combine, *, label, verbose=None, window=None):
             in_flight += 1
             ac.add(fut)
 
+    def combine_pair(x, y):
+        nonlocal adds
+        adds += 1
+        ac.add(client.submit(combine, x, y, pure=False))
+
     for _ in range(min(window, n)):
         submit_next()
-    done = 0
-    ready = []
     for fut in ac:
         if fut.status == "error":
             fut.result()                       # raises the worker's error here
@@ -358,14 +362,30 @@ def reduce_partitions(tasks, combine, *, label, verbose=None, window=None):
             done += 1
             in_flight -= 1
             prog.update(done)
-        ready.append(fut)
-        while len(ready) >= 2:
-            x, y = ready.pop(), ready.pop()
-            ac.add(client.submit(combine, x, y, pure=False))
+        else:
+            adds -= 1
+        # combine results held by the same worker first: only one result per worker
+        # crosses the network at the end (bytes moved ~ workers × levels, not partitions)
+        where = client.who_has([fut]).get(fut.key) or ["?"]
+        here = ready.setdefault(where[0], [])
+        here.append(fut)
+        if len(here) >= 2:
+            combine_pair(here.pop(), here.pop())
         while in_flight < window and done + in_flight < n:
             submit_next()
+        if done == n and in_flight == 0 and adds == 0:
+            rest = [f for fs in ready.values() for f in fs]
+            ready.clear()
+            if len(rest) == 1:
+                ready["?"] = rest
+                break
+            for i in range(0, len(rest) - 1, 2):
+                combine_pair(rest[i], rest[i + 1])
+            if len(rest) % 2:
+                ready.setdefault("?", []).append(rest[-1])
     prog.close()
-    return ready[0].result()
+    (last,) = [f for fs in ready.values() for f in fs]
+    return last.result()
 
 
 def _unique_values(part, cols_groups, used, factors):
