@@ -307,20 +307,29 @@ def share(obj):
     return obj if client is None else client.scatter(obj, broadcast=True, hash=False)
 
 
-def reduce_partitions(tasks, combine, *, label, verbose=None, window=None):
-    """combine(t_0, combine(t_1, ...)) over a list of delayed per-partition results.
+def _step(combine, prev, func, *args):
+    """One link of a reduction chain: combine(prev, func(*args)) in one task, so a worker
+    never holds more than its chain's running total, one partition and their sum."""
+    r = func(*args)
+    return r if prev is None else combine(prev, r)
 
-    On a ``distributed`` client: at most ``window`` partition tasks in flight and a
-    streaming pairwise reduction as they complete (memory bounded, progress shown);
-    otherwise a tree of delayed ``combine`` calls computed by dask's local scheduler.
+
+def reduce_partitions(parts, func, args, combine, *, label, verbose=None, chains=None):
+    """combine over the partitions of func(part, *args).
+
+    On a ``distributed`` client: one chain per worker thread; each link reads a partition,
+    computes its statistics and adds them to the chain's running total in one task (a link
+    is submitted when the one two places before it completes, so memory per worker stays
+    bounded whatever the number of partitions); the chains' totals are then combined
+    pairwise.  Otherwise a tree of delayed ``combine`` calls on dask's local scheduler.
     """
     import dask
 
-    n = len(tasks)
+    n = len(parts)
     client = _client()
     prog = _PassProgress(label, n, verbose)
     if client is None:
-        level = list(tasks)
+        level = [dask.delayed(func)(p, *args) for p in parts]
         while len(level) > 1:
             nxt = [dask.delayed(combine)(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
             level = nxt + ([level[-1]] if len(level) % 2 else [])
@@ -330,62 +339,49 @@ def reduce_partitions(tasks, combine, *, label, verbose=None, window=None):
         return out
     from distributed import as_completed
 
-    if window is None:
-        window = 2 * max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    it = iter(tasks)
+    if chains is None:
+        chains = max(1, sum(w.get("nthreads", 1) for w in
+                            client.scheduler_info(n_workers=-1)["workers"].values()))
+    chains = min(chains, n)
+    it = iter(parts)
     ac = as_completed()
-    is_part = set()
-    in_flight = adds = done = 0
-    ready: dict = {}                           # worker address -> results waiting there
+    head = [None] * chains                 # the latest submitted link of each chain
+    queued = [0] * chains                  # links submitted and not yet completed
+    chain_of = {}
+    remaining = n
 
-    def submit_next():
-        nonlocal in_flight
-        t = next(it, None)
-        if t is not None:
-            fut = client.compute(t)
-            is_part.add(fut.key)
-            in_flight += 1
-            ac.add(fut)
+    def extend(j):
+        nonlocal remaining
+        p = next(it, None)
+        if p is None:
+            return
+        fut = client.compute(dask.delayed(_step)(combine, head[j], func, p, *args))
+        head[j] = fut
+        chain_of[fut.key] = j
+        queued[j] += 1
+        remaining -= 1
+        ac.add(fut)
 
-    def combine_pair(x, y):
-        nonlocal adds
-        adds += 1
-        ac.add(client.submit(combine, x, y, pure=False))
-
-    for _ in range(min(window, n)):
-        submit_next()
+    for _ in range(2):                     # two links queued per chain hide the round trip
+        for j in range(chains):
+            extend(j)
+    done = 0
     for fut in ac:
         if fut.status == "error":
             fut.result()                       # raises the worker's error here
-        if fut.key in is_part:
-            is_part.discard(fut.key)
-            done += 1
-            in_flight -= 1
-            prog.update(done)
-        else:
-            adds -= 1
-        # combine results held by the same worker first: only one result per worker
-        # crosses the network at the end (bytes moved ~ workers × levels, not partitions)
-        where = client.who_has([fut]).get(fut.key) or ["?"]
-        here = ready.setdefault(where[0], [])
-        here.append(fut)
-        if len(here) >= 2:
-            combine_pair(here.pop(), here.pop())
-        while in_flight < window and done + in_flight < n:
-            submit_next()
-        if done == n and in_flight == 0 and adds == 0:
-            rest = [f for fs in ready.values() for f in fs]
-            ready.clear()
-            if len(rest) == 1:
-                ready["?"] = rest
-                break
-            for i in range(0, len(rest) - 1, 2):
-                combine_pair(rest[i], rest[i + 1])
-            if len(rest) % 2:
-                ready.setdefault("?", []).append(rest[-1])
+        j = chain_of.pop(fut.key)
+        queued[j] -= 1
+        done += 1
+        prog.update(done)
+        if remaining:
+            extend(j)
     prog.close()
-    (last,) = [f for fs in ready.values() for f in fs]
-    return last.result()
+    totals = list(head)
+    while len(totals) > 1:
+        nxt = [client.submit(combine, totals[i], totals[i + 1], pure=False)
+               for i in range(0, len(totals) - 1, 2)]
+        totals = nxt + ([totals[-1]] if len(totals) % 2 else [])
+    return totals[0].result()
 
 
 def _unique_values(part, cols_groups, used, factors):
@@ -516,12 +512,9 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
     groups = [tuple(spec.group) for spec, *_ in rand]
     keys = list(dict.fromkeys(groups)) + [(c,) for c in cat_cols]
 
-    import dask
-
     read = used if complete_rows else [c for c in used if c in set().union(*keys)]
-    tasks = [dask.delayed(_unique_values)(p, keys, read, factors)
-             for p in ddf[read].to_delayed()]
-    uniq = reduce_partitions(tasks, _merge_uniques, label="levels pass", verbose=verbose)
+    uniq = reduce_partitions(ddf[read].to_delayed(), _unique_values, (keys, read, factors),
+                             _merge_uniques, label="levels pass", verbose=verbose)
     uniq = dict(zip(keys, uniq))
     cat_levels = {c: np.sort(uniq[(c,)]) for c in cat_cols}
 
@@ -587,11 +580,8 @@ def _rank_deficient(WtW, names, scale2):
 
 def collect_statistics(plan, ddf, *, verbose=None):
     """The statistics pass: reduced (CrossProducts, RowStats) over all partitions."""
-    import dask
-
-    plan_s = share(plan)
-    tasks = [dask.delayed(partition_stats)(p, plan_s) for p in ddf[plan.used].to_delayed()]
-    return reduce_partitions(tasks, _add, label="statistics pass", verbose=verbose)
+    return reduce_partitions(ddf[plan.used].to_delayed(), partition_stats, (share(plan),),
+                             _add, label="statistics pass", verbose=verbose)
 
 
 # ---------------------------------------------------------------------------- the fit
@@ -885,13 +875,10 @@ def scaled_resid_quantiles(fit, probs=(0, .25, .5, .75, 1)) -> pd.Series:
     is within 1e-4 (one bin) of the exact one; Min and Max are exact.  A quartile outside
     [−10, 10] (a pathological fit) is reported as NaN.
     """
-    import dask
-
     plan = fit.design.plan
-    state, plan_s = share(_RowState.of(fit)), share(plan)
-    tasks = [dask.delayed(_resid_histogram)(p, plan_s, state, fit.sigma)
-             for p in fit.design.ddf[plan.used].to_delayed()]
-    counts, n, lo, hi = reduce_partitions(tasks, _add_hist, label="residual pass")
+    counts, n, lo, hi = reduce_partitions(
+        fit.design.ddf[plan.used].to_delayed(), _resid_histogram,
+        (share(plan), share(_RowState.of(fit)), fit.sigma), _add_hist, label="residual pass")
     cum = np.cumsum(counts)
 
     def order_stat(k):                       # k-th smallest (0-based)
