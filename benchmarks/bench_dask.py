@@ -10,7 +10,8 @@ in files of ``--rows-per-file`` rows, reusing files already there.
 
 Reported per size: wall time per pass (levels pass, statistics pass = read + statistics +
 reduce, optimise on the client) and, from the cluster's task stream, the summed task time
-by kind (read Parquet, statistics, reduce); each worker's peak RSS (``ru_maxrss`` of the
+by kind (read Parquet, statistics, reduce; inside the fused chain links, the time in the statistics and in the add is
+measured separately); each worker's peak RSS (``ru_maxrss`` of the
 worker process, a fresh cluster per size); and, with ``--in-memory`` (sizes ≤ 2·10^7), the
 in-memory fit's logLik for comparison.  Results go to ``benchmarks/out/bench_dask.json``.
 """
@@ -67,6 +68,12 @@ def _peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # bytes (Linux: KiB)
 
 
+def _step_seconds():
+    from pylmem import dask_fit
+
+    return dict(dask_fit.STEP_SECONDS)
+
+
 def run_dask(path: Path, workers: int, memory_limit: str) -> dict:
     import dask.dataframe as dd
     from distributed import Client, LocalCluster, get_task_stream
@@ -92,6 +99,10 @@ def run_dask(path: Path, workers: int, memory_limit: str) -> dict:
                 if ss["action"] == "compute":
                     kinds[k] = kinds.get(k, 0.0) + ss["stop"] - ss["start"]
         peaks = client.run(_peak_rss)
+        # inside the fused chain links: statistics (partition_stats) vs reduce (_add)
+        for per_worker in client.run(_step_seconds).values():
+            for k, v in per_worker.items():
+                kinds[f"link: {k}"] = kinds.get(f"link: {k}", 0.0) + v
         return dict(rows=fit.n_obs, partitions=ddf.npartitions, workers=workers,
                     loglik=fit.loglik, fixef=fit.fixef.to_dict(), theta=fit.theta.tolist(),
                     n_evals=fit.optsum.n_evals, converged=fit.converged, wall_seconds=wall,

@@ -8,13 +8,15 @@ partitions (:mod:`pylmem.crossprod`).  So the fit is three steps:
    codes its rows against the same global levels;
 2. **statistics pass**: each partition, where it lives, builds its y, X, Z and codes and
    forms ``crossproducts(y, X, terms)`` plus a few counts (:class:`RowStats`); the
-   per-partition results are reduced by ``+`` (a bounded streaming tree on a
-   ``distributed`` cluster, so a worker holds only a few partition results at once);
+   per-partition results are reduced by ``+`` (on a ``distributed`` cluster one chain per
+   worker thread, each link computing a partition's statistics and adding them to the
+   chain's running total in one task, then the chains' totals pairwise);
 3. the reduced statistics go to the same :class:`~pylmem.deviance.ProfiledDeviance`,
    optimiser (or EM) and fit object as an in-memory fit, on the client.
 
-Memory per worker is bounded by one partition plus a few statistics objects, whose size
-depends on the number of levels, not the number of rows.  Row-level results (fitted
+Memory per worker is bounded by one partition plus three statistics objects (a running
+total, the partition's own, their sum), whose size depends on the number of levels
+(L (q² + q r) numbers per term), not on the number of rows or partitions.  Row-level results (fitted
 values, residuals, predictions) are lazy Dask series computed per partition.
 """
 from __future__ import annotations
@@ -307,11 +309,19 @@ def share(obj):
     return obj if client is None else client.scatter(obj, broadcast=True, hash=False)
 
 
+STEP_SECONDS: dict = {}   # seconds spent in each func / combine by _step in this process
+
+
 def _step(combine, prev, func, *args):
     """One link of a reduction chain: combine(prev, func(*args)) in one task, so a worker
     never holds more than its chain's running total, one partition and their sum."""
+    t0 = time.perf_counter()
     r = func(*args)
-    return r if prev is None else combine(prev, r)
+    t1 = time.perf_counter()
+    out = r if prev is None else combine(prev, r)
+    for k, v in ((func.__name__, t1 - t0), (combine.__name__, time.perf_counter() - t1)):
+        STEP_SECONDS[k] = STEP_SECONDS.get(k, 0.0) + v
+    return out
 
 
 def reduce_partitions(parts, func, args, combine, *, label, verbose=None, chains=None):
