@@ -356,7 +356,6 @@ def reduce_partitions(parts, func, args, combine, *, label, verbose=None, chains
     it = iter(parts)
     ac = as_completed()
     head = [None] * chains                 # the latest submitted link of each chain
-    queued = [0] * chains                  # links submitted and not yet completed
     chain_of = {}
     remaining = n
 
@@ -368,7 +367,6 @@ def reduce_partitions(parts, func, args, combine, *, label, verbose=None, chains
         fut = client.compute(dask.delayed(_step)(combine, head[j], func, p, *args))
         head[j] = fut
         chain_of[fut.key] = j
-        queued[j] += 1
         remaining -= 1
         ac.add(fut)
 
@@ -380,13 +378,14 @@ def reduce_partitions(parts, func, args, combine, *, label, verbose=None, chains
         if fut.status == "error":
             fut.result()                       # raises the worker's error here
         j = chain_of.pop(fut.key)
-        queued[j] -= 1
         done += 1
         prog.update(done)
         if remaining:
             extend(j)
     prog.close()
-    totals = list(head)
+    # pair the chains' totals that sit on the same worker first (fewer transfers)
+    where = client.who_has(list(head))
+    totals = sorted(head, key=lambda f: (where.get(f.key) or [""])[0])
     while len(totals) > 1:
         nxt = [client.submit(combine, totals[i], totals[i + 1], pure=False)
                for i in range(0, len(totals) - 1, 2)]
