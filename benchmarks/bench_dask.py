@@ -82,7 +82,7 @@ def run_dask(path: Path, workers: int, memory_limit: str) -> dict:
     import pylmem
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, memory_limit=memory_limit,
+                           dashboard_address=":0", memory_limit=memory_limit,
                            silence_logs=logging.ERROR)
     client = Client(cluster)
     try:

@@ -1039,7 +1039,7 @@ def open_client(address: str):
     if address == "local":
         import logging
 
-        cluster = LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = LocalCluster(dashboard_address=":0", silence_logs=logging.ERROR)
         return Client(cluster), cluster
     return Client(address), None
 

@@ -25,7 +25,7 @@ def client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               dashboard_address=None, memory_limit="2GiB",
+                               dashboard_address=":0", memory_limit="2GiB",
                                silence_logs=logging.ERROR)
         c = Client(cluster)
     yield c
