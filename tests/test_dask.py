@@ -245,3 +245,14 @@ def test_anova_of_dask_fits(client):
     other = _shuffled(d.assign(weight=d["weight"] + 1.0), 3)
     with pytest.raises(ValueError, match="response values"):
         pylmem.anova(pylmem.lmer(f0, ddf, reml=False), pylmem.lmer(f1, other, reml=False))
+
+
+def test_single_partition_and_worker_errors(client):
+    d = _data("Dyestuff")
+    m = pylmem.lmer("Yield ~ 1 + (1 | Batch)", d)
+    _compare(m, pylmem.lmer("Yield ~ 1 + (1 | Batch)", _shuffled(d, 1)))   # fewer partitions than chains
+    bad = _data("sleepstudy")
+    bad["Days"] = bad["Days"].astype(float)
+    bad.loc[bad.index[17], "Days"] = np.inf
+    with pytest.raises(ValueError, match=r"non-finite values \(inf\) in the fixed-effects column\(s\) 'Days'"):
+        pylmem.lmer("Reaction ~ Days + (1 | Subject)", _shuffled(bad, 3))
