@@ -40,7 +40,7 @@ class AnovaResult(pd.DataFrame):
         if getattr(self, "refitted", False):
             lines.append(REFIT_MESSAGE)
         dn = getattr(self, "data_name", None)
-        n = len(self.fits[0].design.y) if getattr(self, "fits", None) else None
+        n = self.fits[0].n_obs if getattr(self, "fits", None) else None
         lines.append(f"Data: {dn}" if dn else f"Data: ({n} observations)")
         lines.append("Models:")
         for name, f in (getattr(self, "formulas", None) or {}).items():
@@ -97,6 +97,15 @@ class AnovaResult(pd.DataFrame):
         return pd.DataFrame(self)
 
 
+def _response_values(design, moments: bool) -> np.ndarray:
+    """Sorted y, or (Σy, Σy²) when some fit is a Dask fit (issue 14: it keeps no rows)."""
+    m = getattr(design, "response_moments", None)
+    if m is not None:
+        return np.asarray(m, float)
+    y = np.asarray(design.y, float)
+    return np.array([y.sum(), y @ y]) if moments else np.sort(y)
+
+
 def _same_data(fits) -> None:
     ref = fits[0]
     for f in fits[1:]:
@@ -106,8 +115,9 @@ def _same_data(fits) -> None:
         if f.n_obs != ref.n_obs:
             raise ValueError("anova: all models must be fitted to the same data: numbers of "
                              f"observations differ ({ref.n_obs} vs {f.n_obs})")
-        a, b = np.sort(ref.design.y), np.sort(f.design.y)
-        if not np.allclose(a, b, rtol=1e-12, atol=0):
+        mom = any(hasattr(x.design, "response_moments") for x in (ref, f))
+        a, b = _response_values(ref.design, mom), _response_values(f.design, mom)
+        if not np.allclose(a, b, rtol=1e-10 if mom else 1e-12, atol=0):
             raise ValueError("anova: all models must be fitted to the same data: the response "
                              f"values of {f.design.response!r} differ")
 

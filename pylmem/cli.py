@@ -255,6 +255,11 @@ def _cmd_fit(args) -> int:
         reml = method != "em"
     elif reml and method == "em":
         raise CLIError("--method em fits by maximum likelihood: use --ml (or leave it out)")
+    if args.dask is not None:       # issue 14: fit where the data live (pylmem.dask_fit)
+        from .dask_fit import cli_fit
+
+        return cli_fit(args, reml=reml, warnings_block=_Warnings, to_dict=fit_to_dict,
+                       dumps=_dumps, error=CLIError)
     data = load_data(args.data)
     fit = _fit(args.formula, data, reml=reml, method=method, factors=args.factor,
                verbose=_verbosity(args), quiet=args.quiet, weights=args.weights,
@@ -352,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="t tests with Satterthwaite's or Kenward-Roger's df (lmerTest's summary)")
     f.add_argument("--weights", metavar="COL", help="prior weights column (variance σ²/w)")
     f.add_argument("--offset", metavar="COL", help="offset column (added to the linear predictor)")
+    f.add_argument("--dask", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="fit on Dask: DATA a Parquet/CSV file, directory or glob; ADDRESS a "
+                        "dask.distributed scheduler (default: a LocalCluster)")
     common(f)
     f.set_defaults(func=_cmd_fit)
 

@@ -105,6 +105,14 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     ``offset``: a known term of the linear predictor (column name or array), added to any
     ``offset(x)`` of the formula.  ``data`` may be pandas, polars or pyarrow.
     """
+    if not isinstance(data, pd.DataFrame) and type(data).__module__.startswith("dask"):
+        from .dask_fit import lmer_dask   # issue 14: a dask DataFrame, fitted where it lives
+
+        if weights is not None or offset is not None:
+            raise ValueError("weights= and offset= are not supported for a Dask DataFrame yet: "
+                             "fit in memory, or fold the offset into the response")
+        return lmer_dask(formula, data, reml=reml, method=method, factors=factors,
+                         verbose=verbose, em_options=em_options)
     t0 = time.perf_counter()
     if not isinstance(reml, (bool, np.bool_)):   # reml=None must not silently mean ML
         raise ValueError(f"reml must be True or False, got {reml!r}")
