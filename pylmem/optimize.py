@@ -72,14 +72,24 @@ def _random_coefficient_start(design, dev, beta, e):
     t, st = design.terms[0], getattr(dev, "cp_data", dev.cp).terms[0]
     q = t.q
     n_j = np.bincount(t.codes, minlength=t.n_levels)
-    diag = np.einsum("gii->gi", st.ZtZ)
+    v = np.r_[-beta, 1.0]
+    centred = getattr(dev, "_MZ", None) is not None
+    if centred:   # in the centred Z̃ (invariant to a covariate's location): G̃, Z̃'W̃ M_W⁻¹ v
+        ZZ = dev._G0.transpose(2, 0, 1)
+        if dev._icol is not None:
+            v = v.copy()
+            v[dev._icol] += dev._m @ v
+        ZW = dev._ZW0.transpose(2, 0, 1)
+    else:
+        ZZ, ZW = st.ZtZ, st.ZtW
+    diag = np.einsum("gii->gi", ZZ)
     with np.errstate(divide="ignore", invalid="ignore"):
-        well_posed = np.linalg.det(st.ZtZ) > 1e-6 * np.prod(diag, axis=1)  # Z_i of full rank
+        well_posed = np.linalg.det(ZZ) > 1e-6 * np.prod(diag, axis=1)  # Z_i of full rank
     ok = (n_j > q) & well_posed
     if ok.sum() < 2 * q:
         return None
-    G = st.ZtZ[ok]
-    Ze = st.ZtW[ok] @ np.r_[-beta, 1.0]                      # Z_i'e_i, e the OLS residuals
+    G = ZZ[ok]
+    Ze = ZW[ok] @ v                                          # Z_i'e_i, e the OLS residuals
     try:
         Ginv = np.linalg.inv(G)
     except np.linalg.LinAlgError:
@@ -91,11 +101,12 @@ def _random_coefficient_start(design, dev, beta, e):
         return None
     # floor the eigenvalues in units of the Z columns' RMS (else a column ×1e-12 mixes
     # scales 1e24 apart and the floor swamps the small ones)
-    sc = np.sqrt(np.maximum(np.diag(st.ZtZ.sum(axis=0)), 1e-300) / max(len(e), 1))
+    sc = np.sqrt(np.maximum(np.diag(ZZ.sum(axis=0)), 1e-300) / max(len(e), 1))
     A = (np.cov(b.T) - s2 * Ginv.mean(axis=0)) / s2 * np.outer(sc, sc)
     w, V = np.linalg.eigh(A)
     w = np.maximum(w, 1e-6 * max(w.max(), 1e-12))
-    return B.theta_from_lower(np.linalg.cholesky((V * w) @ V.T) / sc[:, None])
+    th = B.theta_from_lower(np.linalg.cholesky((V * w) @ V.T) / sc[:, None])
+    return dev.theta_from_centred(th) if centred else th
 
 
 def start_theta(design, dev) -> np.ndarray:
@@ -367,7 +378,7 @@ def _probe_boundary(co, x, message, run):
             break
         best, best_val = None, co.f(x)
         for i in at_bound:
-            for t in (1e-4, 1e-3, 1e-2, 1e-1):
+            for t in (1e-4, 1e-3, 1e-2, 1e-1, 0.3, 1.0):
                 probe = x.copy()
                 probe[i] = t
                 v = co.f(probe)

@@ -131,6 +131,26 @@ def test_exact_fit_by_random_effects_is_a_clear_error():
         fit("y ~ x + (1 | g)", d.assign(y=3 - x))
 
 
+def test_failed_check_restarts_from_the_em(monkeypatch):
+    """An optimiser that stops at its start fails the check; the EM start recovers the optimum."""
+    from pylmem import optimize as O
+
+    d = pylmem.datasets.load("sleepstudy")
+    ref = fit("Reaction ~ Days + (Days | Subject)", d)
+    real, calls = O._run_lbfgsb, []
+
+    def lazy_first(co, start, record, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            return np.asarray(start, float) * 1.5, "stopped at once (test)"
+        return real(co, start, record, **kw)
+
+    monkeypatch.setattr(O, "_run_lbfgsb", lazy_first)
+    f = fit("Reaction ~ Days + (Days | Subject)", d)
+    assert "EM start" in f.optsum.method and f.converged
+    assert f.loglik == pytest.approx(ref.loglik, rel=1e-10)
+
+
 def test_restart_when_the_check_fails():
     """A start far from the optimum on a flat ridge: the restart reaches lme4's optimum."""
     from pylmem.optimize import optimize_theta
