@@ -101,23 +101,29 @@ class _Part:
 
 
 class _Levels:
-    """Global levels of a grouping factor, sorted as ``pd.factorize(labels, sort=True)``
-    sorts the string labels of an in-memory fit; codes looked up per partition."""
+    """Global levels of a grouping factor, in an in-memory fit's order (numeric ids by value,
+    other labels as sorted strings); codes looked up per partition."""
 
     def __init__(self, uniques):
         uniques = np.asarray(uniques)
-        self.integer = uniques.dtype.kind in "iu"
-        labels = uniques.astype(str) if self.integer else uniques.astype(object)
-        order = np.argsort(labels.astype(str), kind="stable")
-        self.labels = labels[order]
-        if self.integer:                       # integer ids: a lookup table, or binary search
+        # numeric ids are levels by value, sorted by value (as design.group_codes does)
+        self.integer = uniques.dtype.kind in "iuf"
+        if self.integer:
+            uniques = np.unique(uniques)
+            order = np.arange(len(uniques))
+            self.labels = uniques
+        else:
+            labels = uniques.astype(object)
+            order = np.argsort(labels.astype(str), kind="stable")
+            self.labels = labels[order]
+        if self.integer:                       # numeric ids: a lookup table, or binary search
             srt = np.argsort(uniques, kind="stable")
             self.keys = uniques[srt]
             rank = np.empty(len(order), np.int64)
             rank[order] = np.arange(len(order))
             self.rank = rank[srt]
             self.lut = None
-            if len(uniques):
+            if len(uniques) and uniques.dtype.kind in "iu":
                 self.lo = int(self.keys[0])
                 span = int(self.keys[-1]) - self.lo + 1
                 if span <= 4 * len(uniques) + 1024:
@@ -427,6 +433,8 @@ class DaskTerm:
     expr: str
     spec: object
     columns: list
+    group_values: object = None   # predict matches new rows by the level labels
+    level_codes: object = None
 
     @property
     def q(self):
@@ -457,6 +465,13 @@ class DaskDesign:
     ddf: object
     plan: Plan
     response_moments: np.ndarray = None   # (Σy, Σy²): what anova compares (no rows kept)
+    # no prior weights, offsets or aliased names on the Dask path (lmer refuses them)
+    weights: object = None
+    offset: object = None
+    weights_name: object = None
+    offset_exprs: tuple = ()
+    offset_arg: object = None
+    aliases: object = None
 
     @property
     def n_fixef(self):
@@ -990,6 +1005,9 @@ class _DaskFitMixin:
                     def __getattr__(_, name):
                         return getattr(fit, name)
                     residuals = pd.Series([0.0])
+
+                    def residuals_of(_, *args, **kw):   # quantiles replaced below
+                        return pd.Series([0.0])
                 super().__init__(_Proxy(), data_name, **kw)
                 self.fit = fit
                 self.scaled_residuals = None

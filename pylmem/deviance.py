@@ -175,7 +175,12 @@ class ProfiledDeviance:
         q0 = t0.ZtZ.shape[1]
         if getattr(t0, "intercept", False) and q0 > 1:
             if getattr(t0, "zshift", None) is not None:
+                # the column means, exactly (a sum of partitions keeps its first part's shift):
+                # the same coordinates whatever the partitioning
                 c = np.array(t0.zshift, dtype=float)
+                n0 = t0.ZtZc[:, 0, 0].sum()
+                if n0 > 0:
+                    c = c + t0.ZtZc[:, 0, :].sum(axis=0) / n0
             else:
                 n0 = t0.ZtZ[:, 0, 0].sum()
                 c = t0.ZtZ[:, 0, :].sum(axis=0) / n0 if n0 > 0 else np.zeros(q0)

@@ -198,7 +198,7 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
     newdata = d.with_aliases(newdata) if getattr(d, "aliases", None) else newdata
     X = _fixed_matrix(fit, newdata)
     out = X @ beta
-    if d.offset_exprs:
+    if getattr(d, "offset_exprs", None):
         from .weights import newdata_offset
 
         out = out + newdata_offset(d, newdata)

@@ -213,8 +213,8 @@ def test_missing_dask_names_the_extra(monkeypatch):
 
 
 def test_levels_sort_as_in_memory_labels():
-    """Integer ids (dense: lookup table; sparse: binary search) and strings give the codes
-    of pd.factorize(str labels, sort=True), as build_design."""
+    """Integer ids (dense: lookup table; sparse: binary search) sorted by value, and strings
+    sorted as strings: the codes of build_design (pd.factorize(values, sort=True))."""
     from pylmem.dask_fit import _Levels
 
     rng = np.random.default_rng(1)
@@ -222,7 +222,7 @@ def test_levels_sort_as_in_memory_labels():
                 rng.choice(["b", "a10", "a2", "c"], 300)):
         part = pd.DataFrame({"g": ids})
         lv = _Levels(pd.unique(ids))
-        codes, labels = pd.factorize(pd.Series(ids).astype(str), sort=True)
+        codes, labels = pd.factorize(pd.Series(ids), sort=True)
         assert list(lv.labels) == list(labels)
         np.testing.assert_array_equal(lv.codes(part, ("g",)), codes)
         unseen = pd.DataFrame({"g": [ids.max() + 1 if ids.dtype.kind != "U" else "zz"]})
