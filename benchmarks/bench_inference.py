@@ -1,6 +1,6 @@
 """Inference timings: pylmem beside lmerTest / pbkrtest / lme4 (Rscript), in one run.
 
-    python benchmarks/bench_inference.py [--reps 5] [--out benchmarks/results/issue11.md]
+    python benchmarks/bench_inference.py [--reps 5] [--out FILE]
 
 Cases: the rat data ``weight ~ week + (week | id)`` (160 groups, q = 2, 2,235 rows),
 sleepstudy ``Reaction ~ Days + (Days | Subject)`` and cake ``angle ~ recipe * temperature

@@ -1,6 +1,6 @@
 """Scaling curve of crossed scalar terms: ``y ~ x + (1 | a) + (1 | b)`` with L levels each.
 
-    python benchmarks/scaling_crossed.py --out benchmarks/results/scaling_crossed.md
+    python benchmarks/scaling_crossed.py --out /tmp/scaling_crossed.md
     python benchmarks/scaling_crossed.py --levels 1000,10000 --libs pylmem,mixedlm
 
 For L in 10^3 .. 10^5 (2 L rows, levels drawn uniformly: see ``cases.SCALING``) each library
@@ -8,7 +8,7 @@ fits once after a warm-up in its own child process (``compare.py``'s workers), u
 wall-clock limit; reported: seconds of the fit, the child's peak RSS, the log-likelihood.
 Once a library times out it is not run at the larger sizes.  pylmem's rest block is the
 Schur complement of the first term (~0.86 L levels of b), factorised by CHOLMOD: its fill,
-not the rows, sets the time (see benchmarks/results/issue10.md).
+not the rows, sets the time (see benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
