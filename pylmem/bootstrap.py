@@ -487,13 +487,9 @@ def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
 def _one_blas_thread():
     """Small LAPACK calls (the one-by-one refits) run ~100× slower when OpenBLAS hands them
     to a thread pool on a busy machine: one BLAS thread for the whole run."""
-    from contextlib import nullcontext
+    from ._threads import single_thread
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return single_thread()
 
 
 def _run_blocks(fits, engines, outs, src, nsim, seed, use_u, prog):

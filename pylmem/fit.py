@@ -57,30 +57,12 @@ def _check_exact_fit(dev, opt, cp, response: str) -> None:
                          "is unbounded")
 
 
-_BLAS_CONTROLLER = []
-
-
 def _blas_threads_for(dev):
-    """One BLAS thread unless the dense block is large enough to gain from more.
+    """One BLAS thread unless the dense block is large enough to gain from more
+    (see :mod:`pylmem._threads`)."""
+    from ._threads import threads_for_block
 
-    Measured here (OpenBLAS, 2 cores): a 200 × 200 block evaluates in 1.5 ms on one thread
-    and ~45 ms on two (thread hand-off dominates small operations); InstEval's 1156 × 1156
-    block gains ~15% from two.  The libraries are looked up once (a scan of the process's
-    maps costs ~3 ms), then each fit only sets the limit.
-    """
-    from contextlib import nullcontext
-
-    if not 0 < dev.m < 512:   # one term: no dense block; large blocks: threads pay off
-        return nullcontext()
-    if not _BLAS_CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS_CONTROLLER.append(ThreadpoolController())
-        except ImportError:  # pragma: no cover - optional speed-up
-            _BLAS_CONTROLLER.append(None)
-    ctl = _BLAS_CONTROLLER[0]
-    return nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+    return threads_for_block(dev.m)
 
 
 class ConvergenceWarning(UserWarning):

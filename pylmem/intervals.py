@@ -174,23 +174,10 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
 
 
 def one_blas_thread(fit):
-    """One BLAS thread for small models (m < 512): on small matrices the hand-off to a
-    second thread costs more than the work (see ``fit._blas_threads_for``)."""
-    from contextlib import nullcontext
+    """One BLAS thread for small models (m < 512): see :mod:`pylmem._threads`."""
+    from ._threads import threads_for_block
 
-    from .fit import _BLAS_CONTROLLER
-
-    if getattr(fit.dev, "m", 0) >= 512:
-        return nullcontext()
-    if not _BLAS_CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS_CONTROLLER.append(ThreadpoolController())
-        except ImportError:  # pragma: no cover - optional speed-up
-            _BLAS_CONTROLLER.append(None)
-    ctl = _BLAS_CONTROLLER[0]
-    return nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+    return threads_for_block(getattr(fit.dev, "m", 0), one_term_too=True)
 
 
 def _prior_rows(fit, Zs, codes, use) -> np.ndarray:
