@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import batched as B
 from .crossprod import crossproducts
-from .design import NumericSpec, _group_labels, _model_matrix, _required_variables
+from .design import NumericSpec, _group_labels, _model_matrix, _required_variables, order_terms
 from .fit import LmerFit
 from .formula import parse_formula, r_column_name, translate_r
 
@@ -569,17 +569,7 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
         for cg in col_groups:
             terms.append(_TermPlan(spec.name, tuple(spec.group), [names[c] for c in cg], expr,
                                    zspec, cg, lv))
-    terms.sort(key=lambda t: -t.n_levels)
-    seen: dict = {}
-    for t in terms:
-        k = seen.get(t.name, 0)
-        seen[t.name] = k + 1
-        if k:
-            t.name = f"{t.name}.{k}"
-    for t in terms:
-        if t.n_levels < 2:
-            raise ValueError(f"grouping factor {t.name!r} has {t.n_levels} level: a random-effects "
-                             "term needs at least 2 levels")
+    order_terms(terms)
     plan.terms = terms
     return plan
 

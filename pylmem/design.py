@@ -342,6 +342,22 @@ def _alias_reserved(parsed: ParsedFormula, data: pd.DataFrame):
     return parsed, {c: a for c, (a, _) in aliases.items()}
 
 
+def order_terms(terms: list) -> None:
+    """lme4's term order, in place: by decreasing number of levels (stable), names made
+    unique (``Subject``, ``Subject.1``); a term needs at least 2 levels."""
+    terms.sort(key=lambda t: -t.n_levels)
+    seen: dict[str, int] = {}
+    for t in terms:
+        k = seen.get(t.name, 0)
+        seen[t.name] = k + 1
+        if k:
+            t.name = f"{t.name}.{k}"
+    for t in terms:
+        if t.n_levels < 2:
+            raise ValueError(f"grouping factor {t.name!r} has {t.n_levels} level: a random-effects "
+                             "term needs at least 2 levels")
+
+
 def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                  offset=None) -> ModelDesign:
     """Parse ``formula`` against ``data`` and build y, X and the random terms.
@@ -440,18 +456,8 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                                     expr=expr, spec=zspec,
                                     columns=list(cols), group_values=group_values,
                                     level_codes=level_codes))
-    # lme4 orders terms by decreasing number of levels (stable), and makes names unique
-    terms.sort(key=lambda t: -t.n_levels)
-    seen: dict[str, int] = {}
+    order_terms(terms)
     for t in terms:
-        k = seen.get(t.name, 0)
-        seen[t.name] = k + 1
-        if k:
-            t.name = f"{t.name}.{k}"
-    for t in terms:
-        if t.n_levels < 2:
-            raise ValueError(f"grouping factor {t.name!r} has {t.n_levels} level: a random-effects "
-                             "term needs at least 2 levels")
         if t.n_levels >= len(y) and t.q >= 1:
             raise ValueError(f"number of levels of grouping factor {t.name!r} ({t.n_levels}) "
                              f"must be less than the number of observations ({len(y)})")
