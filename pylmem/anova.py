@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .summary import (SIGNIF_LEGEND, deparse1, format_pval, format_real, print_matrix,
-                      r_round, signif_stars, zapsmall)
+from .summary import anova_table_lines, deparse1, format_real, r_round, zapsmall
 
 REFIT_MESSAGE = "refitting model(s) with ML (instead of REML)"
 COLUMNS = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
@@ -61,26 +60,8 @@ class AnovaResult(pd.DataFrame):
             else:
                 s = format_real(zapsmall(v, digits), digits)
             cols[c] = ["" if np.isnan(v[i]) else s[i] for i in range(n)]
-        pv = x[:, -1]
-        ok = ~np.isnan(pv)
-        ps = [""] * n
-        if ok.any():
-            for i, s in zip(np.flatnonzero(ok), format_pval(pv[ok], max(1, min(5, digits - 1)))):
-                ps[i] = s
-        cols["Pr(>Chisq)"] = ps
-        show_stars = signif and ok.any() and bool(np.any(pv[ok] < 0.1))
-        names = list(COLUMNS)
-        cells = [[cols[c][i] for c in COLUMNS] for i in range(n)]
-        if show_stars:
-            st = signif_stars(pv)
-            w = max(len(s) for s in st)
-            for i in range(n):
-                cells[i].append(st[i].ljust(w))
-            names.append("")
-        lines = print_matrix(cells, [str(r) for r in self.index], names, right=True)
-        if show_stars:
-            lines += ["---", SIGNIF_LEGEND]
-        return lines
+        return anova_table_lines(cols, x[:, -1], self.index, "Pr(>Chisq)",
+                                 p_digits=max(1, min(5, digits - 1)), signif=signif)
 
     def __str__(self) -> str:
         return "\n".join(self.heading() + self.table_lines())

@@ -619,7 +619,7 @@ def start_theta_stats(cp, rs, qs):
     WtW, tstats = _cp_arrays(cp)
     p = WtW.shape[0] - 1
     n = rs.n
-    XtX, Xty, yy = WtW[:p, :p], WtW[:p, p], WtW[p, p]
+    XtX, Xty = WtW[:p, :p], WtW[:p, p]
     beta = np.linalg.lstsq(XtX, Xty, rcond=None)[0] if p else np.zeros(0)
     v = np.r_[-beta, 1.0]
     ee = float(v @ WtW @ v)

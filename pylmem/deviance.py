@@ -285,7 +285,6 @@ class ProfiledDeviance:
             T0t, T[0] = T[0], self._MZ @ T[0]
         else:
             T0t = self._MZinv @ T[0]                            # T̃0: Z̃0 T̃0 = Z0 T0
-        T0 = T[0]
         TtG = B.left_mul_soa(T0t.T, self._G0)                   # T̃0' G̃ per level
         A00 = B.left_mul_soa(T0t.T, np.ascontiguousarray(TtG.transpose(1, 0, 2)))  # (T0'G T0)' = A00
         A00[np.arange(q0), np.arange(q0)] += 1.0

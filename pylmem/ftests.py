@@ -208,8 +208,7 @@ class FTestTable(pd.DataFrame):
         return pd.DataFrame
 
     def __str__(self) -> str:
-        from .summary import (SIGNIF_LEGEND, format_pval, format_real, print_matrix, r_round,
-                              signif_stars, zapsmall)
+        from .summary import anova_table_lines, format_real, r_round, zapsmall
 
         x = self[COLUMNS].to_numpy(dtype=float)
         n = len(x)
@@ -221,26 +220,8 @@ class FTestTable(pd.DataFrame):
             # print.anova: the test column rounded to 4 decimals, the others zapped
             s = format_real(r_round(v, 4), 5) if c == "F value" else format_real(zapsmall(v, 5), 5)
             cols[c] = ["NA" if np.isnan(v[i]) else s[i] for i in range(n)]
-        pv = x[:, -1]
-        ok = ~np.isnan(pv)
-        ps = ["NA"] * n
-        if ok.any():
-            for i, s in zip(np.flatnonzero(ok), format_pval(pv[ok], 4)):
-                ps[i] = s
-        cols["Pr(>F)"] = ps
-        names = list(COLUMNS)
-        cells = [[cols[c][i] for c in COLUMNS] for i in range(n)]
-        stars = ok.any() and bool(np.any(pv[ok] < 0.1))
-        if stars:
-            st = signif_stars(pv)
-            w = max(len(s) for s in st)
-            for i in range(n):
-                cells[i].append(st[i].ljust(w))
-            names.append("")
         lines = [getattr(self, "heading", "")]
-        lines += print_matrix(cells, [str(r) for r in self.index], names, right=True)
-        if stars:
-            lines += ["---", SIGNIF_LEGEND]
+        lines += anova_table_lines(cols, x[:, -1], self.index, "Pr(>F)", na="NA")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

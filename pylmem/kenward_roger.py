@@ -187,7 +187,6 @@ def _kr_parts_dense(fit):
     cf = sla.cho_factor(Sigma, lower=True)
     Si = sla.cho_solve(cf, np.eye(n))
     SiX = Si @ X
-    Phi = fit.vcov.to_numpy()
     R = len(gens)
     # Y_r = B_r'Σ⁻¹ (m_r × n); H_r = G_rΣ⁻¹ = A_r Y_r;  O_r = H_r X;  U_r = Y_r X
     Ys = [np.asarray((B.T @ Si)) for _, B in gens]

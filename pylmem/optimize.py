@@ -315,7 +315,6 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
     """
     theta0 = start_theta(design, dev) if theta0 is None else np.asarray(theta0, float)
     co = _Coords(dev)
-    diag = np.isfinite(co.lower)
     trace: list = []
 
     def record(v):

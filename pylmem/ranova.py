@@ -80,8 +80,7 @@ class RanovaTable(pd.DataFrame):
         return pd.DataFrame
 
     def __str__(self) -> str:
-        from .summary import (SIGNIF_LEGEND, format_pval, format_real, print_matrix,
-                              signif_stars, zapsmall)
+        from .summary import anova_table_lines, format_real, zapsmall
 
         x = self[RANOVA_COLUMNS].to_numpy(dtype=float)
         n = len(x)
@@ -90,25 +89,8 @@ class RanovaTable(pd.DataFrame):
             v = x[:, j]
             s = format_real(v if c == "Df" else zapsmall(v, 5), 5)
             cols[c] = ["" if np.isnan(v[i]) else s[i].strip() for i in range(n)]
-        pv = x[:, -1]
-        ok = ~np.isnan(pv)
-        ps = [""] * n
-        for i, s in zip(np.flatnonzero(ok), format_pval(pv[ok], 4) if ok.any() else []):
-            ps[i] = s
-        cols["Pr(>Chisq)"] = ps
-        names = list(RANOVA_COLUMNS)
-        cells = [[cols[c][i] for c in RANOVA_COLUMNS] for i in range(n)]
-        stars = ok.any() and bool(np.any(pv[ok] < 0.1))
-        if stars:
-            st = signif_stars(pv)
-            w = max(len(s) for s in st)
-            for i in range(n):
-                cells[i].append(st[i].ljust(w))
-            names.append("")
         lines = getattr(self, "heading", "").split("\n")
-        lines += print_matrix(cells, [str(r) for r in self.index], names, right=True)
-        if stars:
-            lines += ["---", SIGNIF_LEGEND]
+        lines += anova_table_lines(cols, x[:, -1], self.index, "Pr(>Chisq)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -164,6 +164,33 @@ SIGNIF_LEGEND = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
 # ============================================================== R's print layouts
 
 
+def anova_table_lines(cols: dict, pv, rownames, pname: str, *, p_digits: int = 4,
+                      na: str = "", signif: bool = True) -> list[str]:
+    """The tail of R's ``print.anova``: the formatted columns ``cols`` (name -> strings),
+    the p-value column ``pname`` from ``pv`` (``na`` where missing), significance stars
+    and their legend when some p < 0.1."""
+    pv = np.asarray(pv, dtype=float)
+    n = len(pv)
+    ok = ~np.isnan(pv)
+    ps = [na] * n
+    if ok.any():
+        for i, s in zip(np.flatnonzero(ok), format_pval(pv[ok], p_digits)):
+            ps[i] = s
+    names = list(cols) + [pname]
+    cells = [[cols[c][i] for c in cols] + [ps[i]] for i in range(n)]
+    stars = signif and ok.any() and bool(np.any(pv[ok] < 0.1))
+    if stars:
+        st = signif_stars(pv)
+        w = max(len(s) for s in st)
+        for i in range(n):
+            cells[i].append(st[i].ljust(w))
+        names.append("")
+    lines = print_matrix(cells, [str(r) for r in rownames], names, right=True)
+    if stars:
+        lines += ["---", SIGNIF_LEGEND]
+    return lines
+
+
 def print_matrix(cells, rownames, colnames, *, right: bool, gap: int = 1,
                  width: int = WIDTH) -> list[str]:
     """``print.default`` of a character matrix (``quote = FALSE``); column blocks wrap at width."""
