@@ -32,18 +32,6 @@ _DENSE_S_MAX = 6000   # largest rest block whose inverse S is formed (m² double
 _LEVEL_OPS_MAX = 10_000_000   # largest G q0 × m matrix H = L_R0'S kept for the per-level path
 
 
-def _rest_m(LRR) -> int:
-    return LRR.m if hasattr(LRR, "m") else LRR.shape[0]
-
-
-def _rest_solve(LRR, Bm, trans=False):
-    """L_R⁻¹ B (or L_R⁻ᵀ B): a dense lower factor, or an object with solve_L / solve_Lt."""
-    if hasattr(LRR, "solve_L"):
-        return LRR.solve_Lt(Bm) if trans else LRR.solve_L(Bm)
-    return sla.solve_triangular(LRR, Bm, lower=True, trans="T" if trans else "N",
-                                check_finite=False)
-
-
 def _rest_operators(fit, p):
     """S = (L_RR L_RR')⁻¹ (m × m) and K = L_RR⁻ᵀ C_RX (m × p), formed once per fit.
 
@@ -53,13 +41,13 @@ def _rest_operators(fit, p):
     cache = fit.__dict__.setdefault("_intervals_cache", {})
     if "S" not in cache:
         f = fit.factor
-        m = _rest_m(f.LRR)
+        m = f.LRR.m
         if m <= _DENSE_S_MAX:
-            Li = _rest_solve(f.LRR, np.eye(m))
+            Li = f.LRR.solve_L(np.eye(m))
             cache["S"] = Li.T @ Li
         else:
             cache["S"] = None        # too large: solve per block of rows instead
-        cache["K"] = _rest_solve(f.LRR, f.CR[:, :p], trans=True)
+        cache["K"] = f.LRR.solve_Lt(f.CR[:, :p])
     return cache["S"], cache["K"]
 
 
@@ -104,7 +92,7 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
     fast = False
     if f.LRR is not None:
         S, K = _rest_operators(fit, p)
-        m = _rest_m(f.LRR)
+        m = f.LRR.m
         if S is None:
             chunk = max(16, 20_000_000 // m)
         elif f.L0.shape[0] * q0 * m <= _LEVEL_OPS_MAX:
@@ -163,7 +151,7 @@ def _solve_rows(fit, X, Zs, codes, use) -> np.ndarray:
             if S is not None:
                 acc += np.asarray(Rt.multiply(Rt @ S).sum(axis=1)).ravel()
             else:
-                acc += (_rest_solve(f.LRR, Rt.T.toarray()) ** 2).sum(axis=0)
+                acc += (f.LRR.solve_L(Rt.T.toarray()) ** 2).sum(axis=0)
             if p:
                 CXv += Rt @ K
         if p:
@@ -194,32 +182,6 @@ def model_rows(fit):
     """(X, Zs, codes) of the fitted rows, model order."""
     d = fit.design
     return d.X, [t.Z for t in d.terms], [t.codes for t in d.terms]
-
-
-def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
-    """(X, Zs, codes) of ``newdata`` as :func:`pylmem.predict.predict` builds them
-    (codes −1 for new levels; rows with a missing value give NaN)."""
-    from . import design as D
-    from .predict import _fixed_matrix, _model_matrix
-
-    d = fit.design
-    if getattr(d, "aliases", None):          # renamed reserved columns (issue 9), as predict
-        newdata = d.with_aliases(newdata)
-    X = _fixed_matrix(fit, newdata)
-    Zs, codes = [], []
-    for k, t in enumerate(d.terms):
-        if k not in sel:
-            Zs.append(np.zeros((len(newdata), t.q)))
-            codes.append(np.full(len(newdata), -1))
-            continue
-        mm = _model_matrix(t.spec, newdata, f"random-effects term {t.name!r}")
-        Zs.append(mm.to_numpy(dtype=float)[:, t.columns])
-        if hasattr(D, "match_levels"):       # level identity by value, shared with predict
-            codes.append(np.asarray(D.match_levels(t, newdata)))
-        else:
-            labels = D._group_labels(newdata, t.group)
-            codes.append(pd.Index(t.levels).get_indexer(labels.to_numpy()))
-    return X, Zs, codes
 
 
 def prediction_variance(fit, X, Zs, codes, sel) -> np.ndarray:
@@ -254,21 +216,24 @@ def predict_with_se(fit, newdata=None, *, re_form=None, allow_new_levels=True, s
     ``interval="confidence"``: for the conditional mean x'β + z'b (or x'β for
     re_form="~0"); ``"prediction"``: for a new observation, adding σ².  Normal quantiles.
     """
-    from .predict import _selected_terms, predict
+    from .predict import _selected_terms, combine_rows, newdata_rows, predict
 
     if interval not in (None, "confidence", "prediction"):
         raise ValueError(f"interval must be None, 'confidence' or 'prediction', got {interval!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    point = predict(fit, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
     sel = _selected_terms(fit, re_form)
     if newdata is None:
+        point = predict(fit, None, re_form=re_form)
         X, Zs, codes = model_rows(fit)
         var = fit.design.to_data_order(prediction_variance(fit, X, Zs, codes, sel))
         wres = fit.design.weights
         wres = 1.0 if wres is None else fit.design.to_data_order(wres)
     else:
-        X, Zs, codes = newdata_rows(fit, newdata, sel, allow_new_levels)
+        if not isinstance(newdata, pd.DataFrame):
+            raise ValueError("newdata must be a pandas DataFrame")
+        X, offset, Zs, codes = newdata_rows(fit, newdata, sel, allow_new_levels)
+        point = pd.Series(combine_rows(fit, X, offset, Zs, codes, sel), index=newdata.index)
         var = prediction_variance(fit, X, Zs, codes, sel)
         wres = 1.0
     s2 = fit.sigma2

@@ -168,6 +168,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
     effects 0 (else ValueError naming the term and levels).
     Returns a Series indexed like the data (``newdata`` or the fitted data).
     """
+    if not isinstance(allow_new_levels, (bool, np.bool_)):
+        raise ValueError(f"allow_new_levels must be True or False, got {allow_new_levels!r}")
     if newdata is not None:
         from .io import as_pandas
 
@@ -178,8 +180,6 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         return predict_with_se(fit, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
                                se_fit=se_fit, interval=interval, level=level)
     d = fit.design
-    if not isinstance(allow_new_levels, (bool, np.bool_)):
-        raise ValueError(f"allow_new_levels must be True or False, got {allow_new_levels!r}")
     sel = _selected_terms(fit, re_form)
     beta = fit.fixef.to_numpy(dtype=float)
     if newdata is None:
@@ -194,17 +194,30 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
                          name="predicted")
     if not isinstance(newdata, pd.DataFrame):
         raise ValueError("newdata must be a pandas DataFrame")
-    index = newdata.index
+    X, offset, Zs, codes = newdata_rows(fit, newdata, sel, allow_new_levels)
+    return pd.Series(combine_rows(fit, X, offset, Zs, codes, sel), index=newdata.index,
+                     name="predicted")
+
+
+def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
+    """(X, offset, Zs, codes) of ``newdata``: the fixed-effects rows (NaN where a variable is
+    missing), the offset (0 without one), and for each selected term its Z rows and level
+    codes (−1 for a level not in the fit; zeros and −1 for terms not in ``sel``).  Raises
+    for a missing grouping column, and for new levels unless ``allow_new_levels``."""
+    d = fit.design
     newdata = d.with_aliases(newdata) if getattr(d, "aliases", None) else newdata
     X = _fixed_matrix(fit, newdata)
-    out = X @ beta
+    offset = np.zeros(len(newdata))
     if getattr(d, "offset_exprs", None):
         from .weights import newdata_offset
 
-        out = out + newdata_offset(d, newdata)
-    modes = fit._modes
-    for k in sel:
-        t = d.terms[k]
+        offset = offset + newdata_offset(d, newdata)
+    Zs, codes = [], []
+    for k, t in enumerate(d.terms):
+        if k not in sel:
+            Zs.append(np.zeros((len(newdata), t.q)))
+            codes.append(np.full(len(newdata), -1))
+            continue
         missing = [g for g in t.group if g not in newdata.columns]
         if missing:
             raise ValueError(f"newdata lacks the grouping column(s) {', '.join(map(repr, missing))} "
@@ -212,20 +225,33 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
                              "population-level predictions)")
         mm = _model_matrix(t.spec, newdata, f"random-effects term {t.name!r}")
         Z = mm.to_numpy(dtype=float)[:, t.columns]
-        labels = _group_labels(newdata, t.group)
         na_group = newdata[list(t.group)].isna().any(axis=1).to_numpy()
-        codes = match_levels(t, newdata)   # by value: int ids match float newdata ids
-        new = (codes < 0) & ~na_group
+        c = np.asarray(match_levels(t, newdata))   # by value: int ids match float newdata ids
+        new = (c < 0) & ~na_group
         if new.any() and not allow_new_levels:
+            labels = _group_labels(newdata, t.group)
             lv = list(dict.fromkeys(labels.to_numpy()[new]))
             shown = ", ".join(map(repr, lv[:10])) + (", ..." if len(lv) > 10 else "")
             raise ValueError(f"newdata has {len(lv)} level(s) of the grouping factor of "
                              f"random-effects term {t.name!r} not in the fit: {shown} "
                              "(pass allow_new_levels=True to predict them at population level)")
-        b = np.zeros((len(newdata), t.q))
-        ok = codes >= 0
-        b[ok] = modes[k][codes[ok]]
+        Zs.append(Z)
+        codes.append(c)
+    return X, offset, Zs, codes
+
+
+def combine_rows(fit, X, offset, Zs, codes, sel) -> np.ndarray:
+    """x'β̂ + offset + Σ_{k∈sel} z_k'b̂_k per row; a new level contributes 0, a row with a
+    missing z of a known level is NaN."""
+    out = X @ fit.fixef.to_numpy(dtype=float) + offset
+    modes = fit._modes
+    for k in sel:
+        Z, c = Zs[k], codes[k]
+        b = np.zeros(Z.shape)
+        ok = c >= 0
+        b[ok] = modes[k][c[ok]]
         contrib = np.einsum("nq,nq->n", np.nan_to_num(Z), b)
         contrib[np.isnan(Z).any(axis=1) & ok] = np.nan
         out = out + contrib
-    return pd.Series(out, index=index, name="predicted")
+    return out
+
