@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
@@ -32,6 +31,9 @@ import pandas as pd
 
 import pylmem
 from pylmem.datasets import load
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_em import best_of  # noqa: E402  (the benchmarks' one timing helper)
 
 R_SCRIPT = r"""
 suppressMessages({library(lme4); library(pbkrtest); library(jsonlite)})
@@ -92,15 +94,6 @@ def run_r(csv, what, reml, nsim):
         return json.loads(line[-1]) if line else None
     finally:
         os.unlink(f.name)
-
-
-def best_of(fn, reps):
-    best, out = float("inf"), None
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main(argv=None):
