@@ -69,9 +69,9 @@ def _peak_rss():
 
 
 def _step_seconds():
-    from pylmem import dask_fit
+    from pylmem.scaleout import reduce as dask_reduce
 
-    return dict(dask_fit.STEP_SECONDS)
+    return dict(dask_reduce.STEP_SECONDS)
 
 
 def run_dask(path: Path, workers: int, memory_limit: str) -> dict:
@@ -99,7 +99,7 @@ def run_dask(path: Path, workers: int, memory_limit: str) -> dict:
                 if ss["action"] == "compute":
                     kinds[k] = kinds.get(k, 0.0) + ss["stop"] - ss["start"]
         peaks = client.run(_peak_rss)
-        # inside the fused chain links: statistics (partition_stats) vs reduce (_add)
+        # inside the fused chain links: statistics (partition_stats) vs reduce (add_pairs)
         for per_worker in client.run(_step_seconds).values():
             for k, v in per_worker.items():
                 kinds[f"link: {k}"] = kinds.get(f"link: {k}", 0.0) + v

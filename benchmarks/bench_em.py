@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from pylmem.datasets import load
-from pylmem.em import em
+from pylmem.estimation.em import em
 
 TARGETS = {"poly": -8691.3502, "gender": -8480.7455}
 

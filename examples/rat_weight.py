@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 import pylmem
-from pylmem import plots
-from pylmem.anova import anova   # = pylmem.anova
-from pylmem.em import em         # = pylmem.em (the seed's em.lmem / em2.lmem)
+from pylmem.reports import plots
+from pylmem.inference.lrt import anova   # = pylmem.anova
+from pylmem.estimation.em import em         # = pylmem.em (the seed's em.lmem / em2.lmem)
 
 pd.set_option("display.width", 120)
 

@@ -1,20 +1,26 @@
-"""pylmem: linear mixed-effects models with lme4 formulas, exact ML/REML and the EM algorithm."""
-from . import datasets
-from .design import ModelDesign, build_design
-from .fit import ConvergenceWarning, LmerFit, fit_design, lmer
-from .em import em  # noqa: E402  (the function shadows the submodule name on purpose)
-from .anova import anova  # noqa: E402
-from .bootstrap import bootstrap, pb_anova, simulate  # noqa: E402
-from .ranova import drop1, ranova  # noqa: E402
-from .inference import coef_table  # noqa: E402
-from .profile import confint  # noqa: E402  (pylmem.profile stays the module)
+"""pylmem: linear mixed-effects models with lme4 formulas, exact ML/REML and the EM algorithm.
 
-__version__ = "0.1.0"
+The package face: the public names, imported from the subpackages that own them.  The
+subpackages follow the flow of a fit, each importing only from those before it:
+
+``util`` → ``model`` → ``numerics`` → ``estimation`` → ``inference`` → ``postfit`` →
+``reports`` → ``scaleout`` → ``api`` → ``io``  (and ``datasets``, bundled data).
+
+See ``docs/architecture.md``.
+"""
+from . import datasets
+from ._version import __version__
+from .api.lmer import LmerFit, fit_design, lmer
+from .estimation.convergence import ConvergenceWarning
+from .estimation.em import em
+from .inference.bootstrap import bootstrap, pb_anova, simulate
+from .inference.ddf import coef_table
+from .inference.lrt import anova
+from .inference.profile import confint
+from .inference.ranova import drop1, ranova
+from .io.readers import read_table
+from .model.design import ModelDesign, build_design
 
 __all__ = ["lmer", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
            "datasets", "em", "anova", "bootstrap", "pb_anova", "simulate", "ranova", "drop1",
-           "coef_table", "confint"]
-
-from .io import read_table  # noqa: E402  (issue 13)
-
-__all__ += ["read_table"]
+           "coef_table", "confint", "read_table"]

@@ -1,6 +1,6 @@
-"""``python -m pylmem``: the ``pylmem`` command (see :mod:`pylmem.cli`)."""
+"""``python -m pylmem``: the ``pylmem`` command (:mod:`pylmem.io.cli`)."""
 import sys
 
-from .cli import main
+from .io.cli import main
 
 sys.exit(main())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import pylmem
-from pylmem.anova import AnovaResult, anova
+from pylmem.inference.lrt import AnovaResult, anova
 from test_summary import compare_lines
 
 R_GENDER = """\

@@ -5,7 +5,6 @@ reproduce them), the model's own moments (Monte-Carlo error bounds), Wald SEs, a
 lme4 1.1-31 / pbkrtest (tests/reference/boot_refs.json, made by make_boot_refs.R).
 """
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,11 +15,11 @@ from scipy import stats
 
 import pylmem
 from pylmem.datasets import load
+from pylmem.inference import bootstrap as bs
 
 _REFS = Path(__file__).parent / "reference" / "boot_refs.json"
 BOOT_REFS = json.loads(_REFS.read_text()) if _REFS.exists() else {}
 SLEEP = "Reaction ~ Days + (Days | Subject)"
-bs = sys.modules["pylmem.bootstrap"]
 
 
 def _quiet_lmer(formula, data, **kw):
@@ -189,7 +188,7 @@ def test_bootstrap_result_api(sleep_fit, tmp_path):
     np.testing.assert_allclose(np.sqrt(cov[:, 0, 0]), res.t[".sig01"], rtol=1e-12)
     np.testing.assert_allclose(np.sqrt(cov[:, 1, 1]), res.t[".sig03"], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(res.t0.to_numpy()[-2:], sleep_fit.beta)
-    from pylmem.parameters import sdcor_from_theta
+    from pylmem.model.covariance import sdcor_from_theta
 
     for j in (0, 1, int(np.argmax(res.status == "singular"))):
         np.testing.assert_allclose(res.t.iloc[j, :3].to_numpy(), sdcor_from_theta(

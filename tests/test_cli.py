@@ -1,4 +1,4 @@
-"""The ``pylmem`` command (pylmem.cli) and the rat-weight example script.
+"""The ``pylmem`` command (pylmem.io.cli) and the rat-weight example script.
 
 The CLI runs in-process (``main([...])`` with capsys) and once as a subprocess
 (``python -m pylmem``); JSON output is checked against the lme4 reference fits
@@ -16,7 +16,7 @@ import pytest
 
 import pylmem
 from conftest import REFERENCE
-from pylmem.cli import main
+from pylmem.io.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RAT_POLY = "weight ~ week + week2 + (week + week2 | id)"

@@ -1,4 +1,4 @@
-"""Fits of a Dask DataFrame (pylmem.dask_fit) equal the in-memory fits.
+"""Fits of a Dask DataFrame (pylmem.scaleout) equal the in-memory fits.
 
 Rows are shuffled and split into several partitions (a group's rows sit in several
 partitions), computed on a 2-process dask.distributed LocalCluster.  Tolerances (issue 14):
@@ -158,9 +158,9 @@ def test_local_scheduler_without_client():
     d = _data("Penicillin")
     m = pylmem.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", d)
     with dask.config.set(scheduler="sync"):
-        from pylmem.dask_fit import _client
+        from pylmem.scaleout.reduce import active_client
 
-        assert _client() is None
+        assert active_client() is None
         f = pylmem.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", _shuffled(d, 5))
     _compare(m, f)
 
@@ -180,7 +180,7 @@ def test_errors_name_the_problem(client):
 def test_cli_parquet_glob(client, tmp_path, capsys):
     import json
 
-    from pylmem.cli import main
+    from pylmem.io.cli import main
 
     d = _data("sleepstudy").sample(frac=1.0, random_state=5)
     for i in range(3):
@@ -204,7 +204,7 @@ def test_cli_parquet_glob(client, tmp_path, capsys):
 def test_missing_dask_names_the_extra(monkeypatch):
     import sys
 
-    from pylmem.dask_fit import require_dask
+    from pylmem.scaleout.reduce import require_dask
 
     monkeypatch.setitem(sys.modules, "dask", None)
     monkeypatch.setitem(sys.modules, "dask.dataframe", None)
@@ -215,13 +215,13 @@ def test_missing_dask_names_the_extra(monkeypatch):
 def test_levels_sort_as_in_memory_labels():
     """Integer ids (dense: lookup table; sparse: binary search) sorted by value, and strings
     sorted as strings: the codes of build_design (pd.factorize(values, sort=True))."""
-    from pylmem.dask_fit import _Levels
+    from pylmem.scaleout.plan import Levels
 
     rng = np.random.default_rng(1)
     for ids in (rng.integers(0, 50, 300), rng.integers(0, 50, 300) * 10 ** 9 - 7,
                 rng.choice(["b", "a10", "a2", "c"], 300)):
         part = pd.DataFrame({"g": ids})
-        lv = _Levels(pd.unique(ids))
+        lv = Levels(pd.unique(ids))
         codes, labels = pd.factorize(pd.Series(ids), sort=True)
         assert list(lv.labels) == list(labels)
         np.testing.assert_array_equal(lv.codes(part, ("g",)), codes)

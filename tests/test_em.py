@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pylmem.datasets import load
-from pylmem.em import EMResult, em, fit_em
+from pylmem.estimation.em import EMResult, em, fit_em
 
 REF = Path(__file__).parent / "reference" / "lme4_fits.json"
 
@@ -165,7 +165,7 @@ def test_squarem_on_the_seed_map_reaches_maxima(rat):
 
 
 def test_fit_em_design(rat):
-    from pylmem.design import build_design
+    from pylmem.model.design import build_design
 
     des = build_design("weight ~ week + week2 + (week + week2 | id)", rat)
     res = fit_em(des)
@@ -183,7 +183,7 @@ def test_fit_em_design(rat):
 
 
 def test_fit_em_rejects_several_terms():
-    from pylmem.design import build_design
+    from pylmem.model.design import build_design
 
     des = build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", load("Penicillin"))
     with pytest.raises(ValueError, match="2 terms"):

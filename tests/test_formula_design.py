@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import pylmem
-from pylmem.design import build_design
-from pylmem.formula import parse_formula
+from pylmem.model.design import build_design
+from pylmem.model.formula import parse_formula
 
 
 @pytest.fixture(scope="module")

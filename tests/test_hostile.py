@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 import pylmem
-from pylmem.crossprod import crossproducts
-from pylmem.deviance import ProfiledDeviance
+from pylmem.numerics.crossprod import crossproducts
+from pylmem.numerics.deviance import ProfiledDeviance
 
 REF_DIR = Path(__file__).parent / "reference"
 LME4 = json.loads((REF_DIR / "hostile_lme4.json").read_text())
@@ -133,7 +133,7 @@ def test_exact_fit_by_random_effects_is_a_clear_error():
 
 def test_failed_check_restarts_from_the_em(monkeypatch):
     """An optimiser that stops at its start fails the check; the EM start recovers the optimum."""
-    from pylmem import optimize as O
+    from pylmem.estimation import optimize as O
 
     d = pylmem.datasets.load("sleepstudy")
     ref = fit("Reaction ~ Days + (Days | Subject)", d)
@@ -153,7 +153,7 @@ def test_failed_check_restarts_from_the_em(monkeypatch):
 
 def test_restart_when_the_check_fails():
     """A start far from the optimum on a flat ridge: the restart reaches lme4's optimum."""
-    from pylmem.optimize import optimize_theta
+    from pylmem.estimation.optimize import optimize_theta
 
     d = data("crossed_1e5.csv")
     m = pylmem.build_design("y ~ 1 + (1 | a) + (1 | b)", d)
@@ -297,7 +297,7 @@ def test_cli_header_only_csv_and_clean_errors(tmp_path):
 
 
 def test_untrustworthy_fit_says_so_in_summary_and_json():
-    from pylmem.cli import fit_to_dict
+    from pylmem.io.cli import fit_to_dict
 
     rng = np.random.default_rng(4)
     d = pd.DataFrame(dict(y=rng.normal(size=60), g=np.repeat(np.arange(12), 5)))

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 import pylmem
-from pylmem import inference as I
-from pylmem import kenward_roger as KR
+from pylmem.inference import ddf as I
+from pylmem.inference import kenward_roger as KR
 from pylmem.datasets import load
-from pylmem.ftests import single_anova
+from pylmem.inference.ftests import single_anova
 
 REFS = json.loads((Path(__file__).parent / "reference" / "inference_refs.json").read_text())
 MODELS = [k for k in REFS if k != "provenance"]
@@ -304,7 +304,7 @@ def test_profile_zeta_matches_lme4():
 
 
 def test_confint_boot_delegates_to_bootstrap():
-    pytest.importorskip("pylmem.bootstrap")
+    pytest.importorskip("pylmem.inference.bootstrap")
     got = fit_of("dyestuff_ml").confint(method="boot", nsim=20, seed=1)
     assert list(got.columns) == ["2.5 %", "97.5 %"]
     assert list(got.index) == [".sig01", ".sigma", "(Intercept)"]
@@ -376,7 +376,7 @@ def test_summary_ddf_layout():
 
 
 def test_profile_plot(tmp_path):
-    from pylmem import plots
+    from pylmem.reports import plots
 
     P = fit_of("dyestuff_ml").profile()
     out = plots.plot_profile(P, tmp_path / "prof.png")
@@ -384,7 +384,7 @@ def test_profile_plot(tmp_path):
 
 
 def test_cli_ddf_json(capsys):
-    from pylmem.cli import main
+    from pylmem.io.cli import main
 
     rc = main(["fit", "sleepstudy", "Reaction ~ Days + (Days|Subject)", "--ddf",
                "satterthwaite", "--json"])

@@ -1,4 +1,4 @@
-"""Prediction standard errors and intervals (pylmem.intervals): dense brute force and coverage."""
+"""Prediction standard errors and intervals (pylmem.postfit.intervals): dense brute force and coverage."""
 import warnings
 
 import numpy as np
@@ -142,7 +142,7 @@ def test_coverage_by_simulation():
 
 def test_large_rest_block_path_agrees(monkeypatch):
     """Rest blocks too large for the dense (L_R L_R')⁻¹ use per-block solves: same leverages."""
-    import pylmem.intervals as I
+    import pylmem.postfit.intervals as I
 
     fit = pylmem.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", pylmem.datasets.load("Penicillin"))
     h = fit.hatvalues().to_numpy()
@@ -155,7 +155,7 @@ def test_large_rest_block_path_agrees(monkeypatch):
 def test_per_level_path_equals_general_and_dense(monkeypatch):
     """Vector first term (q0 = 2) crossed with a scalar term: the per-level operators, the
     sparse-product path and the dense M⁻¹ agree (new levels of either factor included)."""
-    import pylmem.intervals as I
+    import pylmem.postfit.intervals as I
 
     rng = np.random.default_rng(5)
     g = rng.integers(0, 25, 400)

@@ -6,8 +6,9 @@ import pytest
 from diag_refs import REFS, SLEEP, data
 
 import pylmem
-from pylmem.cli import main
-from pylmem.io import as_pandas, read_table
+from pylmem.io.cli import main
+from pylmem.io.readers import read_table
+from pylmem.model.tables import as_pandas
 
 
 def test_read_table_formats(tmp_path):

@@ -1,4 +1,4 @@
-"""pylmem.plots: every function writes a real PNG and returns its path."""
+"""pylmem.reports.plots: every function writes a real PNG and returns its path."""
 import struct
 import warnings
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import pylmem
-from pylmem import plots
-from pylmem.em import em
+from pylmem.reports import plots
+from pylmem.estimation.em import em
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RAT_POLY = "weight ~ week + week2 + (week + week2 | id)"

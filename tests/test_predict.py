@@ -1,4 +1,4 @@
-"""pylmem.predict: fitted values, population predictions, new data and new levels."""
+"""pylmem.postfit.predict: fitted values, population predictions, new data and new levels."""
 import warnings
 from functools import lru_cache
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import pylmem
-from pylmem.predict import predict
+from pylmem.postfit.predict import predict
 
 
 @lru_cache(maxsize=None)

@@ -2,7 +2,7 @@
 import io
 
 import pylmem
-from pylmem.progress import Progress
+from pylmem.util.progress import Progress
 
 
 def test_progress_line_written_when_verbose(capsys):

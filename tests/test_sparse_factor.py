@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 import pylmem
-import pylmem.sparse_factor as SF
-from pylmem.crossprod import crossproducts
-from pylmem.design import build_design
-from pylmem.deviance import ProfiledDeviance
+import pylmem.numerics.rest_block as SF
+from pylmem.numerics.crossprod import crossproducts
+from pylmem.model.design import build_design
+from pylmem.numerics.deviance import ProfiledDeviance
 
 # backend -> (module constants to set); "mixed" sets the heavy threshold per design below
 BACKENDS = {
@@ -132,7 +132,7 @@ def test_fit_readers_match_dense(monkeypatch, backend, model):
     MM[np.arange(k), np.arange(k)] += 1
     Ainv = np.linalg.inv(ZL.T @ ZL + np.eye(k))
     off = 0
-    for t, Tk, D in zip(design.terms, T, fit._inv_diag_blocks):
+    for t, Tk, D in zip(design.terms, T, fit.inv_diag_blocks):
         n = t.n_levels * t.q
         blk = Ainv[off:off + n, off:off + n].reshape(t.n_levels, t.q, t.n_levels, t.q)
         want = blk[np.arange(t.n_levels), :, np.arange(t.n_levels), :]
@@ -140,7 +140,7 @@ def test_fit_readers_match_dense(monkeypatch, backend, model):
         off += n
     sol = np.linalg.solve(MM, M.T @ y)
     np.testing.assert_allclose(fit.beta, sol[k:], rtol=1e-7)
-    u = np.concatenate([b_.ravel() for b_ in fit._modes])
+    u = np.concatenate([b_.ravel() for b_ in fit.modes])
     b_dense = np.concatenate([(np.kron(np.eye(t.n_levels), Tk) @ sol[o:o + t.n_levels * t.q])
                               for t, Tk, o in zip(design.terms, T,
                                                   np.cumsum([0] + [t.n_levels * t.q for t in design.terms]))])
@@ -201,7 +201,7 @@ def test_multi_term_gradient_matches_finite_differences(model, reml):
 
 
 def test_multi_term_gradient_is_opt_in(monkeypatch):
-    import pylmem.multi_gradient as MG
+    import pylmem.numerics.multi_gradient as MG
 
     design = build_design(FORMULAS["crossed"], _data())
     cp = crossproducts(design.y, design.X, design.terms)
@@ -209,10 +209,10 @@ def test_multi_term_gradient_is_opt_in(monkeypatch):
     assert not dev.has_gradient
     monkeypatch.setattr(MG, "ENABLED", True)
     assert dev.has_gradient
-    fit_g = pylmem.fit.fit_design(design, reml=False)
+    fit_g = pylmem.fit_design(design, reml=False)
     assert fit_g.optsum.method.startswith("L-BFGS-B")
     monkeypatch.setattr(MG, "ENABLED", False)
-    fit_b = pylmem.fit.fit_design(design, reml=False)
+    fit_b = pylmem.fit_design(design, reml=False)
     assert fit_b.optsum.method.startswith("BOBYQA")
     assert fit_g.objective == pytest.approx(fit_b.objective, rel=1e-10)
 

@@ -1,4 +1,4 @@
-"""pylmem.summary against lme4 1.1-31's printed output (R 4.2.2).
+"""pylmem.reports.summary against lme4 1.1-31's printed output (R 4.2.2).
 
 The expected texts below were printed by R (``print(summary(fit))`` and ``print(fit)``)
 for the same models and data, fitted with the optimizer that reaches the best optimum
@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 
 import pylmem
-from pylmem.summary import (Summary, abbreviate, deparse_formula, format_pval, format_real,
-                            r_round, short_repr, zapsmall)
+from pylmem.reports.summary import Summary, short_repr
+from pylmem.util.deparse import deparse_formula
+from pylmem.util.rformat import abbreviate, format_pval, format_real, r_round, zapsmall
 
 R_SUMMARY: dict = {}
 R_PRINT: dict = {}

@@ -3,6 +3,8 @@
 ``load(name)`` returns a pandas DataFrame.  Grouping columns that look numeric
 (``Subject`` in sleepstudy, the ids of InstEval, ...) are returned as strings,
 as R's ``factor`` would treat them, so that formulas need no ``factor()``.
+
+A leaf: imports nothing of pylmem (the command line and users load from it).
 """
 from __future__ import annotations
 

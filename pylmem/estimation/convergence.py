@@ -1,0 +1,193 @@
+"""The check of an optimum, as lme4's ``checkConv``: snap near-zero variances to the
+boundary, polish with Newton steps, then test the scaled gradient and the Hessian, in the
+optimiser's coordinates (:class:`~pylmem.estimation.coords.Coordinates`).  The record of
+the optimisation (:class:`OptSummary`) and the warning class of fits that cannot be fully
+trusted live here too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .coords import Coordinates
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit that cannot be fully trusted: no convergence, or a singular (boundary) fit."""
+
+
+@dataclass
+class OptSummary:
+    """One record of the optimisation (MixedModels.jl's OptSummary)."""
+
+    method: str
+    theta_start: np.ndarray
+    theta: np.ndarray
+    objective: float
+    n_evals: int
+    converged: bool
+    message: str
+    warnings: list = field(default_factory=list)
+    gradient: np.ndarray | None = None
+    hessian: np.ndarray | None = None
+    trace: list = field(default_factory=list)  # objective at each evaluation
+    singular: bool = False
+
+
+def _fd_hessian(grad, x, h, g0):
+    """Symmetrised forward-difference Hessian from a gradient function (g0 = grad(x)).
+
+    Forward steps stay inside the bounds (θ_diag ≥ 0) and cost k gradients, not 2k.
+    """
+    k = len(x)
+    H = np.empty((k, k))
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h[i]
+        H[i] = (grad(x + e) - g0) / h[i]
+    return 0.5 * (H + H.T)
+
+
+def _fd_grad(f, x, h):
+    """Central-difference gradient of a scalar function."""
+    k = len(x)
+    g = np.empty(k)
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h[i]
+        g[i] = (f(x + e) - f(x - e)) / (2 * h[i])
+    return g
+
+
+def _fd_grad_hess(f, x, h):
+    """Central-difference gradient and Hessian of a scalar function."""
+    k = len(x)
+    f0 = f(x)
+    g = np.empty(k)
+    H = np.empty((k, k))
+    fp = np.empty(k)
+    fm = np.empty(k)
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h[i]
+        fp[i], fm[i] = f(x + e), f(x - e)
+        g[i] = (fp[i] - fm[i]) / (2 * h[i])
+        H[i, i] = (fp[i] - 2 * f0 + fm[i]) / h[i] ** 2
+    for i in range(k):
+        for j in range(i + 1, k):
+            ei = np.zeros(k)
+            ej = np.zeros(k)
+            ei[i], ej[j] = h[i], h[j]
+            fpp = f(x + ei + ej)
+            H[i, j] = H[j, i] = (fpp - fp[i] - fp[j] + f0) / (h[i] * h[j])
+    return g, H
+
+
+def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> OptSummary:
+    """Snap near-zero diagonal θ to 0, polish with a Newton step, and check the optimum.
+
+    Done in the optimiser's scaled centred coordinates x (:class:`Coordinates`): the gradient
+    and Hessian reported are with respect to x; the θ returned is the user's.
+    """
+    co = Coordinates(dev)
+    x = co.from_theta(np.asarray(theta, float)) if x is None else np.array(x, dtype=float)
+    diag = np.isfinite(dev.lower)
+    x[diag] = np.maximum(x[diag], 0.0)
+    obj = co.fg(x)[0] if dev.has_gradient else co.f(x)   # the gradient is reused below
+    # MixedModels.jl: snap small diagonal entries to the boundary if d does not grow.  d is
+    # flat there (it depends on θ_k²), so an optimiser stops short at θ ~ 1e-4 (lme4 and
+    # its BOBYQA land on 0 exactly); each entry is tried alone, smallest first.
+    for i in np.argsort(x):
+        if diag[i] and 0 < x[i] < 1e-3:
+            t2 = x.copy()
+            t2[i] = 0.0
+            o2 = co.f(t2)
+            if o2 <= obj + 1e-10 * abs(obj):
+                x, obj = t2, o2
+    at_bound = diag & (x <= 0)
+    free = ~at_bound
+    h = 1e-4 * np.maximum(np.abs(x), 1e-2)
+    warnings: list = []
+    g = H = None
+    if not np.isfinite(obj):
+        warnings.append("Model failed to converge: the deviance is not finite at the optimum")
+    elif free.any():
+        grad = (lambda z: co.fg(z)[1]) if dev.has_gradient else None  # noqa: E731
+
+        def derivatives(x):
+            if dev.has_gradient:
+                g = grad(x)
+                return g, _fd_hessian(grad, x, h, g)
+            return _fd_grad_hess(co.f, x, h)
+
+        g, H = derivatives(x)
+        # Newton steps on the interior coordinates, each kept only if it lowers d; repeated
+        # (at most 3 more) while a step still gains more than 1e-6 in d (an optimiser that
+        # stopped on its function tolerance is polished to the optimum)
+        for it in range(4):
+            gf, Hf = g[free], H[np.ix_(free, free)]
+            try:
+                step = np.linalg.solve(Hf, gf)
+            except np.linalg.LinAlgError:
+                break
+            t2 = x.copy()
+            t2[free] -= step
+            if not np.all(t2[diag] >= 0):
+                break
+            o2 = co.f(t2)
+            if not o2 < obj:
+                break
+            gain, x, obj = obj - o2, t2, o2
+            if gain > 1e-6 and it < 3:
+                g, H = derivatives(x)
+                continue
+            gf = (grad(x) if dev.has_gradient else _fd_grad(co.f, x, h))[free]
+            g = g.copy()
+            g[free] = gf
+            break
+        gf, Hf = g[free], H[np.ix_(free, free)]
+        if not np.all(np.isfinite(Hf)):
+            warnings.append("Model failed to converge: the Hessian is not finite")
+            ev = None
+        else:
+            ev = np.linalg.eigvalsh(Hf)
+        if ev is None:
+            pass
+        elif ev.min() <= 0:
+            warnings.append("Model failed to converge: degenerate Hessian with "
+                            f"{int((ev <= 0).sum())} negative eigenvalue(s)")
+        else:
+            if ev.max() / ev.min() > 1e12:
+                warnings.append("Model is nearly unidentifiable: very large eigenvalue ratio "
+                                f"({ev.max() / ev.min():.2g}) - rescale variables?")
+            # the Newton step relative to the coordinate's size (x is O(1) unless a
+            # variance ratio is huge, where d is flat in x and only the relative step counts)
+            scaled = np.abs(np.linalg.solve(Hf, gf)) / np.maximum(1.0, np.abs(x[free]))
+            if scaled.max() > 2e-3:
+                warnings.append(f"Model failed to converge with max|grad| = {np.abs(gf).max():.3g} "
+                                f"(scaled {scaled.max():.3g}, tol = 0.002)")
+        # d is nearly flat in a huge variance ratio and a local quadratic model misjudges it:
+        # probe ±10% along the large coordinates; a lower d there means the optimiser stopped short
+        big = np.flatnonzero(free & (np.abs(x) > 10))
+        for i in big:
+            for fac in (0.9, 1.1):
+                t2 = x.copy()
+                t2[i] *= fac
+                if co.f(t2) < obj - 1e-6 * max(1.0, abs(obj)):
+                    warnings.append(f"Model failed to converge: the deviance still decreases "
+                                    f"along θ[{i}] (a very large variance ratio)")
+                    break
+            else:
+                continue
+            break
+    singular = bool(at_bound.any())
+    if singular:
+        warnings.append("boundary (singular) fit: a variance component is estimated as zero "
+                        "(see is_singular)")
+    theta = co.to_theta(x)
+    converged = not any(w.startswith("Model failed") for w in warnings)
+    return OptSummary(method=method, theta_start=np.asarray(theta0, float), theta=theta,
+                      objective=float(obj), n_evals=dev.n_evals, converged=converged,
+                      message=message, warnings=warnings, gradient=g, hessian=H, trace=trace,
+                      singular=singular)

@@ -1,0 +1,91 @@
+"""One estimation, step by step (lme4's pipeline): design -> cross-products
+(:mod:`pylmem.numerics.crossprod`) -> checks -> profiled deviance
+(:mod:`pylmem.numerics.deviance`) -> optimiser (:mod:`pylmem.estimation.optimize`) or the
+seed's EM (:mod:`pylmem.estimation.em`) -> fitted state (:class:`~pylmem.estimation.state.FitState`).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from ..model import weights as W
+from ..model.covariance import psd_cholesky, theta_from_lower
+from ..model.design import ModelDesign
+from ..numerics.checks import check_exact_fit, check_residual_variance
+from ..numerics.crossprod import crossproducts
+from ..numerics.deviance import ProfiledDeviance
+from ..util.progress import Progress
+from ..util.threads import threads_for_block
+from .convergence import ConvergenceWarning, check_convergence
+from .em import fit_em
+from .optimize import optimize_theta
+from .state import FitState
+
+
+def estimate(design: ModelDesign, *, reml=True, method="profiled", verbose=None, em_options=None,
+             cp=None, theta0=None, cls=FitState, _t0=None):
+    """Fit a prepared design: an instance of ``cls`` (a :class:`FitState` or a subclass).
+
+    Parameters
+    ----------
+    design : ModelDesign
+        The model's design.
+    reml : bool
+        REML (True) or ML (False).
+    method : {"profiled", "em"}
+        Minimise the profiled deviance (lme4's algorithm), or move θ by the seed's EM (ML only).
+    verbose : bool or None
+        Show a progress line (None: only on a terminal for fits over ~2 s).
+    em_options : dict, optional
+        Keyword arguments of :func:`pylmem.estimation.em.fit_em`.
+    cp : CrossProducts, optional
+        Precomputed cross-products (a refit to a new response, Dask partitions).
+    theta0 : array, optional
+        Start of the optimiser (e.g. a previous fit's θ̂).
+    cls : type
+        The class of the result; its constructor takes ``(design, cp, dev, opt, reml=,
+        method=, em_result=)``.
+
+    Warnings of the optimiser are issued as :class:`ConvergenceWarning` (at the caller of
+    the function that called this one).
+    """
+    t0 = time.perf_counter() if _t0 is None else _t0
+    if not isinstance(reml, (bool, np.bool_)):
+        raise ValueError(f"reml must be True or False, got {reml!r}")
+    if not isinstance(method, str) or method not in ("profiled", "em"):
+        raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
+    if method == "em" and reml:
+        raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
+    if em_options is not None and not isinstance(em_options, dict):
+        raise ValueError(f"em_options must be a dict, got {em_options!r}")
+    cp = crossproducts(*W.scaled(design)) if cp is None else cp
+    check_residual_variance(cp, design.response)
+    dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
+                           reml=reml)
+    dev.log_weights = W.log_weight_sum(design)
+    progress = Progress(verbose=verbose, label="lmer")
+    em_result = None
+    if method == "em":
+        em_result = fit_em(W.scaled_design(design), **(em_options or {}))   # √w rows, y − offset
+        theta = theta_from_lower(psd_cholesky(em_result.omega / em_result.sigma2))
+        # the check polishes θ with one Newton step when that raises the likelihood
+        opt = check_convergence(dev, theta, theta0=theta, method=f"EM ({em_result.method})",
+                                message=f"EM stopped after {em_result.n_iter} iterations",
+                                trace=list(-2 * np.asarray(em_result.trace) - dev.log_weights))
+        if not em_result.converged:
+            opt.warnings.append(f"EM did not converge in {em_result.n_iter} iterations")
+            opt.converged = False
+    else:
+        # one BLAS thread unless the dense rest block is large enough to gain from more
+        with threads_for_block(dev.m):
+            opt = optimize_theta(dev, design, theta0=theta0, verbose=verbose,
+                                 callback=progress.update)
+    progress.close()
+    check_exact_fit(dev, opt, cp, design.response)
+    fit = cls(design, cp, dev, opt, reml=reml, method=method, em_result=em_result)
+    fit.fit_seconds = time.perf_counter() - t0
+    for w in opt.warnings:
+        warnings.warn(w, ConvergenceWarning, stacklevel=3)
+    return fit

@@ -1,0 +1,317 @@
+"""Model design: from an lme4 formula and a data frame to y, X and the random-effects terms.
+
+For the model  y = X β + Σ_k Z_k b_k + e  each random-effects term k keeps its
+per-observation design ``Z`` (n × q_k, the seed's A_i stacked) and the level index
+``codes`` of every observation, so Z_k itself is the sparse n × (L_k q_k) matrix with row
+i holding ``Z[i]`` in the columns of level ``codes[i]``.  Terms are ordered as lme4 orders
+them (by decreasing number of levels) and the observations are sorted once by the levels
+of the first term, so that every per-group quantity of that term is a segment operation.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .formula import ParsedFormula, parse_formula, r_column_name, translate_r
+from .levels import group_codes
+from .matrices import build_matrix, required_variables
+
+
+@dataclass
+class RandomTerm:
+    """One random-effects term ``(expr | group)``: its q columns vary by ``levels``."""
+
+    name: str                 # lme4's label: "id", "cask:batch", "Subject.1"
+    group: tuple[str, ...]    # grouping columns (an interaction when several)
+    coef_names: list[str]     # "(Intercept)", "week", ...
+    Z: np.ndarray             # (n, q) per-observation design, model row order
+    codes: np.ndarray         # (n,) level index of each observation
+    levels: np.ndarray        # level labels, sorted
+    expr: str = "1"           # formulaic right-hand side of this term
+    spec: object = None       # formulaic ModelSpec to rebuild Z on new data
+    columns: list[int] = field(default_factory=list)  # columns kept of the expr matrix
+    group_values: list = None   # per grouping column: its distinct values (identity by value)
+    level_codes: np.ndarray = None  # (L, len(group)) index into group_values of each level
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def n_theta(self) -> int:
+        return self.q * (self.q + 1) // 2
+
+    def sparse(self):
+        """Z_k as a scipy CSR matrix, n × (L q), columns level-major (level, coef)."""
+        import scipy.sparse as sp
+
+        n, q = self.Z.shape
+        cols = (self.codes[:, None] * q + np.arange(q)[None, :]).ravel()
+        rows = np.repeat(np.arange(n), q)
+        return sp.csr_matrix((self.Z.ravel(), (rows, cols)), shape=(n, self.n_levels * q))
+
+
+@dataclass
+class ModelDesign:
+    """Everything a fit needs, rows in model order (sorted by the first term's levels)."""
+
+    formula: str
+    parsed: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    fixef_names: list[str]
+    terms: list[RandomTerm]
+    row_labels: np.ndarray    # index labels of the data rows used, in model order
+    order: np.ndarray = None  # model row i is row order[i] of the rows used (data order)
+    n_dropped: int = 0        # rows dropped for missing values
+    fixed_spec: object = None
+    dropped_columns: list[str] = field(default_factory=list)  # rank-deficient X columns
+    weights: np.ndarray = None   # prior weights (model order), None: all 1 (pylmem.weights)
+    offset: np.ndarray = None    # offset (model order), None: 0
+    weights_name: str = None     # the weights column, if given by name
+    offset_exprs: list = field(default_factory=list)  # offset(expr) terms and offset= column
+    offset_arg: str = None       # the offset= argument as lme4 prints it (" Offset:" line)
+    aliases: dict = field(default_factory=dict)  # data column -> the name formulaic saw
+
+    def with_aliases(self, data: pd.DataFrame) -> pd.DataFrame:
+        """``data`` plus the aliased copies of columns whose names formulaic reserves."""
+        add = {a: data[c] for c, a in self.aliases.items() if c in data.columns}
+        return data.assign(**add) if add else data
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_fixef(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def response(self) -> str:
+        return self.parsed.response
+
+    def to_data_order(self, a: np.ndarray) -> np.ndarray:
+        """Reorder a per-observation array from model order back to the data's row order."""
+        out = np.empty_like(a)
+        out[self.order] = a
+        return out
+
+
+def _check_columns(names, data: pd.DataFrame, where: str) -> None:
+    missing = [v for v in names if v not in data.columns]
+    if missing:
+        raise ValueError(
+            f"{where} names column(s) {', '.join(map(repr, missing))} not in the data "
+            f"(columns: {', '.join(map(str, data.columns))})")
+
+
+def _check_finite(M: np.ndarray, names, what: str) -> None:
+    """Infinite values would break the fit silently (rank checks, Cholesky): name them."""
+    bad = ~np.isfinite(M)
+    if bad.any():
+        cols = [f"{names[j]!r} ({int(bad[:, j].sum())} rows)" for j in np.flatnonzero(bad.any(axis=0))]
+        raise ValueError(f"non-finite values (inf) in the {what} column(s) {', '.join(cols)}")
+
+
+def _drop_rank_deficient(X: np.ndarray, names: list[str]):
+    """Drop columns of X that are linearly dependent on earlier ones (as lme4 does)."""
+    if X.shape[1] == 0:
+        return X, names, []
+    # unpivoted QR: a tiny |R_jj| means column j lies in the span of the columns before it,
+    # so the earlier column is kept, as R's qr() does for lme4
+    # columns after an intercept are judged centred (same span): x = 10⁴ + 0.001·noise is
+    # not collinear with the intercept, though |R_jj| / ‖x‖ ~ 1e-7 uncentred
+    Xc = X
+    ones = np.flatnonzero(np.all(X == 1.0, axis=0)) if len(X) else []
+    if len(ones):
+        Xc = X.copy()
+        Xc[:, ones[0] + 1:] -= X[:, ones[0] + 1:].mean(axis=0)
+    R = np.linalg.qr(Xc, mode="r")
+    d = np.abs(np.diag(R))
+    scale = np.linalg.norm(Xc, axis=0)
+    keep = np.flatnonzero(d > 1e-7 * np.where(scale > 0, scale, 1.0))
+    if len(keep) == X.shape[1]:
+        return X, names, []
+    dropped = [names[i] for i in range(X.shape[1]) if i not in set(keep.tolist())]
+    warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                  f"column(s): {', '.join(dropped)}", stacklevel=3)
+    return X[:, keep], [names[i] for i in keep], dropped
+
+
+def _alias_reserved(parsed: ParsedFormula, data: pd.DataFrame):
+    """Columns named ``Intercept`` or a number (used as ```1```) would be formulaic's
+    intercept: give them aliases in the expressions, renamed back in the coefficient names."""
+    import re
+    from dataclasses import replace
+
+    aliases, text = {}, [parsed.fixed] + [sp.expr for sp in parsed.random]
+    for col in data.columns:
+        if not isinstance(col, str):
+            continue
+        if col == "Intercept":
+            pat = re.compile(r"(?<![\w.`])Intercept(?![\w.`])|`Intercept`")
+        elif re.fullmatch(r"\d+(\.\d*)?", col):
+            pat = re.compile("`" + re.escape(col) + "`")
+        else:
+            continue
+        if not any(pat.search(t) for t in text):
+            continue
+        alias = "pylmem_col_%d_%s" % (len(aliases), re.sub(r"\W", "_", col))
+        while alias in data.columns:
+            alias += "_"
+        aliases[col] = (alias, pat)
+    if not aliases:
+        return parsed, {}
+
+    def sub(t):
+        for alias, pat in aliases.values():
+            t = pat.sub(alias, t)
+        return t
+
+    renames = tuple(parsed.renames) + tuple((a, c) for c, (a, _) in aliases.items())
+    random = tuple(replace(sp, expr=sub(sp.expr)) for sp in parsed.random)
+    parsed = replace(parsed, fixed=sub(parsed.fixed), random=random, renames=renames)
+    return parsed, {c: a for c, (a, _) in aliases.items()}
+
+
+def order_terms(terms: list) -> None:
+    """lme4's term order, in place: by decreasing number of levels (stable), names made
+    unique (``Subject``, ``Subject.1``); a term needs at least 2 levels."""
+    terms.sort(key=lambda t: -t.n_levels)
+    seen: dict[str, int] = {}
+    for t in terms:
+        k = seen.get(t.name, 0)
+        seen[t.name] = k + 1
+        if k:
+            t.name = f"{t.name}.{k}"
+    for t in terms:
+        if t.n_levels < 2:
+            raise ValueError(f"grouping factor {t.name!r} has {t.n_levels} level: a random-effects "
+                             "term needs at least 2 levels")
+
+
+def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
+                 offset=None) -> ModelDesign:
+    """Parse ``formula`` against ``data`` and build y, X and the random terms.
+
+    ``factors`` names columns to treat as categorical even if numeric (R's ``factor``).
+    ``weights`` / ``offset``: a column name or an array (see :mod:`pylmem.model.weights`).
+    Rows with a missing value in any column the model uses are dropped and counted.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise ValueError("data must be a pandas DataFrame")
+    parsed = parse_formula(formula)
+    if not parsed.random:
+        raise ValueError(f"formula {formula!r} has no random-effects term '(expr | group)'; "
+                         "use an ordinary linear model for fixed effects only")
+    if isinstance(factors, str):
+        factors = (factors,)
+    data = data.copy()
+    if len(data) == 0:
+        raise ValueError("the data have no rows")
+    parsed, aliases = _alias_reserved(parsed, data)
+    for c, a in aliases.items():
+        data[a] = data[c]
+    from . import weights as W
+
+    fixed_rest, offset_exprs = W.split_offsets(parsed.fixed)
+    if offset_exprs:
+        from dataclasses import replace
+
+        parsed = replace(parsed, fixed=fixed_rest)
+    w_name, w_all = W.as_column(weights, data, "weights")
+    o_name, o_all = W.as_column(offset, data, "offset")
+    _check_columns(list(factors), data, "--factor/factors")
+    for f in factors:
+        data[f] = data[f].astype(str).where(data[f].notna())
+
+    _check_columns([parsed.response], data, f"the response of {formula!r}")
+    if not pd.api.types.is_numeric_dtype(data[parsed.response]):
+        raise ValueError(f"response column {parsed.response!r} is not numeric "
+                         f"(dtype {data[parsed.response].dtype})")
+    used = {parsed.response}
+    fixed_vars = required_variables(parsed.fixed, data)
+    _check_columns(sorted(fixed_vars), data, f"the fixed part '{parsed.fixed}'")
+    used |= set(fixed_vars) | W.offset_variables(offset_exprs, data) | ({o_name} - {None})
+    for spec in parsed.random:
+        expr_vars = required_variables(translate_r(spec.expr)[0], data)
+        _check_columns(sorted(expr_vars), data, f"the random term ({spec.expr} | {spec.name})")
+        _check_columns(list(spec.group), data, f"the random term ({spec.expr} | {spec.name})")
+        used |= set(expr_vars) | set(spec.group)
+
+    used_cols = [c for c in data.columns if c in used]
+    na = data[used_cols].isna().any(axis=1).to_numpy()
+    n_dropped = int(na.sum())
+    if n_dropped:
+        data = data.loc[~na]
+        w_all = None if w_all is None else w_all[~na]
+        o_all = None if o_all is None else o_all[~na]
+    if w_all is not None:
+        W.check_weights(w_all, w_name)
+    off = W.evaluate_offset(offset_exprs, data)
+    if o_all is not None:
+        off = o_all if off is None else off + o_all
+        offset_exprs = offset_exprs + [o_name if o_name else "<offset array>"]
+    if off is not None:
+        _check_finite(off[:, None], ["offset"], "offset")
+    if len(data) == 0:
+        raise ValueError(f"no rows left after dropping {n_dropped} rows with missing values")
+
+    # fixed effects
+    y = data[parsed.response].to_numpy(dtype=float)
+    _check_finite(y[:, None], [parsed.response], "response")
+    X, fcols, fixed_spec, _ = build_matrix(parsed.fixed, data)
+    fixef_names = [r_column_name(c, parsed.fixed, parsed.renames) for c in fcols]
+    _check_finite(X, fixef_names, "fixed-effects")
+    X, fixef_names, dropped_cols = _drop_rank_deficient(X, fixef_names)
+
+    # random effects
+    terms: list[RandomTerm] = []
+    for spec in parsed.random:
+        expr = translate_r(spec.expr)[0]
+        Zfull, zcols, zspec, term_indices = build_matrix(expr, data)
+        names = [r_column_name(c, expr, translate_r(spec.expr)[1] + list(parsed.renames))
+                 for c in zcols]
+        if not names:
+            raise ValueError(f"random-effects term ({spec.expr} | {spec.name}) has no columns: "
+                             "drop it, or write (1 | g) for a random intercept")
+        _check_finite(Zfull, names, f"random-effects ({spec.expr} | {spec.name})")
+        codes, levels, group_values, level_codes = group_codes(data, spec.group)
+        # (a + b || g): one term per formula term of the expression, as lme4's double bar
+        col_groups = [list(range(Zfull.shape[1]))] if spec.correlated else \
+            [list(idx) for idx in term_indices.values()]
+        for cols in col_groups:
+            terms.append(RandomTerm(name=spec.name, group=spec.group,
+                                    coef_names=[names[c] for c in cols],
+                                    Z=np.ascontiguousarray(Zfull[:, cols]),
+                                    codes=codes.astype(np.int64), levels=np.asarray(levels),
+                                    expr=expr, spec=zspec,
+                                    columns=list(cols), group_values=group_values,
+                                    level_codes=level_codes))
+    order_terms(terms)
+    for t in terms:
+        if t.n_levels >= len(y) and t.q >= 1:
+            raise ValueError(f"number of levels of grouping factor {t.name!r} ({t.n_levels}) "
+                             f"must be less than the number of observations ({len(y)})")
+
+    # sort rows once by the levels of the first (largest) term
+    order = np.argsort(terms[0].codes, kind="stable")
+    for t in terms:
+        t.Z = t.Z[order]
+        t.codes = t.codes[order]
+    return ModelDesign(formula=formula, parsed=parsed, y=y[order], X=np.ascontiguousarray(X[order]),
+                       fixef_names=fixef_names, terms=terms,
+                       row_labels=np.asarray(data.index)[order], order=order, n_dropped=n_dropped,
+                       fixed_spec=fixed_spec, dropped_columns=dropped_cols,
+                       weights=None if w_all is None else w_all[order],
+                       offset=None if off is None else off[order], weights_name=w_name,
+                       offset_exprs=offset_exprs,
+                       offset_arg=None if o_all is None else (o_name or "<array>"),
+                       aliases=aliases)

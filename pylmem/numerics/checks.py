@@ -1,0 +1,42 @@
+"""Checks on the cross-products that no optimiser can repair: a response fitted exactly by
+the fixed effects (σ² = 0 before any θ), or by the fixed and random effects together (the
+likelihood unbounded as σ → 0).  Both read the centred W'W, so a large constant in y does
+not trigger them by cancellation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_residual_variance(cp, response: str) -> None:
+    """The response must not be fitted exactly by the fixed effects (σ² would be 0)."""
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    W = cp.WtW if cen is None else cen[2]   # about the column means: no cancellation in ȳ²
+    p = W.shape[0] - 1
+    yy = W[p, p]
+    if p:
+        beta = np.linalg.lstsq(W[:p, :p], W[:p, p], rcond=None)[0]
+        rss = yy - W[:p, p] @ beta
+    else:
+        rss = yy
+    if not rss > 1e-12 * max(yy, 1e-300):
+        raise ValueError(f"the response {response!r} is fitted exactly by the fixed effects "
+                         "(constant, or a linear function of them): the residual variance is 0")
+
+
+def check_exact_fit(dev, opt, cp, response: str) -> None:
+    """y = Xβ + Zb exactly: the likelihood grows without bound as σ → 0 (θ → ∞).
+
+    Seen at the optimum as a penalised residual sum of squares r² below 1e-14 of the
+    centred Σ(y − ȳ)² (or a factor that no longer exists): a clear error, not a number.
+    """
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    yy = float((cp.WtW if cen is None else cen[2])[-1, -1])
+    try:
+        pw = dev.factor(opt.theta).pwrss
+    except np.linalg.LinAlgError:
+        pw = 0.0
+    if not (np.isfinite(pw) and pw > 1e-14 * max(yy, 1e-300)):
+        raise ValueError(f"the response {response!r} is fitted exactly by the fixed and random "
+                         "effects (y = Xβ + Zb): the residual variance is 0 and the likelihood "
+                         "is unbounded")

@@ -1,0 +1,411 @@
+"""The profiled deviance of a linear mixed model (Bates et al. 2015, lme4 §3).
+
+Random effects b = Λ_θ u with u ~ N(0, σ² I) and Λ_θ block diagonal: I_{L_k} ⊗ T_k for
+term k, T_k lower triangular (θ its lower triangle, column-major, diagonal ≥ 0), so
+Ω_k = σ² T_k T_k'.  With W = [X y], the blocked Cholesky factor of
+
+    [ Λ'Z'ZΛ + I   Λ'Z'W ]   =  F F',   F = [ L     0   ]
+    [ W'ZΛ         W'W   ]                  [ C'   L_W  ]
+
+gives everything: log|L|², the fixed-effects factor R_X (top p × p of L_W), the
+profiled β̂ (R_X' β̂ = l, l the first p entries of the last row of L_W) and the
+penalised residual sum of squares r² = (L_W)_{rr}².  Then
+
+    ML:   d(θ) = log|L|² + n (1 + log(2π r²/n))
+    REML: d(θ) = log|L|² + log|R_X|² + (n−p)(1 + log(2π r²/(n−p)))
+
+L is blocked as MixedModels.jl does: the first (largest) term's block is block diagonal
+(one q×q Cholesky per level, batched); the remaining terms meet in the Schur complement,
+factorised as its structure allows (:mod:`pylmem.numerics.rest_block`: dense LAPACK or CHOLMOD,
+symbolic work once per model).  One evaluation touches only the cross-products, never
+the n rows.  The analytic gradient (:meth:`value_and_gradient`) covers one term, and
+several terms with a small dense rest block (:mod:`pylmem.numerics.multi_gradient`).
+
+Numerically stable coordinates (internal; θ, β, R_X and L_W stay the user's):
+with an intercept column in X, W is replaced by W̃ = W M_W, M_W = I − e_i m' (m the column
+means, see :mod:`pylmem.numerics.crossprod`), and when the first term has an intercept, its Z by
+Z̃ = Z M_Z, M_Z = I − e_0 c' (c the means of its columns), T̃ = M_Z⁻¹ T (so Z̃T̃ = ZT and
+L is unchanged).  d(θ) is invariant; L_W = M_W^{-T} L̃_W stays lower triangular (M_W unit
+upper triangular), C = C̃ M_W⁻¹.  Formed uncentred, y = 10⁶ + noise loses 4 digits of r².
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg.lapack import dtrtrs
+
+from . import batched as B
+from .crossprod import CrossProducts
+from ..model.covariance import theta_diagonal_mask, theta_from_lower
+
+_LOG2PI = np.log(2 * np.pi)
+
+
+def trsolve(L: np.ndarray, b: np.ndarray, trans: int = 0) -> np.ndarray:
+    """Solve L x = b (trans=0) or L' x = b (trans=1), L lower triangular: LAPACK dtrtrs
+    called directly, without scipy.linalg's per-call validation (small systems, hot path)."""
+    x, info = dtrtrs(L, b, lower=1, trans=trans)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
+    return x
+
+
+@dataclass
+class Factor:
+    """The blocked Cholesky factor at one θ (see module docstring)."""
+
+    theta: np.ndarray
+    T: list               # T_k, q_k × q_k lower
+    L0s: np.ndarray       # (q, q, L) diagonal blocks of the first term (structure of arrays)
+    C0s: np.ndarray       # (q, r, L) = L0^{-1} Λ_0' Z_0'W per level
+    LRR: object           # RestCholesky L_R of the rest block (None if one term)
+    CR: np.ndarray        # (m, r)
+    LW: np.ndarray        # (r, r) lower factor of the W block
+    logdet_L: float       # log|L|²
+    TtG0: np.ndarray = None  # (q, q, L) T̃0' Z̃_0'Z̃_0 per level, kept for the gradient
+    C0s_w: np.ndarray = None  # C0s in the centred coordinates W̃ (internal, gradient)
+    CR_w: np.ndarray = None   # CR in the centred coordinates W̃
+
+    @property
+    def LR0(self):
+        """Sparse (m, L0 q0) rest-to-first block of L (None if one term), formed on demand."""
+        return None if self.LRR is None else self.LRR.LR0
+
+    @property
+    def L0(self) -> np.ndarray:
+        """(L, q, q) view of the first term's diagonal blocks."""
+        return self.L0s.transpose(2, 0, 1)
+
+    @property
+    def C0(self) -> np.ndarray:
+        """(L, q, r) view."""
+        return self.C0s.transpose(2, 0, 1)
+
+    @property
+    def p(self) -> int:
+        return self.LW.shape[0] - 1
+
+    @property
+    def RX(self) -> np.ndarray:
+        return self.LW[:-1, :-1]
+
+    @property
+    def pwrss(self) -> float:
+        return float(self.LW[-1, -1] ** 2)
+
+    @property
+    def logdet_RX(self) -> float:
+        d = np.diag(self.RX)
+        return 2.0 * float(np.log(d).sum()) if d.size else 0.0
+
+    def beta(self) -> np.ndarray:
+        if self.p == 0:
+            return np.zeros(0)
+        return trsolve(self.RX, self.LW[-1, :-1], trans=1)
+
+    def spherical_modes(self, beta=None):
+        """Conditional modes of u (spherical scale): first term (L, q), rest (m,)."""
+        beta = self.beta() if beta is None else beta
+        v = np.r_[-beta, 1.0]
+        v0 = self.C0 @ v                           # (L, q)
+        if self.LRR is None:
+            uR = np.zeros(0)
+            rhs0 = v0
+        else:
+            uR = self.LRR.solve_Lt(self.CR @ v)
+            rhs0 = v0 - (self.LR0.T @ uR).reshape(v0.shape)
+        u0 = B.solve_lower_t(self.L0, rhs0[:, :, None])[:, :, 0]
+        return u0, uR
+
+
+class ProfiledDeviance:
+    """d(θ): the profiled ML deviance or REML criterion, from :class:`CrossProducts`."""
+
+    def __init__(self, cp: CrossProducts, qs, n_levels, *, reml: bool):
+        self.cp_data = cp
+        self._setup_centring(cp)
+        cp = self.cp   # W̃ coordinates from here on (see module docstring)
+        self.qs = list(qs)
+        self.n_levels = list(n_levels)
+        self.reml = bool(reml)
+        self.n = cp.n
+        self.r = cp.WtW.shape[0]
+        self.p = self.r - 1
+        self.n_theta = [q * (q + 1) // 2 for q in self.qs]
+        self._offsets = np.cumsum([0] + self.n_theta)
+        lower = np.concatenate([np.where(theta_diagonal_mask(q), 0.0, -np.inf) for q in self.qs])
+        self.lower = lower
+        self.n_evals = 0
+        self.log_weights = 0.0   # Σ log w_i of prior weights: subtracted from d(θ) (lme4)
+        self._recent: dict = {}
+        self._tril = []
+        for q in self.qs:
+            rows, cols = np.tril_indices(q)
+            order = np.lexsort((rows, cols))  # lme4: lower triangle column by column
+            self._tril.append((rows[order], cols[order]))
+        G0, ZW0 = cp.terms[0].ZtZ, cp.terms[0].ZtW
+        t0 = self.cp_data.terms[0]
+        if self._MZ is not None and getattr(t0, "ZtZc", None) is not None:
+            # formed from centred rows (crossprod), moved exactly to this W̃'s shift
+            m = self._m if self._icol is not None else np.zeros(self.r)
+            G0, ZW0 = t0.centred_to(self._zc, m)
+        elif self._MZ is not None:   # Z̃_0 = Z_0 M_Z: M_Z' G M_Z, M_Z' Z'W̃
+            G0 = np.einsum("ji,gjk,kl->gil", self._MZ, G0, self._MZ)
+            ZW0 = np.einsum("ji,gjr->gir", self._MZ, ZW0)
+        self._sum_ZtZ0 = G0.sum(axis=0)
+        self._G0 = np.ascontiguousarray(G0.transpose(1, 2, 0))   # (q, q, L)
+        self._ZW0 = np.ascontiguousarray(ZW0.transpose(1, 2, 0))  # (q, r, L)
+        self._setup_rest()
+
+    # ---------------------------------------------------------------- set-up
+    def _setup_centring(self, cp):
+        """M_W (as icol, m) and M_Z of the stable coordinates; self.cp in W̃ coordinates."""
+        from dataclasses import replace
+
+        cen = cp.centred()
+        self._icol = self._m = None
+        self.cp = cp
+        if cen is not None and np.any(cen[1] != 0):
+            icol, m, WtWc = cen
+            self._icol, self._m = icol, np.asarray(m, float)
+            terms = [replace(t, ZtW=self._to_w(t.ZtW)) for t in cp.terms]
+            self.cp = replace(cp, WtW=WtWc, terms=terms)
+        self._MZ = self._MZinv = None
+        t0 = cp.terms[0]
+        q0 = t0.ZtZ.shape[1]
+        if getattr(t0, "intercept", False) and q0 > 1:
+            if getattr(t0, "zshift", None) is not None:
+                # the column means, exactly (a sum of partitions keeps its first part's shift):
+                # the same coordinates whatever the partitioning
+                c = np.array(t0.zshift, dtype=float)
+                n0 = t0.ZtZc[:, 0, 0].sum()
+                if n0 > 0:
+                    c = c + t0.ZtZc[:, 0, :].sum(axis=0) / n0
+            else:
+                n0 = t0.ZtZ[:, 0, 0].sum()
+                c = t0.ZtZ[:, 0, :].sum(axis=0) / n0 if n0 > 0 else np.zeros(q0)
+            c[0] = 0.0
+            self._zc = c
+            if np.any(c != 0):
+                self._MZ = np.eye(q0)
+                self._MZ[0] -= c            # M_Z = I − e_0 c'
+                self._MZinv = np.eye(q0)
+                self._MZinv[0] += c         # M_Z⁻¹ = I + e_0 c'
+
+    def _to_w(self, A):
+        """A M_W for A (..., r): W-coordinates to W̃."""
+        if self._icol is None:
+            return A
+        return A - A[..., self._icol, None] * self._m
+
+    def _from_w(self, A):
+        """A M_W⁻¹ (W̃-coordinates back to W)."""
+        if self._icol is None:
+            return A
+        return A + A[..., self._icol, None] * self._m
+
+    def _from_w_soa(self, A):
+        """A M_W⁻¹ for a (q, r, L) stack: one axpy per centred column."""
+        if self._icol is None:
+            return A
+        out = A.copy()
+        a0 = A[:, self._icol, :]
+        for j in np.flatnonzero(self._m):
+            out[:, j, :] += self._m[j] * a0
+        return out
+
+    def _setup_rest(self):
+        """Symbolic analysis of the terms after the first (see :mod:`pylmem.numerics.rest_block`)."""
+        if len(self.qs) == 1:
+            self.m = 0
+            self.rest = None
+            return
+        from .rest_block import RestStructure
+
+        self.rest = RestStructure(self.cp, self.qs, self.n_levels)
+        self.m = self.rest.m
+        self.rest_offsets = self.rest.offsets
+
+    # ---------------------------------------------------------------- θ helpers
+    def split_theta(self, theta) -> list:
+        theta = np.asarray(theta, dtype=float)
+        out = []
+        for k, q in enumerate(self.qs):
+            T = np.zeros((q, q))
+            T[self._tril[k]] = theta[self._offsets[k]:self._offsets[k + 1]]
+            out.append(T)
+        return out
+
+    def _first_term_map(self, theta, M) -> np.ndarray:
+        """θ with the first term's T0 replaced by the lower factor of (M T0)(M T0)' (by QR)."""
+        theta = np.array(theta, dtype=float)
+        if M is None:
+            return theta
+        T0 = M @ self.split_theta(theta)[0]
+        R = np.linalg.qr(T0.T, mode="r")                # T0 = R'Q': R' is lower, R'R = T0 T0'
+        R = R * np.where(np.diag(R) < 0, -1.0, 1.0)[:, None]
+        theta[: self.n_theta[0]] = theta_from_lower(R.T)
+        return theta
+
+    def theta_to_centred(self, theta) -> np.ndarray:
+        """θ (user's Z) -> θ̃ (centred Z̃ of the first term): T̃0 T̃0' = M_Z⁻¹ T0 T0' M_Z^{-T}."""
+        return self._first_term_map(theta, self._MZinv)
+
+    def theta_from_centred(self, theta_c) -> np.ndarray:
+        """θ̃ -> θ: T0 T0' = M_Z T̃0 T̃0' M_Z'."""
+        return self._first_term_map(theta_c, self._MZ)
+
+    def centred_scales(self) -> np.ndarray:
+        """Scale of each θ̃ entry: the RMS of its row's column of Z̃ (1 if constant 0)."""
+        out = []
+        for k, q in enumerate(self.qs):
+            G = self._sum_ZtZ0 if k == 0 else self.cp.terms[k].ZtZ.sum(axis=0)
+            s = np.sqrt(np.maximum(np.diag(G), 0) / max(self.n, 1))
+            s = np.where(s > 0, s, 1.0)
+            out.append(s[self._tril[k][0]])
+        return np.concatenate(out)
+
+    def start_theta(self) -> np.ndarray:
+        """lme4's start: each T_k the identity."""
+        return np.concatenate([theta_from_lower(np.eye(q)) for q in self.qs])
+
+    # ---------------------------------------------------------------- factor
+    def factor(self, theta, *, centred: bool = False, _user_c: bool = True) -> Factor:
+        """Blocked Cholesky factorisation at θ (raises LinAlgError when not PD).
+
+        ``centred=True``: θ's first term is θ̃ (T̃0 for the centred Z̃0, see the module
+        docstring); the factor's T[0] is then M_Z T̃0 (not triangular; Z0 T[0] = Z̃0 T̃0).
+        ``_user_c=False`` (internal: objective, gradient) skips mapping C0s/CR back to W.
+        """
+        T = self.split_theta(theta)
+        q0 = self.qs[0]
+        if self._MZinv is None:
+            T0t = T[0]
+        elif centred:
+            T0t, T[0] = T[0], self._MZ @ T[0]
+        else:
+            T0t = self._MZinv @ T[0]                            # T̃0: Z̃0 T̃0 = Z0 T0
+        TtG = B.left_mul_soa(T0t.T, self._G0)                   # T̃0' G̃ per level
+        A00 = B.left_mul_soa(T0t.T, np.ascontiguousarray(TtG.transpose(1, 0, 2)))  # (T0'G T0)' = A00
+        A00[np.arange(q0), np.arange(q0)] += 1.0
+        L0s = B.cholesky_soa(A00)
+        C0s = B.solve_lower_soa(L0s, B.left_mul_soa(T0t.T, self._ZW0))
+        S = self.cp.WtW - sum(C0s[j] @ C0s[j].T for j in range(q0))   # W'W − Σ_levels C0'C0
+        logdet = 2.0 * float(np.log(L0s[np.arange(q0), np.arange(q0)]).sum())
+        LRR = CR = None
+        if self.m:
+            LRR, N = self.rest.factor(T, L0s)
+            LRR.set_offdiag(self.rest, T, N)
+            CR = LRR.solve_L(self.rest.rhs(T, N, C0s))
+            S = S - CR.T @ CR
+            logdet += LRR.logdet
+        LW = np.linalg.cholesky(S)
+        C0s_w, CR_w = C0s, CR
+        if self._icol is not None:   # back to the user's W: L_W = M_W^{-T} L̃_W, C = C̃ M_W⁻¹
+            LW = LW + np.outer(self._m, LW[self._icol])
+            if _user_c:
+                C0s = self._from_w_soa(C0s)
+                CR = None if CR is None else self._from_w(CR)
+        return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LRR=LRR, CR=CR,
+                      LW=LW, logdet_L=logdet, TtG0=TtG, C0s_w=C0s_w, CR_w=CR_w)
+
+    def objective_from(self, f: Factor) -> float:
+        """The criterion from a factor."""
+        n, p = self.n, self.p
+        pw = f.pwrss
+        if self.reml:
+            nu = n - p
+            return f.logdet_L + f.logdet_RX + nu * (1.0 + np.log(2 * np.pi * pw / nu)) \
+                - self.log_weights
+        return f.logdet_L + n * (1.0 + np.log(2 * np.pi * pw / n)) - self.log_weights
+
+    def __call__(self, theta, *, centred: bool = False) -> float:
+        key = np.asarray(theta, float).tobytes() + bytes([centred])
+        if key in self._recent:
+            return self._recent[key][0]
+        self.n_evals += 1
+        try:
+            f = self.factor(theta, centred=centred, _user_c=False)
+        except np.linalg.LinAlgError:
+            return np.inf
+        val = self.objective_from(f)
+        return val if np.isfinite(val) else np.inf
+
+    def _remember(self, theta, val, grad, centred=False):
+        """Keep the last few (value, gradient) pairs: the optimiser's final point is
+        evaluated again by the convergence check."""
+        self._recent[np.asarray(theta, float).tobytes() + bytes([centred])] = (val, grad)
+        while len(self._recent) > 4:
+            self._recent.pop(next(iter(self._recent)))
+
+    # ---------------------------------------------------------------- gradient
+    @property
+    def has_gradient(self) -> bool:
+        """One term; or several with a small dense rest block (:mod:`pylmem.numerics.multi_gradient`)."""
+        if len(self.qs) == 1:
+            return True
+        from .multi_gradient import available
+
+        return available(self.rest)
+
+    def value_and_gradient(self, theta, *, centred: bool = False):
+        """d(θ) and ∂d/∂θ (several terms: :mod:`pylmem.numerics.multi_gradient`, user coordinates only).
+
+        With D = T T' (relative covariance), V_i = I + Z_i D Z_i', K_i = Z_i'V_i^{-1}W_i:
+        ∂d/∂D = Σ_i Z_i'V_i^{-1}Z_i − (ν/r²) Σ_i g_i g_i' [− Σ_i K_iX C K_iX' for REML],
+        g_i = K_i [−β̂; 1], C = (X'V^{-1}X)^{-1}, ν = n (ML) or n − p (REML);
+        then ∂d/∂T = 2 (∂d/∂D) T, read off on the lower triangle.
+        """
+        key = np.asarray(theta, float).tobytes() + bytes([centred])
+        if key in self._recent and self._recent[key][1] is not None:
+            val, grad = self._recent[key]
+            return val, grad.copy()
+        multi = len(self.qs) > 1
+        if multi:
+            from .multi_gradient import supported
+
+            if not supported(self.rest):
+                raise NotImplementedError(
+                    f"the analytic gradient for several terms needs a dense rest block of at most "
+                    f"500 rows (this one: {self.rest.backend}, m = {self.m})")
+        self.n_evals += 1
+        if multi:
+            self.rest.keep_pre = True
+        try:
+            # several terms: the gradient is formed in the user's coordinates (C0, C_R for W)
+            f = self.factor(theta, centred=centred, _user_c=multi)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros(len(theta))
+        finally:
+            if multi:
+                self.rest.keep_pre = False
+        val = self.objective_from(f)
+        if multi:
+            from .multi_gradient import gradient
+
+            grad = gradient(self, f, centred)
+            self._remember(theta, val, grad.copy(), centred)
+            return val, grad
+        T0 = f.T[0]
+        q, r, G = f.C0s.shape
+        H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)
+        K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s_w)        # Z̃'V^{-1}W̃, (q, r, L)
+        K = self._from_w_soa(K)                                        # Z̃'V^{-1}W
+        M = self._sum_ZtZ0 - np.einsum("jig,jkg->ik", H, H)           # Σ Z'V^{-1}Z
+        beta = f.beta()
+        g = np.einsum("r,irg->ig", np.r_[-beta, 1.0], K)               # (q, L)
+        nu = self.n - self.p if self.reml else self.n
+        GD = M - (nu / f.pwrss) * (g @ g.T)
+        if self.reml and self.p:
+            RXinv = trsolve(f.RX, np.eye(self.p))
+            KX = np.einsum("ba,iag->ibg", RXinv, K[:, :-1, :]).reshape(q, -1)
+            GD = GD - KX @ KX.T
+        if self._MZinv is not None and centred:   # gradient in θ̃: ∂d/∂T̃ = 2 (∂d/∂D̃) T̃
+            T0 = self._MZinv @ T0
+        elif self._MZinv is not None:   # ∂d/∂D = M_Z^{-T} (∂d/∂D̃) M_Z⁻¹
+            GD = self._MZinv.T @ GD @ self._MZinv
+        GT = 2.0 * GD @ T0
+        grad = GT[self._tril[0]]
+        self._remember(theta, val, grad.copy(), centred)
+        return val, grad

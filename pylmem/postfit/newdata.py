@@ -1,0 +1,221 @@
+"""New data onto a fit: the rows of ``newdata`` as the fit's fixed-effects matrix, offset and
+each random-effects term's Z rows and level codes (a level not in the fit coded −1), with
+the fit's factor levels and column types; and which terms a ``re_form`` selects.  Shared by
+point predictions (:mod:`pylmem.postfit.predict`) and their intervals
+(:mod:`pylmem.postfit.intervals`).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+from ..model.formula import r_column_name
+from ..model.levels import group_labels, match_levels
+
+
+def _population(re_form) -> bool:
+    """True for lme4's ways of asking for population-level predictions: ~0, NA, False."""
+    if re_form is False:
+        return True
+    if isinstance(re_form, float) and np.isnan(re_form):
+        return True
+    if isinstance(re_form, str):
+        return bool(re.fullmatch(r"\s*(NA|~\s*(0|-\s*1))\s*", re_form))
+    return False
+
+
+def selected_terms(fit, re_form) -> list[int]:
+    """Indices of the random-effects terms included by ``re_form``."""
+    terms = fit.design.terms
+    if _population(re_form):
+        return []
+    if re_form is None or re_form is True:
+        return list(range(len(terms)))
+    if not isinstance(re_form, str):
+        raise ValueError(f"re_form must be None, '~0', 'NA', False or a formula '~ (expr | g)', "
+                         f"got {re_form!r}")
+    from ..model.formula import parse_formula, translate_r
+
+    text = re_form.strip()
+    if not text.startswith("~"):
+        raise ValueError(f"re_form must be a one-sided formula starting with '~', got {re_form!r}")
+    parsed = parse_formula("..y.. " + text)
+    want = [(spec.group, " ".join(translate_r(spec.expr)[0].split()), spec.correlated)
+            for spec in parsed.random]
+    if not want:
+        return []
+    out = []
+    for group, expr, _ in want:
+        hits = [k for k, t in enumerate(terms)
+                if tuple(t.group) == tuple(group) and " ".join(t.expr.split()) == expr]
+        if not hits:
+            raise ValueError(f"re_form term ({expr} | {':'.join(group)}) is not a random-effects "
+                             f"term of the model {fit.formula!r}")
+        out += [k for k in hits if k not in out]
+    return sorted(out)
+
+
+def _categorical_levels(spec) -> dict:
+    """factor expression -> list of levels seen at fit time, from a formulaic ModelSpec."""
+    out = {}
+    for factor, (kind, state) in (getattr(spec, "encoder_state", None) or {}).items():
+        if getattr(kind, "value", kind) == "categorical" and "categories" in state:
+            out[factor] = list(state["categories"])
+    return out
+
+
+def _factor_column(expr: str, data: pd.DataFrame):
+    """The data column behind a factor expression ``x``, ``C(x)``, ``C(x, ...)``."""
+    if expr in data.columns:
+        return expr
+    m = re.match(r"^\s*C\(\s*([A-Za-z_.][A-Za-z0-9_.]*|`[^`]*`)\s*[,)]", expr)
+    if m:
+        col = m.group(1).strip("`")
+        if col in data.columns:
+            return col
+    return None
+
+
+def _check_fixed_levels(spec, newdata: pd.DataFrame, where: str) -> None:
+    """Raise a clear error for levels of a categorical factor that the fit never saw."""
+    for factor, levels in _categorical_levels(spec).items():
+        col = _factor_column(factor, newdata)
+        if col is None:
+            continue
+        vals = newdata[col]
+        seen = set(map(str, levels)) | set(levels)
+        new = [v for v in pd.unique(vals.dropna()) if v not in seen and str(v) not in seen]
+        if new:
+            raise ValueError(
+                f"newdata column {col!r} has level(s) {', '.join(map(repr, map(str, new)))} of "
+                f"the {where} factor {factor!r} not present in the data the model was fitted to "
+                f"(levels: {', '.join(map(str, levels))})")
+
+
+def _as_fitted_types(spec, newdata: pd.DataFrame) -> pd.DataFrame:
+    """Numeric columns that were categorical (strings) at fit time, e.g. ``factors=``,
+    are turned into strings as build_design did."""
+    out = newdata
+    for factor, levels in _categorical_levels(spec).items():
+        col = _factor_column(factor, newdata)
+        if col is None or not levels or not all(isinstance(v, str) for v in levels):
+            continue
+        if not pd.api.types.is_numeric_dtype(newdata[col]):
+            continue
+        if out is newdata:
+            out = newdata.copy()
+        out[col] = newdata[col].astype(str).where(newdata[col].notna())
+    return out
+
+
+def _model_matrix(spec, newdata: pd.DataFrame, where: str) -> pd.DataFrame:
+    newdata = _as_fitted_types(spec, newdata)
+    _check_fixed_levels(spec, newdata, where)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mm = spec.get_model_matrix(newdata, output="pandas")
+    except Exception as e:  # formulaic's own errors: missing columns, bad values
+        raise ValueError(f"cannot build the {where} model matrix from newdata: {e}") from e
+    for w in caught:
+        msg = str(w.message)
+        if "categories outside" in msg or "not seen in original dataset" in msg:
+            raise ValueError(f"newdata has a level of a {where} factor not present in the data "
+                             f"the model was fitted to: {msg}")
+    return mm
+
+
+def _used_columns(spec) -> set:
+    try:
+        return set(spec.required_variables)
+    except Exception:  # pragma: no cover - older formulaic
+        return set()
+
+
+def _fixed_matrix(fit, newdata: pd.DataFrame) -> np.ndarray:
+    d = fit.design
+    mm = _model_matrix(d.fixed_spec, newdata, "fixed-effects")
+    names = [r_column_name(c, d.parsed.fixed, d.parsed.renames) for c in mm.columns]
+    pos = {n: i for i, n in enumerate(names)}
+    missing = [n for n in d.fixef_names if n not in pos]
+    if missing:
+        raise ValueError(f"newdata gives no fixed-effects column(s) {', '.join(missing)}")
+    X = mm.to_numpy(dtype=float)[:, [pos[n] for n in d.fixef_names]]
+    # rows with a missing value in a fixed-effects variable predict NaN (R's na.pass)
+    used = [c for c in _used_columns(d.fixed_spec) if c in newdata.columns]
+    if used:
+        na = newdata[used].isna().any(axis=1).to_numpy()
+        X[na] = np.nan
+    return X
+
+
+def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
+    """(X, offset, Zs, codes) of ``newdata``: the fixed-effects rows (NaN where a variable is
+    missing), the offset (0 without one), and for each selected term its Z rows and level
+    codes (−1 for a level not in the fit; zeros and −1 for terms not in ``sel``).  Raises
+    for a missing grouping column, and for new levels unless ``allow_new_levels``."""
+    d = fit.design
+    newdata = d.with_aliases(newdata) if getattr(d, "aliases", None) else newdata
+    X = _fixed_matrix(fit, newdata)
+    offset = np.zeros(len(newdata))
+    if getattr(d, "offset_exprs", None):
+        from ..model.weights import newdata_offset
+
+        offset = offset + newdata_offset(d, newdata)
+    Zs, codes = [], []
+    for k, t in enumerate(d.terms):
+        if k not in sel:
+            Zs.append(np.zeros((len(newdata), t.q)))
+            codes.append(np.full(len(newdata), -1))
+            continue
+        missing = [g for g in t.group if g not in newdata.columns]
+        if missing:
+            raise ValueError(f"newdata lacks the grouping column(s) {', '.join(map(repr, missing))} "
+                             f"of the random-effects term {t.name!r} (use re_form='~0' for "
+                             "population-level predictions)")
+        mm = _model_matrix(t.spec, newdata, f"random-effects term {t.name!r}")
+        Z = mm.to_numpy(dtype=float)[:, t.columns]
+        na_group = newdata[list(t.group)].isna().any(axis=1).to_numpy()
+        c = np.asarray(match_levels(t, newdata))   # by value: int ids match float newdata ids
+        new = (c < 0) & ~na_group
+        if new.any() and not allow_new_levels:
+            labels = group_labels(newdata, t.group)
+            lv = list(dict.fromkeys(labels.to_numpy()[new]))
+            shown = ", ".join(map(repr, lv[:10])) + (", ..." if len(lv) > 10 else "")
+            raise ValueError(f"newdata has {len(lv)} level(s) of the grouping factor of "
+                             f"random-effects term {t.name!r} not in the fit: {shown} "
+                             "(pass allow_new_levels=True to predict them at population level)")
+        Zs.append(Z)
+        codes.append(c)
+    return X, offset, Zs, codes
+
+
+def combine_rows(fit, X, offset, Zs, codes, sel) -> np.ndarray:
+    """x'β̂ + offset + Σ_{k∈sel} z_k'b̂_k per row; a new level contributes 0, a row with a
+    missing z of a known level is NaN."""
+    out = X @ fit.fixef.to_numpy(dtype=float) + offset
+    modes = fit.modes
+    for k in sel:
+        Z, c = Zs[k], codes[k]
+        b = np.zeros(Z.shape)
+        ok = c >= 0
+        b[ok] = modes[k][c[ok]]
+        contrib = np.einsum("nq,nq->n", np.nan_to_num(Z), b)
+        contrib[np.isnan(Z).any(axis=1) & ok] = np.nan
+        out = out + contrib
+    return out
+
+
+def fitted_prediction(fit, sel) -> pd.Series:
+    """x'β̂ + offset + Σ_{k∈sel} z_k'b̂_k for the fitted rows, in the data's row order."""
+    d = fit.design
+    out = d.X @ fit.fixef.to_numpy(dtype=float)
+    if d.offset is not None:
+        out = out + d.offset
+    modes = fit.modes
+    for k in sel:
+        t = d.terms[k]
+        out = out + np.einsum("nq,nq->n", t.Z, modes[k][t.codes])
+    return pd.Series(d.to_data_order(out), index=d.to_data_order(d.row_labels), name="predicted")

@@ -1,0 +1,50 @@
+"""Predictions from a fit, as lme4's ``predict.merMod``.
+
+``predict(fit)`` gives the conditional fitted values Xβ̂ + Zb̂ (``re_form=None``) or the
+population-level Xβ̂ (``re_form="~0"``, ``"NA"``, ``False``), in the data's row order.
+With ``newdata`` the fixed-effects model matrix and each random-effects term's design are
+rebuilt from the stored formulaic specs; levels of a grouping factor not seen in the fit
+contribute 0 (the population prediction) when ``allow_new_levels`` and raise otherwise;
+an unseen level of a fixed-effect factor always raises.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..model.tables import as_pandas
+from .intervals import predict_with_se
+from .newdata import combine_rows, fitted_prediction, newdata_rows, selected_terms
+
+
+def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
+            allow_new_levels: bool = True, se_fit: bool = False, interval=None,
+            level: float = 0.95):
+    """Predictions from ``fit`` (lme4's ``predict``).
+
+    ``se_fit`` / ``interval`` ("confidence" or "prediction", at ``level``): a DataFrame with
+    columns fit, se_fit, lwr, upr instead (see :mod:`pylmem.postfit.intervals`).
+
+    ``re_form``: None (all random effects), "~0" / "NA" / False (population level Xβ̂),
+    or a one-sided formula naming some of the model's random-effects terms.
+    ``allow_new_levels``: levels of a grouping factor absent from the fit get random
+    effects 0 (else ValueError naming the term and levels).
+    Returns a Series indexed like the data (``newdata`` or the fitted data).
+    """
+    if not isinstance(allow_new_levels, (bool, np.bool_)):
+        raise ValueError(f"allow_new_levels must be True or False, got {allow_new_levels!r}")
+    if newdata is not None:
+        newdata = as_pandas(newdata, "newdata")
+    if se_fit or interval is not None:
+        return predict_with_se(fit, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                               se_fit=se_fit, interval=interval, level=level)
+    sel = selected_terms(fit, re_form)
+    if newdata is None:
+        return fitted_prediction(fit, sel)
+    if not isinstance(newdata, pd.DataFrame):
+        raise ValueError("newdata must be a pandas DataFrame")
+    X, offset, Zs, codes = newdata_rows(fit, newdata, sel, allow_new_levels)
+    return pd.Series(combine_rows(fit, X, offset, Zs, codes, sel), index=newdata.index,
+                     name="predicted")
+
+

@@ -1,0 +1,9 @@
+"""Layer 0, support: code that knows nothing of mixed models.
+
+BLAS thread limits for small dense algebra (``threads``), the live progress line
+(``progress``), R's number formatting and text layout (``rformat``), R's deparse of
+formulas (``deparse``) and the matplotlib helpers of every plot (``figures``).
+
+May import: the standard library, numpy, matplotlib (lazily), threadpoolctl; nothing of
+pylmem.  Every other subpackage may import it.
+"""
