@@ -1,4 +1,4 @@
-"""Benchmark of the Dask fit (issue 14): 10^7 / 10^8 rows from Parquet on a LocalCluster.
+"""Benchmark of the Dask fit: 10^7 / 10^8 rows from Parquet on a LocalCluster.
 
     python benchmarks/bench_dask.py --rows 1e7 [--rows 1e8] [--workers 2] [--in-memory]
 

@@ -1,4 +1,4 @@
-"""Diagnostics after the fit: pylmem beside lme4 in one run (issue 13).
+"""Diagnostics after the fit: pylmem beside lme4 in one run.
 
 Times, for an already fitted model, hatvalues (all n leverages), cooks.distance,
 prediction standard errors (pylmem only: lme4 has none) and group deletion

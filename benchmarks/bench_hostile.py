@@ -1,4 +1,4 @@
-"""Hostile-input cases (issue 9): pylmem's logLik against lme4's best, and fit time.
+"""Hostile-input cases: pylmem's logLik against lme4's best, and fit time.
 
     python benchmarks/bench_hostile.py
 

@@ -207,7 +207,7 @@ CASES: dict[str, Case] = {c.name: c for c in [
          lambda: simulate_crossed(100_000), "simulated, 1000 x 200 crossed intercepts, 1e5 obs, ML",
          statsmodels=dict(formula="y ~ x", groups=None, re_formula="0",
                           vc_formula={"a": "0 + C(a)", "b": "0 + C(b)"})),
-    # ---- issue 10: several random-effects terms at scale
+    # ---- several random-effects terms at scale
     Case("nested_slope_ML", "y ~ x + (x | school) + (1 | school:class)", False, ("school", "class"),
          simulate_nested_slope, "simulated, 500 schools x 10 classes x 20, slope per school, ML"),
     Case("crossed_slope_ML", "y ~ x + (x | subj) + (1 | item)", False, ("subj", "item"),
@@ -226,7 +226,7 @@ CASES: dict[str, Case] = {c.name: c for c in [
 ]}
 
 
-# ---- issue 10: the scaling curve of crossed scalar terms (benchmarks/scaling_crossed.py):
+# ---- the scaling curve of crossed scalar terms (benchmarks/scaling_crossed.py):
 # L levels drawn uniformly for each of a and b, 2 L rows (so ~0.86 L of each present)
 SCALING_LEVELS = (1_000, 3_000, 10_000, 30_000, 100_000)
 SCALING: dict[str, Case] = {

@@ -9,7 +9,7 @@ subpackages follow the flow of a fit, each importing only from those before it:
 See ``docs/architecture.md``.
 """
 from . import datasets
-from ._version import __version__
+from ._version import __version__  # noqa: F401  (pylmem.__version__)
 from .api.lmer import LmerFit, fit_design, lmer
 from .estimation.convergence import ConvergenceWarning
 from .estimation.em import em

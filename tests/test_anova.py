@@ -137,7 +137,7 @@ def test_different_data_is_an_error():
 def test_argument_errors():
     with pytest.raises(ValueError, match="at least two"):
         anova()
-    # one model: lmerTest's F tests (issue 11), not an error
+    # one model: lmerTest's F tests, not an error
     assert list(anova(fit(H0, "dm")).columns)[:2] == ["Sum Sq", "Mean Sq"]
     with pytest.raises(ValueError, match="names"):
         anova(fit(H0, "dm"), fit(H1, "dm"), names=["a"])

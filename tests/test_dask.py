@@ -1,7 +1,7 @@
 """Fits of a Dask DataFrame (pylmem.scaleout) equal the in-memory fits.
 
 Rows are shuffled and split into several partitions (a group's rows sit in several
-partitions), computed on a 2-process dask.distributed LocalCluster.  Tolerances (issue 14):
+partitions), computed on a 2-process dask.distributed LocalCluster.  Tolerances:
 logLik 1e-8 relative, β̂ and standard errors 1e-6, BLUPs 1e-5 (relative to their scale).
 """
 import logging

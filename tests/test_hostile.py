@@ -1,4 +1,4 @@
-"""Hostile input (issue 9): one regression test per class of silent wrong answer.
+"""Hostile input: one regression test per class of silent wrong answer.
 
 References: lme4 1.1-31 fits of the data in tests/reference/hostile/ (best of three
 optimizers, tests/reference/make_hostile_refs.R -> hostile_lme4.json), the same model on

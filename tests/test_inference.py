@@ -1,8 +1,8 @@
-"""Satterthwaite / Kenward–Roger df, F tests, confint, profiles, ranova, drop1 (issue 11).
+"""Satterthwaite / Kenward–Roger df, F tests, confint, profiles, ranova, drop1.
 
 Reference values: tests/reference/inference_refs.json, made by
 tests/reference/make_inference_refs.R (lmerTest 3.1-3, pbkrtest 0.5.2, lme4 1.1-31).
-Tolerances (issue 11): df, t, p to 1e-3 relative (p only where p > 1e-12: below that the
+Tolerances: df, t, p to 1e-3 relative (p only where p > 1e-12: below that the
 relative error of a tail probability is the df error times |log p|, compared on log p);
 F and DenDF to 1e-3; profile interval ends to 1% of the interval width.
 """

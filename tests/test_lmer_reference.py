@@ -1,6 +1,6 @@
 """pylmem.lmer against lme4 1.1-31 (tests/reference/lme4_fits.json, made by make_refs.R).
 
-Tolerances (issue 3): logLik / REML criterion 1e-6 relative (higher allowed where
+Tolerances: logLik / REML criterion 1e-6 relative (higher allowed where
 lme4 warned), fixed effects and standard errors 1e-4 relative, variance components
 1e-3 relative (to the largest entry of each covariance matrix).  Every fit must come
 back without a convergence warning (reference_fit turns warnings into errors).

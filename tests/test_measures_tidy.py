@@ -101,7 +101,7 @@ def test_tidy_columns_and_values():
 
 
 def test_tidy_ddf_takes_df_and_p_from_coef_table():
-    """With ddf=, df and p.value come from the fit's coef_table(ddf=) (issue 11's
+    """With ddf=, df and p.value come from the fit's coef_table(ddf=) (lmerTest's
     Satterthwaite / Kenward-Roger); stubbed here so the wiring is tested on its own."""
     fit = pylmem.lmer("Reaction ~ Days + (1 | Subject)", data("sleepstudy"))
     if not hasattr(fit, "coef_table"):

@@ -133,7 +133,7 @@ def test_caterpillar_intervals_use_condvar(sleep_fit):
 
 
 def test_plot_leverage(tmp_path):
-    """issue 13: studentized residuals vs leverage, a real PNG."""
+    """Studentized residuals vs leverage, a real PNG."""
     fit = pylmem.lmer("Reaction ~ Days + (Days | Subject)", pylmem.datasets.load("sleepstudy"))
     p = plots.plot_leverage(fit, tmp_path / "lev.png")
     assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000

@@ -1,8 +1,8 @@
-"""Invariances every fit must satisfy, on random designs (hypothesis property tests, issue 9).
+"""Invariances every fit must satisfy, on random designs (hypothesis property tests).
 
 Designs: one factor ``(1 | g)``, random slope ``(x | g)``, nested ``(1 | a/b)`` and crossed
 ``(1 | a) + (1 | b)``, drawn from a seed.  Each property refits a transformed data set
-and compares: logLik to 1e-8 relative (the issue's tolerance); implied covariances to
+and compares: logLik to 1e-8 relative (the stated tolerance); implied covariances to
 1e-5 relative.  Derandomized and bounded (a few examples each) so CI stays fast and
 reproducible.
 """

@@ -228,7 +228,7 @@ def test_multi_term_gradient_refuses_sparse_rest(monkeypatch):
 
 @pytest.mark.slow
 def test_large_nested_design_reaches_the_optimum():
-    """issue 10's nested design (100k rows): BOBYQA stops ~0.002 deviance units short and
+    """The benchmarks' nested design (100k rows): BOBYQA stops ~0.002 deviance units short and
     one finite-difference Newton step leaves most of it (lme4 1.1-31: logLik −148252.103927);
     the fit must be within 1e-10 relative of a tightly converged Nelder-Mead polish."""
     import sys

@@ -182,7 +182,7 @@ def test_bootstrap_of_weighted_or_offset_fits_is_a_clear_error():
 
 def test_satterthwaite_and_kenward_roger_df_of_a_weighted_fit():
     """The weighted model is the unweighted one on √w-scaled rows, so the df machinery
-    (issue 11) applies unchanged: checked against lmerTest on the same weighted fit."""
+    applies unchanged: checked against lmerTest on the same weighted fit."""
     fit = ref_fit("sleep_w_reml")
     if not hasattr(fit, "coef_table"):
         pytest.skip("no coef_table in this build")

@@ -12,11 +12,10 @@ is fitted where it lives (:mod:`pylmem.scaleout`) into a :class:`DaskLmerFit`.
 from __future__ import annotations
 
 import time
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
-
-from functools import cached_property
 
 from ..estimation.convergence import ConvergenceWarning
 from ..estimation.fitting import estimate

@@ -30,6 +30,7 @@ from scipy.optimize import minimize
 from ..model.covariance import psd_cholesky, theta_from_lower
 from .convergence import OptSummary, check_convergence
 from .coords import Coordinates
+from .em import fit_em
 from .start import start_theta
 
 
@@ -159,8 +160,6 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
 
 def _em_start(design, co):
     """x from the accelerated EM's optimum (one vector term; ML, a fine start for REML)."""
-    from .em import fit_em
-
     r = fit_em(design, tol=1e-7, max_iter=500)
     T = psd_cholesky(r.omega / r.sigma2)
     return co.from_theta(theta_from_lower(T))

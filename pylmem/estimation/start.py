@@ -18,17 +18,17 @@ def _random_coefficient_start(design, dev, beta, e):
     Ω̂ = cov(b̂_i) − σ̂² mean (Z_i'Z_i)⁻¹ (eigenvalues floored), θ = vech chol(Ω̂/σ̂²).
     Saves 10-20% of the evaluations on the rat and simulated models.  None if unusable.
     """
-    t, st = design.terms[0], getattr(dev, "cp_data", dev.cp).terms[0]
+    t, st = design.terms[0], dev.cp_data.terms[0]
     q = t.q
     n_j = np.bincount(t.codes, minlength=t.n_levels)
     v = np.r_[-beta, 1.0]
-    centred = getattr(dev, "_MZ", None) is not None
+    cen = dev.centring
+    centred = cen.MZ is not None
     if centred:   # in the centred Z̃ (invariant to a covariate's location): G̃, Z̃'W̃ M_W⁻¹ v
-        ZZ = dev._G0.transpose(2, 0, 1)
-        if dev._icol is not None:
+        ZZ, ZW = cen.first_term_products()
+        if cen.icol is not None:
             v = v.copy()
-            v[dev._icol] += dev._m @ v
-        ZW = dev._ZW0.transpose(2, 0, 1)
+            v[cen.icol] += cen.m @ v
     else:
         ZZ, ZW = st.ZtZ, st.ZtW
     diag = np.einsum("gii->gi", ZZ)
@@ -69,7 +69,7 @@ def start_theta(design, dev) -> np.ndarray:
     from :func:`_random_coefficient_start`.
     """
     X, y = design.X, design.y
-    if getattr(design, "offset", None) is not None:   # issue 13: fit y − offset
+    if getattr(design, "offset", None) is not None:   # fit y − offset
         y = y - design.offset
     beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta

@@ -26,9 +26,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..numerics.replicates import BatchedDeviance, minimize_batch
-from ..numerics.crossprod import CrossProducts, TermStats, group_sums
+from ..estimation.fitting import estimate
 from ..model.covariance import sdcor_from_theta, sdcor_names
+from ..model.weights import reject_weighted
+from ..numerics.crossprod import CrossProducts, TermStats, group_sums
+from ..numerics.replicates import BatchedDeviance, minimize_batch
+from ..util.progress import Progress
+from ..util.threads import single_thread
+from .lrt import check_same_data
+from .plots import plot_bootstrap
 
 _SIM_CHUNK = 1000      # replicates drawn per block (the stream does not depend on the model)
 
@@ -80,8 +86,6 @@ def simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
     ``use_u=True`` keeps b at its conditional modes (lme4's ``use.u``).
     ``seed``: an int, None or a numpy Generator.
     """
-    from ..model.weights import reject_weighted   # issue 13
-
     reject_weighted(fit, "simulate")
     nsim = _check_nsim(nsim)
     out = np.empty((fit.n_obs, nsim))
@@ -114,8 +118,6 @@ def _crossproducts_for(fit, y):
 
 
 def _refit_model_order(fit, y, reml, verbose=False):
-    from ..estimation.fitting import estimate
-
     design = replace(fit.design, y=y)
     return estimate(design, reml=reml, cp=_crossproducts_for(fit, y), verbose=verbose,
                     cls=type(fit))
@@ -128,8 +130,6 @@ def refit_response(fit, y, *, reml=None):
     X, Z and their cross-products are reused (lme4's ``refit(fit, newresp)``); ``reml``
     defaults to the fit's criterion.
     """
-    from ..model.weights import reject_weighted   # issue 13
-
     reject_weighted(fit, "refit(y)")
     y = np.asarray(y, dtype=float).ravel()
     if len(y) != fit.n_obs:
@@ -431,8 +431,6 @@ class BootstrapResult:
 
     def plot(self, path, **kw):
         """Histograms with density estimates of the replicates (see :func:`pylmem.inference.plots.plot_bootstrap`)."""
-        from .plots import plot_bootstrap
-
         return plot_bootstrap(self, path, **kw)
 
     def __repr__(self) -> str:
@@ -447,8 +445,6 @@ class _BootProgress:
     """'bootstrap: 3000/10000 replicates (1.2 s)' on stderr (see :class:`pylmem.util.progress.Progress`)."""
 
     def __init__(self, verbose, label):
-        from ..util.progress import Progress
-
         self.p = Progress(verbose=verbose, label=label)
 
     def update(self, done, total):
@@ -468,8 +464,6 @@ class _BootProgress:
 
 def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
     """Simulate from fits[0] and refit every fit in ``fits`` to each response."""
-    from ..model.weights import reject_weighted   # issue 13
-
     for f in fits:
         reject_weighted(f, "the parametric bootstrap")
     nsim = _check_nsim(nsim)
@@ -488,8 +482,6 @@ def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
 def _one_blas_thread():
     """Small LAPACK calls (the one-by-one refits) run ~100× slower when OpenBLAS hands them
     to a thread pool on a busy machine: one BLAS thread for the whole run."""
-    from ..util.threads import single_thread
-
     return single_thread()
 
 
@@ -570,8 +562,6 @@ def pb_anova(m0, m1, nsim: int = 1000, seed=None, *, verbose=None) -> PBTest:
     also the χ² p-value, the Bartlett-corrected χ², the moment-matched Gamma and the F
     approximation (pbkrtest's summary).
     """
-    from .lrt import check_same_data
-
     check_same_data([m0, m1])
     if m0.n_params >= m1.n_params:
         raise ValueError(f"pb_anova: m0 must be the smaller model ({m0.n_params} parameters, "

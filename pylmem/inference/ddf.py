@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..util.threads import one_blas_thread
 from ..numerics.deviance import trsolve
+from ..util.threads import one_blas_thread
 from .kenward_roger import kr_adjust, kr_df_1d, vcov_adj
 
 DDF_METHODS = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger",

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..model.formula import r_column_name
+from ..util.rformat import anova_table_lines, format_real, r_round, zapsmall
 from ..util.threads import one_blas_thread
 from .ddf import contest_md, normalize_ddf
 
@@ -37,8 +39,6 @@ class FixedTerm:
 
 def fixed_terms(design) -> list:
     """The fixed-effects terms (intercept excluded) with their columns in ``fixef``."""
-    from ..model.formula import r_column_name
-
     spec = design.fixed_spec
     parsed = design.parsed
     names = list(getattr(spec, "column_names", None) or spec.names)
@@ -148,8 +148,6 @@ def contrasts_type3(fit) -> dict:
         return {t.label: np.eye(d.n_fixef)[t.cols] for t in terms}
     rng = np.random.default_rng(20261125)
     df, cats = _synthetic_grid(d, rng)
-    from ..model.formula import r_column_name
-
     spec = d.fixed_spec
     Xs_all = np.asarray(spec.get_model_matrix(df).to_numpy(dtype=float))
     names = list(spec.column_names)
@@ -208,8 +206,6 @@ class FTestTable(pd.DataFrame):
         return pd.DataFrame
 
     def __str__(self) -> str:
-        from ..util.rformat import anova_table_lines, format_real, r_round, zapsmall
-
         x = self[COLUMNS].to_numpy(dtype=float)
         n = len(x)
         if n == 0:

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..util.rformat import anova_table_lines, format_real, r_round, zapsmall
 from ..util.deparse import deparse1
+from ..util.rformat import anova_table_lines, format_real, r_round, zapsmall
+from .ftests import single_anova
 
 REFIT_MESSAGE = "refitting model(s) with ML (instead of REML)"
 COLUMNS = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
@@ -80,7 +81,7 @@ class AnovaResult(pd.DataFrame):
 
 
 def _response_values(design, moments: bool) -> np.ndarray:
-    """Sorted y, or (Σy, Σy²) when some fit is a Dask fit (issue 14: it keeps no rows)."""
+    """Sorted y, or (Σy, Σy²) when some fit is a Dask fit (it keeps no rows)."""
     m = getattr(design, "response_moments", None)
     if m is not None:
         return np.asarray(m, float)
@@ -116,12 +117,10 @@ def anova(*fits, names=None, data_name=None, refit: bool = True, type=None, ddf=
     """
     if len(fits) == 1 and isinstance(fits[0], (list, tuple)):
         fits = tuple(fits[0])
-    if len(fits) == 1 or (fits and (type is not None or ddf is not None)):  # issue 11: lmerTest's F tests
+    if len(fits) == 1 or (fits and (type is not None or ddf is not None)):  # lmerTest's F tests
         if len(fits) != 1:
             raise ValueError("anova: type= and ddf= apply to a single model; "
                              f"got {len(fits)} models")
-        from .ftests import single_anova
-
         return single_anova(fits[0], type=3 if type is None else type,
                             ddf="Satterthwaite" if ddf is None else ddf)
     if len(fits) < 2:

@@ -25,10 +25,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..model.covariance import (
+    sdcor_from_theta,
+    sdcor_names,
+    theta_from_sdcor,
+    tril_colmajor,
+)
 from ..numerics.crossprod import CrossProducts, TermStats
 from ..numerics.deviance import ProfiledDeviance
 from ..util.threads import one_blas_thread
-from ..model.covariance import tril_colmajor, sdcor_from_theta, sdcor_names, theta_from_sdcor
+from .bootstrap import bootstrap
 
 
 def ci_columns(level: float) -> list[str]:
@@ -102,7 +108,7 @@ class _Profiler:
         except np.linalg.LinAlgError:
             return np.inf
         return f.logdet_L + f.pwrss / sigma ** 2 + self.n * np.log(2 * np.pi * sigma ** 2) \
-            - self.dev.log_weights   # issue 13: −Σ log w of prior weights, as fit.objective
+            - self.dev.log_weights   # −Σ log w of prior weights, as fit.objective
 
     def _bounds(self):
         out = []
@@ -172,7 +178,7 @@ class _Profiler:
 
     # ------------------------------------------------------------ fixed effects
     def _reduced_dev(self, j, b):
-        cp = getattr(self.dev, "cp_data", self.dev.cp)   # the user's W (not the centred W̃)
+        cp = self.dev.cp_data   # the user's W (not the centred W̃)
         r = cp.WtW.shape[0]
         p = r - 1
         keep = [c for c in range(p) if c != j]
@@ -184,7 +190,7 @@ class _Profiler:
                             terms=[TermStats(t.ZtZ, t.ZtW @ M) for t in cp.terms],
                             between=cp.between)
         dev = ProfiledDeviance(cpj, self.dev.qs, self.dev.n_levels, reml=False)
-        dev.log_weights = self.dev.log_weights   # issue 13: prior weights' −Σ log w
+        dev.log_weights = self.dev.log_weights   # prior weights' −Σ log w
         return dev
 
     def zeta_beta(self, j, b, start=None):
@@ -383,7 +389,7 @@ def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None
     """Confidence intervals with lme4's row names (.sig01…, .sigma, fixed effects).
 
     ``method``: "Wald" (fixed effects; NaN for variance parameters), "profile" (likelihood
-    profile, see module docstring) or "boot" (parametric bootstrap, issue 12's
+    profile, see module docstring) or "boot" (parametric bootstrap,
     :func:`pylmem.inference.bootstrap.bootstrap`).  ``parm``: a subset of row names.
     """
     m = str(method).lower()
@@ -417,8 +423,6 @@ def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None
                           UserWarning, stacklevel=2)
         return out
     elif m in ("boot", "bootstrap"):
-        from .bootstrap import bootstrap
-
         out = bootstrap(fit, nsim, seed=seed).confint(level=level)
     else:
         raise ValueError(f"confint: method must be 'Wald', 'profile' or 'boot', got {method!r}")

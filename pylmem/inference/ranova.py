@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .ftests import COLUMNS, FTestTable, contrasts_type3, fixed_terms
+from ..estimation.fitting import estimate
+from ..util.deparse import deparse1
+from ..util.rformat import anova_table_lines, format_real, zapsmall
 from .ddf import contest_md, normalize_ddf
+from .ftests import COLUMNS, FTestTable, contrasts_type3, fixed_terms
 
 RANOVA_COLUMNS = ["npar", "logLik", "AIC", "LRT", "Df", "Pr(>Chisq)"]
 
@@ -80,8 +83,6 @@ class RanovaTable(pd.DataFrame):
         return pd.DataFrame
 
     def __str__(self) -> str:
-        from ..util.rformat import anova_table_lines, format_real, zapsmall
-
         x = self[RANOVA_COLUMNS].to_numpy(dtype=float)
         n = len(x)
         cols = {}
@@ -99,8 +100,6 @@ class RanovaTable(pd.DataFrame):
 
 def ranova(fit) -> pd.DataFrame:
     """lmerTest's ranova table: npar, logLik, AIC, LRT, Df, Pr(>Chisq); first row <none>."""
-    from ..estimation.fitting import estimate
-
     import warnings
 
     d = fit.design
@@ -128,8 +127,6 @@ def ranova(fit) -> pd.DataFrame:
     tab = pd.DataFrame({"npar": npar.astype(int), "logLik": ll, "AIC": -2 * ll + 2 * npar,
                         "LRT": lrt, "Df": df, "Pr(>Chisq)": p}, index=pd.Index(names))
     out = RanovaTable(tab)
-    from ..util.deparse import deparse1
-
     out.heading = ("ANOVA-like table for random-effects: Single term deletions\n\nModel:\n"
                    f"{deparse1(fit.formula)}")
     return out
@@ -147,7 +144,5 @@ def drop1(fit, ddf="Satterthwaite") -> FTestTable:
         pd.DataFrame(columns=COLUMNS, dtype=float)
     out = FTestTable(tab)
     method = "Satterthwaite's" if ddf == "Satterthwaite" else "Kenward-Roger's"
-    from ..util.deparse import deparse1
-
     out.heading = f"Single term deletions using {method} method:\n\nModel:\n{deparse1(fit.formula)}"
     return out

@@ -26,6 +26,15 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .. import datasets
+from .._version import __version__
+from ..api.lmer import lmer
+from ..inference.lrt import anova
+from ..model.formula import clean_message
+from ..reports.plots import plot_all
+from .cli_dask import cli_fit
+from .readers import read_table
+
 __all__ = ["main", "load_data", "fit_to_dict"]
 
 _PROG = "pylmem"
@@ -48,8 +57,6 @@ class _Parser(argparse.ArgumentParser):
 def load_data(spec: str) -> pd.DataFrame:
     """Read ``spec``: a CSV/TSV file (optionally gzipped), a Parquet/Feather file, ``-`` for
     stdin, or a bundled name."""
-    from .. import datasets
-
     if spec == "-":
         return pd.read_csv(sys.stdin)
     if os.path.exists(spec):
@@ -57,8 +64,6 @@ def load_data(spec: str) -> pd.DataFrame:
             raise CLIError(f"{spec!r} is a directory, not a data file")
         low = spec.lower().removesuffix(".gz")
         if low.endswith((".parquet", ".pq", ".feather", ".arrow")):
-            from .readers import read_table
-
             try:
                 return read_table(spec)
             except Exception as e:  # pyarrow's errors: not a Parquet/Arrow file, ...
@@ -129,7 +134,7 @@ def fit_to_dict(fit, *, data: str | None = None) -> dict:
         "warnings": list(fit.warnings),
         "fit_seconds": fit.fit_seconds,
     }
-    if fit.design.weights is not None:   # issue 13
+    if fit.design.weights is not None:
         out["weights"] = fit.design.weights_name or "<array>"
     if fit.design.offset_exprs:
         out["offset"] = list(fit.design.offset_exprs)
@@ -183,8 +188,6 @@ def _table_to_records(table) -> list:
 
 
 def _one_line(e: BaseException) -> str:
-    from ..model.formula import clean_message
-
     msg = clean_message(str(e))
     if isinstance(e, KeyError) and msg.startswith("'") and msg.endswith("'"):
         msg = f"unknown column {msg}"
@@ -229,8 +232,6 @@ class _Warnings:
 
 
 def _fit(formula, data, *, reml, method, factors, verbose, quiet, weights=None, offset=None):
-    from ..api.lmer import lmer
-
     with _Warnings(quiet=quiet):
         return lmer(formula, data, reml=reml, method=method, factors=list(factors),
                     verbose=verbose, weights=weights, offset=offset)
@@ -255,9 +256,7 @@ def _cmd_fit(args) -> int:
         reml = method != "em"
     elif reml and method == "em":
         raise CLIError("--method em fits by maximum likelihood: use --ml (or leave it out)")
-    if args.dask is not None:       # issue 14: fit where the data live (pylmem.dask_fit)
-        from .cli_dask import cli_fit
-
+    if args.dask is not None:       # fit where the data live (pylmem.scaleout)
         return cli_fit(args, reml=reml, warnings_block=_Warnings, to_dict=fit_to_dict,
                        dumps=_dumps, error=CLIError)
     data = load_data(args.data)
@@ -266,11 +265,9 @@ def _cmd_fit(args) -> int:
                offset=args.offset)
     plots = []
     if args.plot:
-        from ..reports.plots import plot_all
-
         with _Warnings(quiet=args.quiet):
             plots = [str(p) for p in plot_all(fit, args.plot)]
-    ddf = getattr(args, "ddf", None)  # issue 11: --ddf satterthwaite|kenward-roger
+    ddf = getattr(args, "ddf", None)  # --ddf satterthwaite|kenward-roger
     if args.json:
         out = fit_to_dict(fit, data=args.data)
         if args.plot:
@@ -295,8 +292,6 @@ def _cmd_fit(args) -> int:
 def _cmd_anova(args) -> int:
     if len(args.formulas) < 2:
         raise CLIError("anova needs at least two formulas to compare")
-    from ..inference.lrt import anova
-
     data = load_data(args.data)
     fits = [_fit(f, data, reml=args.reml, method="profiled", factors=args.factor,
                  verbose=_verbosity(args), quiet=args.quiet) for f in args.formulas]
@@ -321,9 +316,6 @@ def _cmd_anova(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .._version import __version__
-    from .. import datasets
-
     bundled = ", ".join(datasets.names())
     p = _Parser(prog=_PROG, description="Linear mixed-effects models with lme4 formulas.",
                 epilog=f"DATA: a CSV or Parquet file, '-' for stdin, or a bundled data set ({bundled}).")

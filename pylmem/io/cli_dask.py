@@ -2,9 +2,9 @@
 :mod:`pylmem.io.cli`).
 """
 from __future__ import annotations
+
 from ..scaleout.fit import lmer_dask
 from ..scaleout.sources import open_client, read_dask
-
 
 
 def cli_fit(args, *, reml, warnings_block, to_dict, dumps, error):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import weights as W
 from .formula import ParsedFormula, parse_formula, r_column_name, translate_r
 from .levels import group_codes
 from .matrices import build_matrix, required_variables
@@ -219,8 +220,6 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
     parsed, aliases = _alias_reserved(parsed, data)
     for c, a in aliases.items():
         data[a] = data[c]
-    from . import weights as W
-
     fixed_rest, offset_exprs = W.split_offsets(parsed.fixed)
     if offset_exprs:
         from dataclasses import replace

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
+from .formula import clean_message, split_sum
+
 
 class NumericSpec:
     """Model spec of an expression made of an intercept and plain numeric columns.
@@ -49,8 +51,6 @@ class NumericSpec:
     @classmethod
     def detect(cls, expr: str, data: pd.DataFrame):
         """A NumericSpec for ``expr`` if it is only ``1``/``0``/``-1`` and numeric columns."""
-        from .formula import split_sum
-
         intercept, cols = True, []
         for sign, term in split_sum(expr):
             if term == "1":
@@ -68,8 +68,6 @@ class NumericSpec:
 
 def formulaic_error(e: Exception, expr: str) -> ValueError:
     """formulaic's exception as a one-line ValueError naming the expression."""
-    from .formula import clean_message
-
     return ValueError(f"cannot use the model terms '{expr}': {type(e).__name__}: {clean_message(e)}")
 
 

@@ -16,13 +16,13 @@ import re
 import numpy as np
 import pandas as pd
 
+from .formula import split_sum
+
 _OFFSET = re.compile(r"^offset\((.*)\)$", re.S)
 
 
 def split_offsets(fixed: str) -> tuple[str, list[str]]:
     """Remove ``offset(expr)`` terms from a fixed right-hand side: (rest, [expr, ...])."""
-    from .formula import split_sum
-
     keep, offs = [], []
     for sign, term in split_sum(fixed):
         m = _OFFSET.match(term.strip())

@@ -21,12 +21,9 @@ symbolic work once per model).  One evaluation touches only the cross-products, 
 the n rows.  The analytic gradient (:meth:`value_and_gradient`) covers one term, and
 several terms with a small dense rest block (:mod:`pylmem.numerics.multi_gradient`).
 
-Numerically stable coordinates (internal; θ, β, R_X and L_W stay the user's):
-with an intercept column in X, W is replaced by W̃ = W M_W, M_W = I − e_i m' (m the column
-means, see :mod:`pylmem.numerics.crossprod`), and when the first term has an intercept, its Z by
-Z̃ = Z M_Z, M_Z = I − e_0 c' (c the means of its columns), T̃ = M_Z⁻¹ T (so Z̃T̃ = ZT and
-L is unchanged).  d(θ) is invariant; L_W = M_W^{-T} L̃_W stays lower triangular (M_W unit
-upper triangular), C = C̃ M_W⁻¹.  Formed uncentred, y = 10⁶ + noise loses 4 digits of r².
+Numerically stable coordinates (internal; θ, β, R_X and L_W stay the user's): W = [X y] and
+the first term's Z are centred (:mod:`pylmem.numerics.centring`), so that y = 10⁶ + noise
+loses no digits of r².
 """
 from __future__ import annotations
 
@@ -35,9 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dtrtrs
 
-from . import batched as B
-from .crossprod import CrossProducts
 from ..model.covariance import theta_diagonal_mask, theta_from_lower
+from . import batched as B
+from .centring import Centring
+from .crossprod import CrossProducts
+from .multi_gradient import available, gradient, supported
+from .rest_block import RestStructure
 
 _LOG2PI = np.log(2 * np.pi)
 
@@ -124,8 +124,8 @@ class ProfiledDeviance:
 
     def __init__(self, cp: CrossProducts, qs, n_levels, *, reml: bool):
         self.cp_data = cp
-        self._setup_centring(cp)
-        cp = self.cp   # W̃ coordinates from here on (see module docstring)
+        self.centring = Centring(cp, qs)
+        self.cp = cp = self.centring.cp   # W̃ coordinates from here on (see module docstring)
         self.qs = list(qs)
         self.n_levels = list(n_levels)
         self.reml = bool(reml)
@@ -144,85 +144,19 @@ class ProfiledDeviance:
             rows, cols = np.tril_indices(q)
             order = np.lexsort((rows, cols))  # lme4: lower triangle column by column
             self._tril.append((rows[order], cols[order]))
-        G0, ZW0 = cp.terms[0].ZtZ, cp.terms[0].ZtW
-        t0 = self.cp_data.terms[0]
-        if self._MZ is not None and getattr(t0, "ZtZc", None) is not None:
-            # formed from centred rows (crossprod), moved exactly to this W̃'s shift
-            m = self._m if self._icol is not None else np.zeros(self.r)
-            G0, ZW0 = t0.centred_to(self._zc, m)
-        elif self._MZ is not None:   # Z̃_0 = Z_0 M_Z: M_Z' G M_Z, M_Z' Z'W̃
-            G0 = np.einsum("ji,gjk,kl->gil", self._MZ, G0, self._MZ)
-            ZW0 = np.einsum("ji,gjr->gir", self._MZ, ZW0)
+        G0, ZW0 = self.centring.first_term_products()
         self._sum_ZtZ0 = G0.sum(axis=0)
         self._G0 = np.ascontiguousarray(G0.transpose(1, 2, 0))   # (q, q, L)
         self._ZW0 = np.ascontiguousarray(ZW0.transpose(1, 2, 0))  # (q, r, L)
         self._setup_rest()
 
     # ---------------------------------------------------------------- set-up
-    def _setup_centring(self, cp):
-        """M_W (as icol, m) and M_Z of the stable coordinates; self.cp in W̃ coordinates."""
-        from dataclasses import replace
-
-        cen = cp.centred()
-        self._icol = self._m = None
-        self.cp = cp
-        if cen is not None and np.any(cen[1] != 0):
-            icol, m, WtWc = cen
-            self._icol, self._m = icol, np.asarray(m, float)
-            terms = [replace(t, ZtW=self._to_w(t.ZtW)) for t in cp.terms]
-            self.cp = replace(cp, WtW=WtWc, terms=terms)
-        self._MZ = self._MZinv = None
-        t0 = cp.terms[0]
-        q0 = t0.ZtZ.shape[1]
-        if getattr(t0, "intercept", False) and q0 > 1:
-            if getattr(t0, "zshift", None) is not None:
-                # the column means, exactly (a sum of partitions keeps its first part's shift):
-                # the same coordinates whatever the partitioning
-                c = np.array(t0.zshift, dtype=float)
-                n0 = t0.ZtZc[:, 0, 0].sum()
-                if n0 > 0:
-                    c = c + t0.ZtZc[:, 0, :].sum(axis=0) / n0
-            else:
-                n0 = t0.ZtZ[:, 0, 0].sum()
-                c = t0.ZtZ[:, 0, :].sum(axis=0) / n0 if n0 > 0 else np.zeros(q0)
-            c[0] = 0.0
-            self._zc = c
-            if np.any(c != 0):
-                self._MZ = np.eye(q0)
-                self._MZ[0] -= c            # M_Z = I − e_0 c'
-                self._MZinv = np.eye(q0)
-                self._MZinv[0] += c         # M_Z⁻¹ = I + e_0 c'
-
-    def _to_w(self, A):
-        """A M_W for A (..., r): W-coordinates to W̃."""
-        if self._icol is None:
-            return A
-        return A - A[..., self._icol, None] * self._m
-
-    def _from_w(self, A):
-        """A M_W⁻¹ (W̃-coordinates back to W)."""
-        if self._icol is None:
-            return A
-        return A + A[..., self._icol, None] * self._m
-
-    def _from_w_soa(self, A):
-        """A M_W⁻¹ for a (q, r, L) stack: one axpy per centred column."""
-        if self._icol is None:
-            return A
-        out = A.copy()
-        a0 = A[:, self._icol, :]
-        for j in np.flatnonzero(self._m):
-            out[:, j, :] += self._m[j] * a0
-        return out
-
     def _setup_rest(self):
         """Symbolic analysis of the terms after the first (see :mod:`pylmem.numerics.rest_block`)."""
         if len(self.qs) == 1:
             self.m = 0
             self.rest = None
             return
-        from .rest_block import RestStructure
-
         self.rest = RestStructure(self.cp, self.qs, self.n_levels)
         self.m = self.rest.m
         self.rest_offsets = self.rest.offsets
@@ -237,24 +171,13 @@ class ProfiledDeviance:
             out.append(T)
         return out
 
-    def _first_term_map(self, theta, M) -> np.ndarray:
-        """θ with the first term's T0 replaced by the lower factor of (M T0)(M T0)' (by QR)."""
-        theta = np.array(theta, dtype=float)
-        if M is None:
-            return theta
-        T0 = M @ self.split_theta(theta)[0]
-        R = np.linalg.qr(T0.T, mode="r")                # T0 = R'Q': R' is lower, R'R = T0 T0'
-        R = R * np.where(np.diag(R) < 0, -1.0, 1.0)[:, None]
-        theta[: self.n_theta[0]] = theta_from_lower(R.T)
-        return theta
-
     def theta_to_centred(self, theta) -> np.ndarray:
-        """θ (user's Z) -> θ̃ (centred Z̃ of the first term): T̃0 T̃0' = M_Z⁻¹ T0 T0' M_Z^{-T}."""
-        return self._first_term_map(theta, self._MZinv)
+        """θ (user's Z) -> θ̃ (centred Z̃ of the first term): see :class:`Centring`."""
+        return self.centring.theta_to_centred(theta)
 
     def theta_from_centred(self, theta_c) -> np.ndarray:
-        """θ̃ -> θ: T0 T0' = M_Z T̃0 T̃0' M_Z'."""
-        return self._first_term_map(theta_c, self._MZ)
+        """θ̃ -> θ: see :class:`Centring`."""
+        return self.centring.theta_from_centred(theta_c)
 
     def centred_scales(self) -> np.ndarray:
         """Scale of each θ̃ entry: the RMS of its row's column of Z̃ (1 if constant 0)."""
@@ -280,12 +203,12 @@ class ProfiledDeviance:
         """
         T = self.split_theta(theta)
         q0 = self.qs[0]
-        if self._MZinv is None:
+        if self.centring.MZinv is None:
             T0t = T[0]
         elif centred:
-            T0t, T[0] = T[0], self._MZ @ T[0]
+            T0t, T[0] = T[0], self.centring.MZ @ T[0]
         else:
-            T0t = self._MZinv @ T[0]                            # T̃0: Z̃0 T̃0 = Z0 T0
+            T0t = self.centring.MZinv @ T[0]                            # T̃0: Z̃0 T̃0 = Z0 T0
         TtG = B.left_mul_soa(T0t.T, self._G0)                   # T̃0' G̃ per level
         A00 = B.left_mul_soa(T0t.T, np.ascontiguousarray(TtG.transpose(1, 0, 2)))  # (T0'G T0)' = A00
         A00[np.arange(q0), np.arange(q0)] += 1.0
@@ -302,11 +225,11 @@ class ProfiledDeviance:
             logdet += LRR.logdet
         LW = np.linalg.cholesky(S)
         C0s_w, CR_w = C0s, CR
-        if self._icol is not None:   # back to the user's W: L_W = M_W^{-T} L̃_W, C = C̃ M_W⁻¹
-            LW = LW + np.outer(self._m, LW[self._icol])
+        if self.centring.icol is not None:   # back to the user's W: L_W = M_W^{-T} L̃_W, C = C̃ M_W⁻¹
+            LW = LW + np.outer(self.centring.m, LW[self.centring.icol])
             if _user_c:
-                C0s = self._from_w_soa(C0s)
-                CR = None if CR is None else self._from_w(CR)
+                C0s = self.centring.from_w_soa(C0s)
+                CR = None if CR is None else self.centring.from_w(CR)
         return Factor(theta=np.asarray(theta, float), T=T, L0s=L0s, C0s=C0s, LRR=LRR, CR=CR,
                       LW=LW, logdet_L=logdet, TtG0=TtG, C0s_w=C0s_w, CR_w=CR_w)
 
@@ -345,8 +268,6 @@ class ProfiledDeviance:
         """One term; or several with a small dense rest block (:mod:`pylmem.numerics.multi_gradient`)."""
         if len(self.qs) == 1:
             return True
-        from .multi_gradient import available
-
         return available(self.rest)
 
     def value_and_gradient(self, theta, *, centred: bool = False):
@@ -363,8 +284,6 @@ class ProfiledDeviance:
             return val, grad.copy()
         multi = len(self.qs) > 1
         if multi:
-            from .multi_gradient import supported
-
             if not supported(self.rest):
                 raise NotImplementedError(
                     f"the analytic gradient for several terms needs a dense rest block of at most "
@@ -382,8 +301,6 @@ class ProfiledDeviance:
                 self.rest.keep_pre = False
         val = self.objective_from(f)
         if multi:
-            from .multi_gradient import gradient
-
             grad = gradient(self, f, centred)
             self._remember(theta, val, grad.copy(), centred)
             return val, grad
@@ -391,7 +308,7 @@ class ProfiledDeviance:
         q, r, G = f.C0s.shape
         H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)
         K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s_w)        # Z̃'V^{-1}W̃, (q, r, L)
-        K = self._from_w_soa(K)                                        # Z̃'V^{-1}W
+        K = self.centring.from_w_soa(K)                                        # Z̃'V^{-1}W
         M = self._sum_ZtZ0 - np.einsum("jig,jkg->ik", H, H)           # Σ Z'V^{-1}Z
         beta = f.beta()
         g = np.einsum("r,irg->ig", np.r_[-beta, 1.0], K)               # (q, L)
@@ -401,10 +318,10 @@ class ProfiledDeviance:
             RXinv = trsolve(f.RX, np.eye(self.p))
             KX = np.einsum("ba,iag->ibg", RXinv, K[:, :-1, :]).reshape(q, -1)
             GD = GD - KX @ KX.T
-        if self._MZinv is not None and centred:   # gradient in θ̃: ∂d/∂T̃ = 2 (∂d/∂D̃) T̃
-            T0 = self._MZinv @ T0
-        elif self._MZinv is not None:   # ∂d/∂D = M_Z^{-T} (∂d/∂D̃) M_Z⁻¹
-            GD = self._MZinv.T @ GD @ self._MZinv
+        if self.centring.MZinv is not None and centred:   # gradient in θ̃: ∂d/∂T̃ = 2 (∂d/∂D̃) T̃
+            T0 = self.centring.MZinv @ T0
+        elif self.centring.MZinv is not None:   # ∂d/∂D = M_Z^{-T} (∂d/∂D̃) M_Z⁻¹
+            GD = self.centring.MZinv.T @ GD @ self.centring.MZinv
         GT = 2.0 * GD @ T0
         grad = GT[self._tril[0]]
         self._remember(theta, val, grad.copy(), centred)

@@ -17,7 +17,7 @@ L⁻¹Λ'Z'W = [C0; C_R], with the blocked factor of :mod:`pylmem.numerics.devia
 Only the sums over levels are needed.  Costs O(m² L0 q0 + m³) on top of an evaluation, so
 it is offered only when the rest block is dense and small (:func:`supported`).
 
-Not used by the optimiser by default (``ENABLED = False``): measured on the issue-10 designs
+Not used by the optimiser by default (``ENABLED = False``): measured on the benchmarks' multi-term designs
 and the test designs, L-BFGS-B with this gradient needs 3-6× fewer evaluations than BOBYQA
 but each costs ~3-5× an evaluation (CPU within ±20%), and on a small 3-level design
 (tests/test_sparse_factor.py's ``(1 | c/e/a)``) it stopped on the boundary 0.32 deviance
@@ -58,12 +58,12 @@ def gradient(dev, f, centred: bool = False) -> np.ndarray:
     L0s, C0s = f.L0s, f.C0s
     H = B.solve_lower_soa(L0s, f.TtG0)                                  # (q0, q0, G)
     # the user's coordinates (the deviance may work in centred ones: T̃0'G̃ = T0'G M_Z)
-    if getattr(dev, "_MZinv", None) is not None:
-        H = np.ascontiguousarray(np.einsum("uvg,vw->uwg", H, dev._MZinv))
-    st0 = getattr(dev, "cp_data", dev.cp).terms[0]
+    if dev.centring.MZinv is not None:
+        H = np.ascontiguousarray(np.einsum("uvg,vw->uwg", H, dev.centring.MZinv))
+    st0 = dev.cp_data.terms[0]
     ZW0 = st0.ZtW                                                       # (G, q0, r)
     sum_ZtZ0 = st0.ZtZ.sum(axis=0)
-    ZRtW = dev._from_w(rest.ZRtW) if hasattr(dev, "_from_w") else rest.ZRtW
+    ZRtW = dev.centring.from_w(rest.ZRtW)
     Xs = B.solve_lower_soa(L0s, np.ascontiguousarray(np.broadcast_to(T0.T[:, :, None], L0s.shape)))
     N = Xs.transpose(2, 1, 0)                                           # (G, q0, q0) T0 L0⁻ᵀ
     Hg = H.transpose(2, 0, 1)                                           # (G, q0, q0)
@@ -95,8 +95,9 @@ def gradient(dev, f, centred: bool = False) -> np.ndarray:
         - c * g0.T @ g0
     if reml_p:
         GD = GD - np.einsum("gup,gvp->uv", KX0, KX0)
-    if centred and getattr(dev, "_MZ", None) is not None:
-        parts.append((2.0 * (dev._MZ.T @ GD @ dev._MZ) @ (dev._MZinv @ T0))[dev._tril[0]])
+    MZ, MZinv = dev.centring.MZ, dev.centring.MZinv
+    if centred and MZ is not None:
+        parts.append((2.0 * (MZ.T @ GD @ MZ) @ (MZinv @ T0))[dev._tril[0]])
     else:
         parts.append((2.0 * GD @ T0)[dev._tril[0]])
     # rest terms

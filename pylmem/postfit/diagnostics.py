@@ -20,6 +20,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ..estimation.fitting import estimate
+from ..model.tables import as_pandas
+from .intervals import hatvalues as _h
+from .intervals import one_blas_thread
+
 RESIDUAL_TYPES = ("response", "pearson", "working", "deviance")
 
 
@@ -39,8 +44,6 @@ def residuals_of(fit, type: str = "response", scaled: bool = False) -> pd.Series
 
 def hatvalues(fit) -> pd.Series:
     """Leverages h_i (lme4's ``hatvalues``); Σ h_i = ``fit.hat_trace``."""
-    from .intervals import hatvalues as _h
-
     return _h(fit)
 
 
@@ -140,8 +143,6 @@ def influence(fit, groups=None, *, data: pd.DataFrame | None = None) -> Influenc
     of ``data`` (the data the model was fitted to), or an array of labels one per used row
     in the data's row order.  Each refit starts from θ̂ (cheap: a few evaluations).
     """
-    from ..estimation.fitting import estimate
-
     d = fit.design
     n = d.n_obs
     if groups is None:
@@ -153,8 +154,6 @@ def influence(fit, groups=None, *, data: pd.DataFrame | None = None) -> Influenc
         gname = groups
     elif isinstance(groups, str):
         if data is not None:
-            from ..model.tables import as_pandas
-
             data = as_pandas(data)
         if data is None or groups not in getattr(data, "columns", []):
             raise ValueError(f"groups {groups!r} is not a grouping factor of the model "
@@ -169,8 +168,6 @@ def influence(fit, groups=None, *, data: pd.DataFrame | None = None) -> Influenc
         gname = "groups"
     uniq = pd.unique(labels)
     fe, vc, vcov, conv = [], [], {}, []
-    from .intervals import one_blas_thread
-
     with one_blas_thread(fit):
         for g in uniq:
             keep = labels != g

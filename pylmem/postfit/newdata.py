@@ -11,8 +11,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from ..model.formula import r_column_name
+
+from ..model.formula import parse_formula, r_column_name, translate_r
 from ..model.levels import group_labels, match_levels
+from ..model.weights import newdata_offset
 
 
 def _population(re_form) -> bool:
@@ -36,8 +38,6 @@ def selected_terms(fit, re_form) -> list[int]:
     if not isinstance(re_form, str):
         raise ValueError(f"re_form must be None, '~0', 'NA', False or a formula '~ (expr | g)', "
                          f"got {re_form!r}")
-    from ..model.formula import parse_formula, translate_r
-
     text = re_form.strip()
     if not text.startswith("~"):
         raise ValueError(f"re_form must be a one-sided formula starting with '~', got {re_form!r}")
@@ -161,8 +161,6 @@ def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
     X = _fixed_matrix(fit, newdata)
     offset = np.zeros(len(newdata))
     if getattr(d, "offset_exprs", None):
-        from ..model.weights import newdata_offset
-
         offset = offset + newdata_offset(d, newdata)
     Zs, codes = [], []
     for k, t in enumerate(d.terms):

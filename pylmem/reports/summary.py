@@ -13,10 +13,21 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from ..util.deparse import deparse_formula
-from ..util.rformat import abbreviate, cat_fill, format_real, print_matrix, print_named, r_round, zapsmall
+
 from ..inference.ddf import coef_table, normalize_ddf
-from ..util.rformat import SIGNIF_LEGEND, format_pval, signif_stars
+from ..util.deparse import deparse_formula
+from ..util.rformat import (
+    SIGNIF_LEGEND,
+    abbreviate,
+    cat_fill,
+    format_pval,
+    format_real,
+    print_matrix,
+    print_named,
+    r_round,
+    signif_stars,
+    zapsmall,
+)
 
 DIGITS = 4          # lme4: max(3, getOption("digits") - 3)
 COR_MAX = 12        # getOption("lme4.summary.cor.max")
@@ -39,7 +50,7 @@ def _call_lines(fit, data_name) -> list[str]:
     dn = _data_name(fit, data_name)
     if dn:
         lines += cat_fill(["   Data:", str(dn)])
-    d = fit.design   # issue 13: lme4 names the weights and the offset= argument
+    d = fit.design   # lme4 names the weights and the offset= argument
     if getattr(d, "weights", None) is not None:
         lines += cat_fill(["Weights:", d.weights_name or "<array>"])
     if getattr(d, "offset_arg", None):
@@ -256,7 +267,7 @@ class Summary:
         self.fixed = pd.DataFrame({"Estimate": fit.fixef, "Std. Error": fit.stderr,
                                    "t value": fit.tvalues})
         self.ddf = None
-        if ddf is not None:  # issue 11: lmerTest's layout (df and p-values)
+        if ddf is not None:  # lmerTest's layout (df and p-values)
             self.ddf = normalize_ddf(ddf)
             self.fixed = coef_table(fit, ddf=self.ddf)
         r = fit.residuals_of("pearson", scaled=True).to_numpy(dtype=float)  # √w e / σ, lme4
@@ -274,7 +285,7 @@ class Summary:
     def lines(self) -> list[str]:
         fit, digits = self.fit, self.digits
         out = [_title(fit)]
-        if self.ddf is not None:  # issue 11: lmerTest's title names the df method
+        if self.ddf is not None:  # lmerTest's title names the df method
             out = [lmertest_title(fit, self.ddf)]
         out += _call_lines(fit, self.data_name)
         out.append("")

@@ -37,8 +37,14 @@ from ..util.progress import Progress
 from .plan import Plan, build_plan
 from .reduce import require_dask
 from .results import DaskRows
-from .statistics import (ScaleView, collect_statistics, cp_arrays, fit_em_stats, rank_deficient,
-                         start_theta_stats)
+from .statistics import (
+    ScaleView,
+    collect_statistics,
+    cp_arrays,
+    fit_em_stats,
+    rank_deficient,
+    start_theta_stats,
+)
 
 
 @dataclass

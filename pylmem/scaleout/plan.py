@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from ..model.design import order_terms
 from ..model.formula import parse_formula, r_column_name, translate_r
 from ..model.levels import group_labels

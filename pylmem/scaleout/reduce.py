@@ -12,7 +12,6 @@ import time
 
 from ..util.progress import Progress
 
-
 DASK_EXTRA = "pip install pylmem[dask]"
 
 

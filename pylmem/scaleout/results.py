@@ -9,6 +9,11 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+
+from ..estimation.optimize import optimize_theta
+from ..numerics.deviance import ProfiledDeviance
+from ..postfit.predict import predict
+from ..reports.summary import Summary
 from .reduce import is_dask_frame, reduce_partitions, share
 from .statistics import ScaleView, start_theta_stats
 
@@ -31,8 +36,6 @@ def _lazy_rows(fit, func, name):
 
 
 def _predict_part(part, light, re_form, allow_new_levels):
-    from ..postfit.predict import predict
-
     return predict(light, part, re_form=re_form, allow_new_levels=allow_new_levels)
 
 
@@ -140,16 +143,15 @@ class DaskRows:
     def predict(self, newdata=None, *, re_form=None, allow_new_levels=True):
         """lme4's predict(): a lazy Dask series for the fitted data or a Dask ``newdata``;
         a pandas ``newdata`` gives a pandas Series (as an in-memory fit)."""
-        from ..postfit.predict import predict
-
         if newdata is None:
             if re_form is None:
                 return self.fitted.rename("predicted")
             newdata = self.design.ddf
         if not is_dask_frame(newdata):
             return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
-        import dask
         from types import SimpleNamespace as NS
+
+        import dask
 
         d = self.design
         light = NS(design=NS(fixed_spec=d.fixed_spec, parsed=d.parsed, fixef_names=d.fixef_names,
@@ -166,9 +168,6 @@ class DaskRows:
         """The same model refitted by ML or REML from the stored statistics (no data pass)."""
         if reml == self.reml and self.method == "profiled":
             return self
-        from ..numerics.deviance import ProfiledDeviance
-        from ..estimation.optimize import optimize_theta
-
         qs = [t.q for t in self.design.terms]
         dev = ProfiledDeviance(self.cp, qs, [t.n_levels for t in self.design.terms], reml=reml)
         opt = optimize_theta(dev, ScaleView(self.cp, self.n_obs),
@@ -187,8 +186,6 @@ class DaskRows:
     def summary(self):
         """lme4's summary(); the scaled-residual quartiles are approximate (see
         ``resid_quantiles``)."""
-        from ..reports.summary import Summary
-
         fit = self
 
         class DaskSummary(Summary):

@@ -2,8 +2,8 @@
 (:func:`read_dask`), and the ``distributed`` client to fit on (:func:`open_client`).
 """
 from __future__ import annotations
-from .reduce import DASK_EXTRA, require_dask
 
+from .reduce import DASK_EXTRA, require_dask
 
 
 def read_dask(spec: str):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from ..estimation.em import fit_em_statistics
 from ..model.covariance import theta_from_lower
 from ..numerics.crossprod import crossproducts
