@@ -183,5 +183,3 @@ def _probe_boundary(co, x, message, run):
             break
         x, message = run(best)
     return x, message
-
-

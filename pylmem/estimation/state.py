@@ -314,4 +314,3 @@ class FitState:
         """Prior weights in the data's row order (None for an unweighted fit)."""
         w = self.design.weights
         return None if w is None else self.data_series(w, "weights")
-

@@ -261,5 +261,3 @@ def _fstat_ddf(nu, tol=1e-8) -> float:
         return 2.0
     E = float(np.sum(nu / (nu - 2)))
     return 2 * E / (E - len(nu))
-
-

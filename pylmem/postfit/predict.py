@@ -46,5 +46,3 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
     X, offset, Zs, codes = newdata_rows(fit, newdata, sel, allow_new_levels)
     return pd.Series(combine_rows(fit, X, offset, Zs, codes, sel), index=newdata.index,
                      name="predicted")
-
-

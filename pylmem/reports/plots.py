@@ -238,9 +238,6 @@ def plot_all(fit, directory) -> list:
     return paths
 
 
-# --------------------------------------------------------------------------- bootstrap
-
-
 # --------------------------------------------------------------------------- leverage
 
 
@@ -275,5 +272,3 @@ def plot_leverage(fit, path, *, title=None, label: int = 3) -> Path:
     main = f"Residuals vs leverage (n = {n}, Σh = {hv.sum():.4g})"
     set_title(fig, main if title is None else title, fit)
     return save_png(fig, path)
-
-

@@ -2,8 +2,8 @@
 
 ``short_repr(fit)`` is lme4's ``print(fit)``; :class:`Summary` is ``summary(fit)``, whose
 ``str()`` follows ``lme4:::print.summary.merMod`` line by line (R's ``format``,
-``printCoefmat``, ``zapsmall`` and ``abbreviate`` rules are reproduced below, so the
-numbers carry the digits R would print).  The pieces are also kept as DataFrames:
+``printCoefmat``, ``zapsmall`` and ``abbreviate`` rules are reproduced in
+:mod:`pylmem.util.rformat`, so the numbers carry the digits R would print).  The pieces are also kept as DataFrames:
 ``Summary.random``, ``Summary.fixed``, ``Summary.resid_quantiles``, ``Summary.corr_fixef``.
 
 Our fits carry no data-set name, so the ``   Data:`` line is printed only when one is

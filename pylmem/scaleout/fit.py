@@ -188,9 +188,3 @@ def lmer_dask(formula, ddf, *, reml=True, method="profiled", factors=(), verbose
     for w in opt.warnings:
         warnings.warn(w, ConvergenceWarning, stacklevel=3)
     return fit
-
-
-
-# ---------------------------------------------------------------------------- command line
-
-

@@ -212,5 +212,3 @@ def deparse_formula(formula: str, cutoff: int = 60, expand_double_verts: bool = 
 def deparse1(formula: str) -> str:
     """R's ``deparse1``: the deparsed formula on one line."""
     return " ".join(deparse_formula(formula, cutoff=500))
-
-

@@ -11,8 +11,6 @@ from pathlib import Path
 DPI = 110
 
 
-
-
 def new_figure(figsize, nrows=1, ncols=1, **kw):
     """A Figure on the Agg canvas, outside pyplot: no display, no global backend switch."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -299,5 +299,3 @@ def abbreviate(names, minlength: int = 4) -> list[str]:
         these = [i for i in range(len(x)) if x[i] in dvals]
     m = dict(zip(uniq, x))
     return [m[n] for n in names]
-
-
