@@ -62,10 +62,6 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
         return lmer_dask(formula, data, reml=reml, method=method, factors=factors,
                          verbose=verbose, em_options=em_options, cls=DaskLmerFit)
     t0 = time.perf_counter()
-    if not isinstance(reml, (bool, np.bool_)):   # reml=None must not silently mean ML
-        raise ValueError(f"reml must be True or False, got {reml!r}")
-    if em_options is not None and not isinstance(em_options, dict):
-        raise ValueError(f"em_options must be a dict, got {em_options!r}")
     design = build_design(formula, as_pandas(data), factors=factors, weights=weights,
                           offset=offset)
     return estimate(design, reml=reml, method=method, verbose=verbose, em_options=em_options,
