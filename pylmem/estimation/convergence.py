@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model.covariance import psd_cholesky, theta_from_lower
 from .coords import Coordinates
 
 
@@ -191,3 +192,16 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
                       objective=float(obj), n_evals=dev.n_evals, converged=converged,
                       message=message, warnings=warnings, gradient=g, hessian=H, trace=trace,
                       singular=singular)
+
+
+def check_em_optimum(dev, em_result) -> OptSummary:
+    """The convergence check at the EM's optimum (θ = vech chol(Ω̂/σ̂²)); it polishes θ with a
+    Newton step when that raises the likelihood.  An EM that did not converge is not converged."""
+    theta = theta_from_lower(psd_cholesky(em_result.omega / em_result.sigma2))
+    opt = check_convergence(dev, theta, theta0=theta, method=f"EM ({em_result.method})",
+                            message=f"EM stopped after {em_result.n_iter} iterations",
+                            trace=list(-2 * np.asarray(em_result.trace) - dev.log_weights))
+    if not em_result.converged:
+        opt.warnings.append(f"EM did not converge in {em_result.n_iter} iterations")
+        opt.converged = False
+    return opt

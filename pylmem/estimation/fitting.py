@@ -11,14 +11,13 @@ import warnings
 import numpy as np
 
 from ..model import weights as W
-from ..model.covariance import psd_cholesky, theta_from_lower
 from ..model.design import ModelDesign
 from ..numerics.checks import check_exact_fit, check_residual_variance
 from ..numerics.crossprod import crossproducts
 from ..numerics.deviance import ProfiledDeviance
 from ..util.progress import Progress
 from ..util.threads import threads_for_block
-from .convergence import ConvergenceWarning, check_convergence
+from .convergence import ConvergenceWarning, check_em_optimum
 from .em import fit_em
 from .optimize import optimize_theta
 from .state import FitState
@@ -69,14 +68,7 @@ def estimate(design: ModelDesign, *, reml=True, method="profiled", verbose=None,
     em_result = None
     if method == "em":
         em_result = fit_em(W.scaled_design(design), **(em_options or {}))   # √w rows, y − offset
-        theta = theta_from_lower(psd_cholesky(em_result.omega / em_result.sigma2))
-        # the check polishes θ with one Newton step when that raises the likelihood
-        opt = check_convergence(dev, theta, theta0=theta, method=f"EM ({em_result.method})",
-                                message=f"EM stopped after {em_result.n_iter} iterations",
-                                trace=list(-2 * np.asarray(em_result.trace) - dev.log_weights))
-        if not em_result.converged:
-            opt.warnings.append(f"EM did not converge in {em_result.n_iter} iterations")
-            opt.converged = False
+        opt = check_em_optimum(dev, em_result)
     else:
         # one BLAS thread unless the dense rest block is large enough to gain from more
         with threads_for_block(dev.m):

@@ -25,7 +25,7 @@ def _random_coefficient_start(design, dev, beta, e):
     cen = dev.centring
     centred = cen.MZ is not None
     if centred:   # in the centred Z̃ (invariant to a covariate's location): G̃, Z̃'W̃ M_W⁻¹ v
-        ZZ, ZW = cen.first_term_products()
+        ZZ, ZW = dev.first_term_products
         if cen.icol is not None:
             v = v.copy()
             v[cen.icol] += cen.m @ v

@@ -150,6 +150,12 @@ class ProfiledDeviance:
         self._ZW0 = np.ascontiguousarray(ZW0.transpose(1, 2, 0))  # (q, r, L)
         self._setup_rest()
 
+    @property
+    def first_term_products(self):
+        """Per level of the first term, Z̃'Z̃ (L, q, q) and Z̃'W̃ (L, q, r) in the deviance's
+        coordinates: views of the stacks it keeps."""
+        return self._G0.transpose(2, 0, 1), self._ZW0.transpose(2, 0, 1)
+
     # ---------------------------------------------------------------- set-up
     def _setup_rest(self):
         """Symbolic analysis of the terms after the first (see :mod:`pylmem.numerics.rest_block`)."""

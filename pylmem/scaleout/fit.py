@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..estimation.convergence import ConvergenceWarning, check_convergence
+from ..estimation.convergence import ConvergenceWarning, check_em_optimum
 from ..estimation.optimize import optimize_theta
 from ..estimation.state import FitState
-from ..model.covariance import psd_cholesky, theta_from_lower
 from ..numerics.checks import check_residual_variance
 from ..numerics.deviance import ProfiledDeviance
 from ..util.progress import Progress
@@ -168,13 +167,7 @@ def lmer_dask(formula, ddf, *, reml=True, method="profiled", factors=(), verbose
     theta0 = start_theta_stats(cp, rs, [t.q for t in design.terms])
     if method == "em":
         em_result = fit_em_stats(cp, rs, design, **(em_options or {}))
-        theta = theta_from_lower(psd_cholesky(em_result.omega / em_result.sigma2))
-        opt = check_convergence(dev, theta, theta0=theta, method=f"EM ({em_result.method})",
-                                message=f"EM stopped after {em_result.n_iter} iterations",
-                                trace=list(-2 * np.asarray(em_result.trace)))
-        if not em_result.converged:
-            opt.warnings.append(f"EM did not converge in {em_result.n_iter} iterations")
-            opt.converged = False
+        opt = check_em_optimum(dev, em_result)   # no prior weights on the Dask path
     else:
         progress = Progress(verbose=verbose, label="lmer")
         opt = optimize_theta(dev, ScaleView(cp, rs.n), theta0=theta0, verbose=verbose,
