@@ -10,6 +10,7 @@ See ``docs/architecture.md``.
 """
 from . import datasets
 from ._version import __version__  # noqa: F401  (pylmem.__version__)
+from .api.glmer import GlmerFit, glmer
 from .api.lmer import LmerFit, fit_design, lmer
 from .estimation.convergence import ConvergenceWarning
 from .estimation.em import em
@@ -21,6 +22,6 @@ from .inference.ranova import drop1, ranova
 from .io.readers import read_table
 from .model.design import ModelDesign, build_design
 
-__all__ = ["lmer", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
+__all__ = ["lmer", "glmer", "GlmerFit", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
            "datasets", "em", "anova", "bootstrap", "pb_anova", "simulate", "ranova", "drop1",
            "coef_table", "confint", "read_table"]

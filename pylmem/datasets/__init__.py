@@ -21,6 +21,7 @@ _DATASETS = {
     "Pastes": ("Pastes.csv", ("batch", "cask", "sample")),
     "cake": ("cake.csv", ("replicate", "recipe")),
     "InstEval": ("InstEval.csv.gz", ("s", "d", "studage", "lectage", "service", "dept")),
+    "cbpp": ("cbpp.csv", ("herd", "period")),
 }
 
 

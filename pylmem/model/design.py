@@ -199,12 +199,14 @@ def order_terms(terms: list) -> None:
 
 
 def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
-                 offset=None) -> ModelDesign:
+                 offset=None, check_nlev: bool = True) -> ModelDesign:
     """Parse ``formula`` against ``data`` and build y, X and the random terms.
 
     ``factors`` names columns to treat as categorical even if numeric (R's ``factor``).
     ``weights`` / ``offset``: a column name or an array (see :mod:`pylmem.model.weights`).
     Rows with a missing value in any column the model uses are dropped and counted.
+    ``check_nlev=False`` allows a grouping factor with as many levels as observations (an
+    observation-level random effect of a GLMM; lme4's glmer allows it, lmer does not).
     """
     if not isinstance(data, pd.DataFrame):
         raise ValueError("data must be a pandas DataFrame")
@@ -296,7 +298,7 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                                     level_codes=level_codes))
     order_terms(terms)
     for t in terms:
-        if t.n_levels >= len(y) and t.q >= 1:
+        if check_nlev and t.n_levels >= len(y) and t.q >= 1:
             raise ValueError(f"number of levels of grouping factor {t.name!r} ({t.n_levels}) "
                              f"must be less than the number of observations ({len(y)})")
 

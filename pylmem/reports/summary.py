@@ -81,8 +81,9 @@ def _ranef_blocks(fit):
     return out
 
 
-def format_vc(fit, digits: int = DIGITS, comp=("Variance", "Std.Dev.")) -> list[str]:
-    """lme4's ``formatVC`` + print: the random-effects table lines."""
+def format_vc(fit, digits: int = DIGITS, comp=("Variance", "Std.Dev."), residual: bool = True) -> list[str]:
+    """lme4's ``formatVC`` + print: the random-effects table lines (``residual=False``: no
+    Residual row, as for a GLMM of the binomial or Poisson family)."""
     blocks = _ranef_blocks(fit)
     groups, names, sds = [], [], []
     for name, cn, sd, _ in blocks:
@@ -90,9 +91,10 @@ def format_vc(fit, digits: int = DIGITS, comp=("Variance", "Std.Dev.")) -> list[
             groups.append(name if k == 0 else "")
             names.append(c)
             sds.append(sd[k])
-    groups.append("Residual")
-    names.append("")
-    sds.append(fit.sigma)
+    if residual:
+        groups.append("Residual")
+        names.append("")
+        sds.append(fit.sigma)
     sds = np.asarray(sds, dtype=float)
     cols = ["Groups", "Name"]
     data = [groups, names]
@@ -113,7 +115,8 @@ def format_vc(fit, digits: int = DIGITS, comp=("Variance", "Std.Dev.")) -> list[
             for i in range(q):
                 row = [cc[i, j] if j < i else "" for j in range(q)] + [""] * (maxlen - q)
                 corr_rows.append(row[:maxlen - 1])
-        corr_rows.append([""] * (maxlen - 1))
+        if residual:
+            corr_rows.append([""] * (maxlen - 1))
         for j in range(maxlen - 1):
             cols.append("Corr" if j == 0 else "")
             data.append([r[j] for r in corr_rows])
