@@ -318,3 +318,21 @@ def test_dask_frame_refused():
 def test_exported():
     assert pylmem.glmer is glmer
     assert "glmer" in pylmem.__all__
+
+
+def test_cli_family(capsys):
+    from pylmem.io.cli import main
+
+    rc = main(["fit", "cbpp", CBPP, "--family", "binomial", "--json", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    res = json.loads(out)
+    ref = CASES["cbpp_laplace"]
+    assert res["family"] == "binomial" and res["link"] == "logit" and res["nagq"] == 1
+    assert res["loglik"] >= ref["loglik"] - 2e-8
+    rc = main(["fit", "cbpp", CBPP, "--family", "binomial", "--nagq", "9"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "nAGQ = 9" in out and "Family: binomial" in out
+    rc = main(["fit", "cbpp", CBPP, "--family", "binomial", "--reml"])
+    assert rc != 0
+    assert "maximum likelihood" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -256,6 +257,8 @@ def _cmd_fit(args) -> int:
         reml = method != "em"
     elif reml and method == "em":
         raise CLIError("--method em fits by maximum likelihood: use --ml (or leave it out)")
+    if getattr(args, "family", "gaussian") != "gaussian":
+        return _cmd_glmer(args)
     if args.dask is not None:       # fit where the data live (pylmem.scaleout)
         return cli_fit(args, reml=reml, warnings_block=_Warnings, to_dict=fit_to_dict,
                        dumps=_dumps, error=CLIError)
@@ -286,6 +289,43 @@ def _cmd_fit(args) -> int:
         print(str(fit.summary()))
         if plots and not args.quiet:
             print(f"{_PROG}: wrote {len(plots)} plots to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def glmer_to_dict(fit, *, data: str | None = None) -> dict:
+    """A GLMM fit's results as a JSON-ready dict."""
+    return _clean({
+        "formula": fit.formula, "data": data, "family": fit.family.name,
+        "link": fit.family.link.name, "nagq": fit.nagq, "n_obs": fit.n_obs,
+        "n_dropped": fit.n_dropped, "groups": dict(fit.n_groups), "fixef": fit.fixef,
+        "stderr": fit.stderr, "z_values": fit.zvalues, "p_values": fit.pvalues,
+        "theta": fit.theta,
+        "cov_re": {name: {"names": list(C.index), "matrix": C.to_numpy()}
+                   for name, C in fit.cov_re.items()},
+        "loglik": fit.loglik, "aic": fit.aic, "bic": fit.bic, "deviance": fit.deviance,
+        "df_resid": fit.df_resid, "n_params": fit.n_params, "converged": fit.converged,
+        "singular": fit.is_singular, "overdispersion": fit.overdispersion(),
+        "warnings": list(fit.warnings), "fit_seconds": fit.fit_seconds})
+
+
+def _cmd_glmer(args) -> int:
+    """``pylmem fit DATA FORMULA --family binomial|poisson [--link L] [--nagq N]``."""
+    from ..api.glmer import glmer
+
+    if args.dask is not None:
+        raise CLIError("--family: GLMMs run in memory; leave out --dask")
+    if args.method != "profiled" or args.reml or args.ddf:
+        raise CLIError("--family fits a GLMM by maximum likelihood: --method em, --reml and "
+                       "--ddf apply to linear mixed models")
+    data = load_data(args.data)
+    with _Warnings(quiet=args.quiet):
+        fit = glmer(args.formula, data, family=args.family, link=args.link, nagq=args.nagq,
+                    weights=args.weights, offset=args.offset, factors=list(args.factor),
+                    data_name=Path(args.data).stem if args.data else None)
+    if args.json:
+        print(_dumps(glmer_to_dict(fit, data=args.data)))
+    else:
+        print(str(fit.summary()))
     return 0
 
 
@@ -350,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="t tests with Satterthwaite's or Kenward-Roger's df (lmerTest's summary)")
     f.add_argument("--weights", metavar="COL", help="prior weights column (variance σ²/w)")
     f.add_argument("--offset", metavar="COL", help="offset column (added to the linear predictor)")
+    f.add_argument("--family", choices=("gaussian", "binomial", "poisson"), default="gaussian",
+                   help="response family: binomial or poisson fit a GLMM (glmer)")
+    f.add_argument("--link", default=None, help="GLMM link (binomial: logit, probit, cloglog)")
+    f.add_argument("--nagq", type=int, default=1, metavar="N",
+                   help="GLMM: 1 Laplace (default), 0 fast, >1 adaptive Gauss-Hermite points")
     f.add_argument("--dask", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="fit on Dask: DATA a Parquet/CSV file, directory or glob; ADDRESS a "
                         "dask.distributed scheduler (default: a LocalCluster)")

@@ -28,14 +28,15 @@ from .summary import COR_MAX, DIGITS, _corr_fixef_lines, _groups_line, format_vc
 
 
 def _title(fit) -> list[str]:
+    """lme4's two title lines (the approximation's name wraps after its first word)."""
     if fit.nagq > 1:
-        how = f"(Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq})"
+        first, rest = "Adaptive", f"Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
     elif fit.nagq == 0:
-        how = "(nAGQ = 0: Laplace with the fixed effects in PIRLS)"
+        first, rest = "Laplace", "Approximation, nAGQ = 0: fixed effects in PIRLS"
     else:
-        how = "(Laplace Approximation)"
-    return cat_fill(["Generalized linear mixed model fit by maximum likelihood", how,
-                     "['glmerMod']"])
+        first, rest = "Laplace", "Approximation"
+    return [f"Generalized linear mixed model fit by maximum likelihood ({first}",
+            f"  {rest}) [glmerMod]"]
 
 
 def _head(fit, data_name) -> list[str]:
