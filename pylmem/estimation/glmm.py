@@ -259,9 +259,15 @@ def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None) -> GlmmOptimum:
         obj.u = r1.u
         lower = np.r_[lower1, np.full(p, -np.inf)]
         x0 = obj.coords(theta1, beta1)
-        x = _bobyqa(obj, x0, lower, np.r_[np.full(nt, 0.1), np.full(p, 0.5)])
-        x, f0, g, H, st = _polish(obj, x, lower)
+        # the nAGQ = 0 optimum is close to the Laplace one: Newton steps on the
+        # finite-difference Hessian first (a few Hessians, ~(d + 1)(d + 2)/2 evaluations each),
+        # BOBYQA from there only when they do not reach a checked optimum
+        x, f0, g, H, st = _polish(obj, x0, lower, rounds=6)
         ok, msg = _check(x, g, H, st, lower)
+        if not ok:
+            x = _bobyqa(obj, x, lower, np.r_[np.full(nt, 0.1), np.full(p, 0.5)])
+            x, f0, g, H, st = _polish(obj, x, lower)
+            ok, msg = _check(x, g, H, st, lower)
         if not ok:
             x2 = _nelder_mead(obj, x, lower)
             x, f0, g, H, st = _polish(obj, x2, lower)
