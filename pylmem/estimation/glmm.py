@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..numerics.pirls import PirlsProblem, PirlsResult
+from ..numerics.pirls import PIRLS_TOL, PirlsProblem, PirlsResult
 from .convergence import _fd_grad_hess
 
 GRAD_TOL = 1e-4      # max |H⁻¹ g| on the free coordinates (lme4 checks 1e-3 on its scale)
@@ -60,6 +60,7 @@ class _Objective:
         self.ts = np.ones(self.nt) if theta_scale is None else np.asarray(theta_scale, float)
         self.u = None
         self.beta_warm = None
+        self.pirls_tol = PIRLS_TOL
         self.best = (np.inf, None, None)
         self.n = 0
 
@@ -84,7 +85,7 @@ class _Objective:
             try:
                 if self.fit_beta:
                     b0 = self.beta_warm if attempt == 0 else None
-                    res = prob.pirls(theta, b0, u0, fit_beta=True)
+                    res = prob.pirls(theta, b0, u0, fit_beta=True, tol=self.pirls_tol)
                 else:
                     res = prob.pirls(theta, beta, u0)
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
@@ -103,7 +104,7 @@ class _Objective:
         return self.evaluate(x)[0]
 
 
-def _bobyqa(obj: _Objective, x0, lower, step, maxeval=20000):
+def _bobyqa(obj: _Objective, x0, lower, step, maxeval=20000, ftol=1e-7):
     import nlopt
 
     def f(x, grad):
@@ -114,8 +115,8 @@ def _bobyqa(obj: _Objective, x0, lower, step, maxeval=20000):
     opt.set_lower_bounds(lower.tolist())
     opt.set_upper_bounds([np.inf] * len(x0))
     # moderate tolerances: the Newton polish takes it from there
-    opt.set_ftol_abs(1e-7)
-    opt.set_xtol_abs(1e-6)
+    opt.set_ftol_abs(ftol)
+    opt.set_xtol_abs(1e-6 if ftol <= 1e-7 else 1e-4)
     opt.set_maxeval(maxeval)
     opt.set_initial_step(np.asarray(step, float).tolist())
     x0 = np.maximum(np.asarray(x0, float), lower)
@@ -229,7 +230,16 @@ def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None) -> GlmmOptimum:
     # stage 1: θ only, β inside PIRLS
     o1 = _Objective(prob, 1, fit_beta=True)
     lower1 = np.where(diag, 0.0, -np.inf)
-    x1 = _bobyqa(o1, np.asarray(theta0, float), lower1, np.full(nt, 0.25))
+    # a start for stage 2 needs no tight optimum (its Newton steps polish) and PIRLS to
+    # ~1e-8 of the deviance; nAGQ = 0 is the final fit and gets both in full
+    prob_tol = prob._tol_canonical
+    if nagq:
+        o1.pirls_tol, prob._tol_canonical = 1e-8, 1e-6
+    try:
+        x1 = _bobyqa(o1, np.asarray(theta0, float), lower1, np.full(nt, 0.25),
+                     ftol=1e-7 if nagq == 0 else 1e-4)
+    finally:
+        prob._tol_canonical, o1.pirls_tol = prob_tol, PIRLS_TOL
     v1, r1 = o1.evaluate(x1)
     if r1 is None:
         raise RuntimeError("PIRLS failed at every θ tried: the model cannot be fitted (check the "
