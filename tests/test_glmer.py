@@ -370,3 +370,26 @@ def test_vector_agq_matches_brute_force_integration():
         m3 = glmer("y ~ x + (x | g)", d, nagq=3)
     assert m3.converged and m3.nagq == 3 and np.isfinite(m3.stderr).all()
     assert abs(m3.loglik - m.loglik) < 1.0
+
+
+def test_binned_residual_plot(tmp_path):
+    m = _fit("sim_binary_laplace")
+    b = m.binned_residuals()
+    assert b["n"].sum() == m.n_obs and len(b) == int(np.sqrt(m.n_obs))
+    # the bins' residual means are the data's: their weighted sum is Σ (y − μ̂)
+    np.testing.assert_allclose((b["residual"] * b["n"]).sum(), m.residuals_of("response").sum(),
+                               atol=1e-9)
+    fig = m.plot_binned_residuals(path=tmp_path / "binned.png")
+    assert (tmp_path / "binned.png").stat().st_size > 1000 and fig.axes
+    with pytest.raises(ValueError, match="n_bins"):
+        m.binned_residuals(0)
+
+
+def test_profile_confint_against_lme4():
+    """lme4's profile intervals (tests/reference/make_glmer_profile_refs.R) interpolate the
+    profile by splines; ours find the roots: they agree to ~2e-4."""
+    ref = json.loads((REF / "glmer_profile_refs.json").read_text())
+    ci = _fit("cbpp_laplace").confint("profile")
+    np.testing.assert_allclose(ci.iloc[:, 0], ref["lower"], atol=5e-4)
+    np.testing.assert_allclose(ci.iloc[:, 1], ref["upper"], atol=5e-4)
+    assert list(ci.index) == ref["rows"]

@@ -23,6 +23,7 @@ from ..model.families import get_family
 from ..model.glm_response import glm_response
 from ..model.tables import as_pandas
 from ..postfit.predict import predict as _predict
+from ..reports.glmm_plots import binned_residuals, plot_binned_residuals
 from ..reports.glmm_summary import GlmmSummary, glmm_short_repr
 
 PREDICT_TYPES = ("link", "response")
@@ -167,6 +168,14 @@ class GlmerFit(GlmmState):
     def bootstrap(self, nsim: int, seed=None):
         """Parametric bootstrap of θ and β (refits)."""
         return glmm_tests.glmm_bootstrap(self, nsim, seed)
+
+    def binned_residuals(self, n_bins: int | None = None) -> pd.DataFrame:
+        """Mean residual per bin of fitted values with its ±2 SE band (``arm::binnedplot``)."""
+        return binned_residuals(self, n_bins)
+
+    def plot_binned_residuals(self, n_bins: int | None = None, path=None, title=None):
+        """The binned residual plot (a matplotlib Figure; PNG at ``path``)."""
+        return plot_binned_residuals(self, n_bins, path=path, title=title)
 
     def tidy(self, conf_int: bool = False, conf_level: float = 0.95) -> pd.DataFrame:
         """broom.mixed's ``tidy``: one row per fixed effect and random-effect parameter."""

@@ -206,7 +206,7 @@ def _check(x, g, H, step, lower):
     return True, "converged: gradient and Hessian checked"
 
 
-def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None) -> GlmmOptimum:
+def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None, start=None) -> GlmmOptimum:
     """Fit a GLMM by the stages of the module docstring.
 
     Parameters
@@ -217,6 +217,9 @@ def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None) -> GlmmOptimum:
         0: nAGQ = 0 only; 1: Laplace; > 1: adaptive Gauss–Hermite points per dimension.
     theta0 : array_like, optional
         Start for θ (default: 1 on the diagonals, 0 elsewhere, as lme4).
+    start : (theta, beta), optional
+        A start near the optimum for ``nagq ≥ 1`` (a refit: profile, bootstrap): stage 1 is
+        skipped and Newton steps start there.
 
     Returns
     -------
@@ -227,25 +230,33 @@ def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None) -> GlmmOptimum:
     if theta0 is None:
         theta0 = np.where(diag, 1.0, 0.0)
     warns: list = []
-    # stage 1: θ only, β inside PIRLS
     o1 = _Objective(prob, 1, fit_beta=True)
     lower1 = np.where(diag, 0.0, -np.inf)
-    # a start for stage 2 needs no tight optimum (its Newton steps polish) and PIRLS to
-    # ~1e-8 of the deviance; nAGQ = 0 is the final fit and gets both in full
-    prob_tol = prob._tol_canonical
-    if nagq:
-        o1.pirls_tol, prob._tol_canonical = 1e-8, 1e-6
-    try:
-        x1 = _bobyqa(o1, np.asarray(theta0, float), lower1, np.full(nt, 0.25),
-                     ftol=1e-7 if nagq == 0 else 1e-4)
-    finally:
-        prob._tol_canonical, o1.pirls_tol = prob_tol, PIRLS_TOL
-    v1, r1 = o1.evaluate(x1)
-    if r1 is None:
-        raise RuntimeError("PIRLS failed at every θ tried: the model cannot be fitted (check the "
-                           "response and the linear predictor's scale)")
-    theta1, beta1 = x1.copy(), r1.beta.copy()
-    stage1 = (theta1, beta1, v1)
+    if start is not None and nagq >= 1:
+        theta1 = np.maximum(np.asarray(start[0], float), lower1)
+        beta1 = np.asarray(start[1], float)
+        r0 = prob.pirls(theta1, beta1)
+        r1 = prob.pirls(theta1, beta1, r0.u, fit_beta=True, maxit=0)    # R_X at the mode
+        r1.u, r1.beta = r0.u, beta1
+        stage1 = None
+    else:
+        # stage 1: θ only, β inside PIRLS
+        # a start for stage 2 needs no tight optimum (its Newton steps polish) and PIRLS to
+        # ~1e-8 of the deviance; nAGQ = 0 is the final fit and gets both in full
+        prob_tol = prob._tol_canonical
+        if nagq:
+            o1.pirls_tol, prob._tol_canonical = 1e-8, 1e-6
+        try:
+            x1 = _bobyqa(o1, np.asarray(theta0, float), lower1, np.full(nt, 0.25),
+                         ftol=1e-7 if nagq == 0 else 1e-4)
+        finally:
+            prob._tol_canonical, o1.pirls_tol = prob_tol, PIRLS_TOL
+        v1, r1 = o1.evaluate(x1)
+        if r1 is None:
+            raise RuntimeError("PIRLS failed at every θ tried: the model cannot be fitted (check the "
+                               "response and the linear predictor's scale)")
+        theta1, beta1 = x1.copy(), r1.beta.copy()
+        stage1 = (theta1, beta1, v1)
     p = prob.p
     if p:
         Ri = np.linalg.inv(r1.RX)

@@ -81,7 +81,7 @@ def separation(design, family) -> list[str]:
 
 
 def estimate_glmm(design, family, *, nagq=1, response="y", formula=None, cls=GlmmState,
-                  theta0=None, quiet=False):
+                  theta0=None, start=None, quiet=False):
     """Fit the GLMM of ``design`` and return a ``cls`` (a :class:`GlmmState`).
 
     Parameters
@@ -100,6 +100,8 @@ def estimate_glmm(design, family, *, nagq=1, response="y", formula=None, cls=Glm
         The class of the result.
     theta0 : array_like, optional
         Start for θ.
+    start : (theta, beta), optional
+        A start near the optimum (refits): the nAGQ = 0 stage is skipped.
     quiet : bool
         Do not emit warnings (they are still recorded in ``fit.warnings``).
 
@@ -113,7 +115,7 @@ def estimate_glmm(design, family, *, nagq=1, response="y", formula=None, cls=Glm
     prob = PirlsProblem(design.y, design.weights, design.offset, design.X, design.terms, family)
     m = getattr(prob.blocks, "m", 0)
     with threads_for_block(m, one_term_too=True):
-        opt = fit_glmm(prob, nagq=nagq, theta0=theta0)
+        opt = fit_glmm(prob, nagq=nagq, theta0=theta0, start=start)
     sep = separation(design, family)
     if sep:
         opt.warnings.append("quasi-complete separation: the estimate of " + "; ".join(sep)
@@ -150,8 +152,9 @@ def _se(opt, prob):
 
 def refit_glmm(fit, *, y=None, keep=None, quiet=True):
     """``fit`` refitted to a new response ``y`` (model order) or on the fixed-effects columns
-    ``keep`` (indices), as the same class."""
+    ``keep`` (indices), as the same class, started from the fit's estimates."""
     d = fit.design
+    beta = fit.beta if keep is None else fit.beta[list(keep)]
     if y is not None:
         d = replace(d, y=np.asarray(y, float))
     if keep is not None:
@@ -162,4 +165,5 @@ def refit_glmm(fit, *, y=None, keep=None, quiet=True):
         if quiet:
             warnings.simplefilter("ignore")
         return estimate_glmm(d, fit.family, nagq=fit.nagq, response=fit.response_label,
-                             formula=fit.formula, cls=type(fit), quiet=quiet)
+                             formula=fit.formula, cls=type(fit), quiet=quiet,
+                             start=(fit.theta, beta) if fit.nagq >= 1 else None)

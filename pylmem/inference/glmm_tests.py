@@ -97,8 +97,8 @@ def profile_confint(fit, level: float = 0.95, which=None) -> pd.DataFrame:
         def signed_root(b, j=j, keep=keep):
             dd = replace(d, X=np.ascontiguousarray(d.X[:, keep]),
                          fixef_names=[d.fixef_names[k] for k in keep], offset=base_off + b * d.X[:, j])
-            sub = estimate_glmm(dd, fit.family, nagq=fit.nagq, response=fit.response_label,
-                                theta0=fit.theta, quiet=True)
+            sub = estimate_glmm(dd, fit.family, nagq=max(fit.nagq, 1), response=fit.response_label,
+                                start=(fit.theta, est[keep]), quiet=True)
             dev = max(0.0, 2 * (fit.loglik - sub.loglik))
             return np.sign(b - est[j]) * np.sqrt(dev)
 
