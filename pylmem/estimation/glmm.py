@@ -167,6 +167,16 @@ def _polish(obj: _Objective, x, lower, h=1e-3, rounds=4):
     step = np.zeros(len(x))
     for _ in range(rounds):
         g, H = _fd_grad_hess(obj, x, hs)
+        # a variance at 0 where the deviance curves down is a saddle (the deviance is even
+        # in a scalar θ, so its gradient there is 0): leave it, towards the interior
+        saddle = diag & (x <= 0) & (np.diag(H) < 0)
+        if saddle.any():
+            x2 = x.copy()
+            x2[saddle] = 0.5
+            f2 = obj(x2)
+            if f2 < f0:
+                x, f0 = x2, f2
+                continue
         free = ~(diag & (x <= 0) & (g >= 0))
         step = np.zeros(len(x))
         try:
@@ -194,6 +204,8 @@ def _check(x, g, H, step, lower):
     Hessian on the free coordinates."""
     diag = np.isfinite(lower)
     at_bound = diag & (x <= 0)
+    if np.any(at_bound & (np.diag(H) < 0)):
+        return False, "a variance at 0 is a saddle point of the deviance, not its minimum"
     free = ~(at_bound & (g >= -1e-6))
     Hf = H[np.ix_(free, free)]
     if free.any():

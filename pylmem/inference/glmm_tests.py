@@ -160,17 +160,31 @@ def glmm_simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndar
 
 
 def glmm_bootstrap(fit, nsim: int, seed=None) -> GlmmBootstrap:
-    """Parametric bootstrap: simulate from the fit and refit (θ and β of each replicate)."""
+    """Parametric bootstrap: simulate from the fit and refit (θ and β of each replicate).
+
+    A one-term scalar model refits all replicates in lock-step
+    (:func:`pylmem.estimation.glmm_batch.fit_replicates`); a replicate it does not bring to a
+    checked optimum, and every replicate of other models, is refitted on its own from the
+    original estimates."""
+    from ..estimation.glmm_batch import fit_replicates
+
     sims = glmm_simulate(fit, nsim, seed)
-    d = fit.design
+    d, prob = fit.design, fit.prob
     labels = [f"theta_{i + 1}" for i in range(len(fit.theta))] + list(fit.fixef.index)
-    rows, failed = [], 0
-    for s in range(nsim):
-        y = sims[d.order, s]
+    Y = sims[d.order].T                                  # (nsim, n), model order
+    est = np.full((nsim, len(labels)), np.nan)
+    todo = np.arange(nsim)
+    if prob.single and prob.qs[0] == 1 and fit.nagq == 1 and prob.p:
+        se = np.sqrt(np.diag(fit.vcov_conditional))
+        th, be, _, ok = fit_replicates(prob, Y, fit.theta, fit.beta, se, prob_u0=fit.opt.res.u)
+        est[ok] = np.c_[th[ok], be[ok]]
+        todo = np.flatnonzero(~ok)
+    failed = 0
+    for s in todo:
         try:
-            r = refit_glmm(fit, y=y)
-            rows.append(np.r_[r.theta, r.beta])
+            r = refit_glmm(fit, y=Y[s])
+            est[s] = np.r_[r.theta, r.beta]
         except (ValueError, RuntimeError, np.linalg.LinAlgError):
             failed += 1
-    est = pd.DataFrame(rows, columns=labels)
+    est = pd.DataFrame(est, columns=labels).dropna()
     return GlmmBootstrap(est, pd.Series(np.r_[fit.theta, fit.beta], index=labels), failed)

@@ -143,6 +143,12 @@ class Family:
         (PIRLS evaluates it at every step)."""
         return lambda mu: float(self.log_density(y, mu, wt).sum())
 
+    def loglik_rows_fn(self, Y, wt):
+        """For a stack of responses Y (R, n): a function (μ, rows) -> Σ_i log p(y_ri | μ_ki) for
+        the rows ``rows`` (K,) of Y and μ (K, n) (the parametric bootstrap's replicates;
+        constants per row computed once)."""
+        return lambda mu, rows: self.log_density(Y[rows], mu, wt).sum(axis=1)
+
     def start_mu(self, y, wt):  # pragma: no cover - abstract
         """R's ``family$initialize``: a starting μ inside the support."""
         raise NotImplementedError
@@ -187,6 +193,15 @@ class Binomial(Family):
         nk = n - k
         # μ is clamped inside (0, 1) by every link, so log μ and log(1 − μ) are finite
         return lambda mu: const + float(k @ np.log(mu)) + float(nk @ np.log1p(-mu))
+
+    def loglik_rows_fn(self, Y, wt):
+        m = np.asarray(wt, float)
+        k = np.round(m * Y)
+        n = np.round(m) + np.zeros_like(k)
+        const = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)).sum(axis=1)
+        nk = n - k
+        return lambda mu, rows: (const[rows] + (k[rows] * np.log(mu)).sum(axis=1)
+                                 + (nk[rows] * np.log1p(-mu)).sum(axis=1))
 
     def start_mu(self, y, wt):
         return (wt * y + 0.5) / (wt + 1.0)
@@ -234,6 +249,12 @@ class Poisson(Family):
         wy = wt * np.asarray(y, float)
         const = -float((wt * special.gammaln(np.asarray(y, float) + 1)).sum())
         return lambda mu: const + float(wy @ np.log(mu)) - float(wt @ mu)
+
+    def loglik_rows_fn(self, Y, wt):
+        wt = np.asarray(wt, float)
+        wy = wt * Y
+        const = -(wt * special.gammaln(Y + 1)).sum(axis=1)
+        return lambda mu, rows: const[rows] + (wy[rows] * np.log(mu)).sum(axis=1) - (wt * mu).sum(axis=1)
 
     def start_mu(self, y, wt):
         return np.asarray(y, float) + 0.1
