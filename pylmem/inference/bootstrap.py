@@ -33,7 +33,7 @@ from ..numerics.crossprod import CrossProducts, TermStats, group_sums
 from ..numerics.replicates import BatchedDeviance, minimize_batch
 from ..util.progress import Progress
 from ..util.threads import single_thread
-from .lrt import check_same_data
+from .lrt import check_same_data, nesting_problem
 from .plots import plot_bootstrap
 
 _SIM_CHUNK = 1000      # replicates drawn per block (the stream does not depend on the model)
@@ -562,7 +562,11 @@ def pb_anova(m0, m1, nsim: int = 1000, seed=None, *, verbose=None) -> PBTest:
     also the χ² p-value, the Bartlett-corrected χ², the moment-matched Gamma and the F
     approximation (pbkrtest's summary).
     """
-    check_same_data([m0, m1])
+    check_same_data([m0, m1], "pb_anova")
+    why = nesting_problem(m0, m1)
+    if why:
+        raise ValueError(f"pb_anova: m0 is not nested in m1 ({why}): the bootstrap "
+                         "likelihood-ratio test compares nested models only")
     if m0.n_params >= m1.n_params:
         raise ValueError(f"pb_anova: m0 must be the smaller model ({m0.n_params} parameters, "
                          f"m1 has {m1.n_params})")

@@ -53,6 +53,9 @@ class RowState:
 
 def _fitted_rows(state, plan, part):
     out = plan.fixed_matrix(part) @ state.beta
+    off = plan.offset(part)
+    if off is not None:
+        out = out + off
     for t, b in zip(plan.terms, state.modes):
         if len(part):
             out = out + np.einsum("nq,nq->n", plan.term_matrix(t, part), b[t.levels.codes(part, t.group)])
