@@ -121,7 +121,7 @@ class LmerFit(FitState):
         return hat.hat_matrix(self, max_n=max_n)
 
     # ------------------------------------------------------------------ prediction and refits
-    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True, se_fit=False,
+    def predict(self, newdata=None, *, re_form=None, allow_new_levels=False, se_fit=False,
                 interval=None, level=0.95):
         """Predictions as lme4's predict(): see :func:`pylmem.postfit.predict.predict`; with
         ``se_fit``/``interval`` a DataFrame (fit, se_fit, lwr, upr)."""

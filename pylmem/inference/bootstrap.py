@@ -28,6 +28,7 @@ from scipy import stats
 
 from ..estimation.fitting import estimate
 from ..model.covariance import sdcor_from_theta, sdcor_names
+from ..model.design import require_rows
 from ..model.weights import reject_weighted
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
 from ..numerics.replicates import BatchedDeviance, minimize_batch
@@ -86,6 +87,7 @@ def simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
     ``use_u=True`` keeps b at its conditional modes (lme4's ``use.u``).
     ``seed``: an int, None or a numpy Generator.
     """
+    require_rows(fit.design, "simulate()")
     reject_weighted(fit, "simulate")
     nsim = _check_nsim(nsim)
     out = np.empty((fit.n_obs, nsim))
@@ -465,6 +467,7 @@ class _BootProgress:
 def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
     """Simulate from fits[0] and refit every fit in ``fits`` to each response."""
     for f in fits:
+        require_rows(f.design, f"{label}()")
         reject_weighted(f, "the parametric bootstrap")
     nsim = _check_nsim(nsim)
     src = fits[0]

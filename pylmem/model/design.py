@@ -106,6 +106,15 @@ class ModelDesign:
         return out
 
 
+def require_rows(design, what: str) -> None:
+    """NotImplementedError naming ``what`` for a design without its rows in memory (a Dask
+    fit's design keeps only the statistics; its rows stay in the partitions)."""
+    if not hasattr(design, "order") or getattr(design, "response_fingerprint", None) is not None:
+        raise NotImplementedError(
+            f"{what} is not available for a Dask fit: it needs the rows in memory, which stay "
+            "in the partitions (fit pylmem.lmer(formula, ddf.compute()) in memory for it)")
+
+
 def _check_columns(names, data: pd.DataFrame, where: str) -> None:
     missing = [v for v in names if v not in data.columns]
     if missing:

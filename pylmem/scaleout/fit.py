@@ -107,6 +107,10 @@ class DaskDesign:
         return self.parsed.response
 
     @property
+    def factors(self):
+        return tuple(self.plan.factors)
+
+    @property
     def y(self):
         raise AttributeError("a Dask fit keeps no rows: use fit.ddf / fit.fitted (lazy)")
 
