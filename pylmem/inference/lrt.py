@@ -112,12 +112,26 @@ def _fingerprint(fit) -> np.ndarray:
     return response_fingerprint(d.row_labels, d.y)
 
 
+def _row_alignment(a, b) -> np.ndarray:
+    """Positions of a's rows (data order) among b's: by index label when both label sets
+    are unique and equal (the same rows, reordered), else by position."""
+    la = pd.Index(a.to_data_order(np.asarray(a.row_labels, dtype=object)))
+    lb = pd.Index(b.to_data_order(np.asarray(b.row_labels, dtype=object)))
+    if la.is_unique and lb.is_unique:
+        pos = lb.get_indexer(la)
+        if (pos >= 0).all():
+            return pos
+    return np.arange(len(lb))
+
+
 def check_same_data(fits, what: str = "anova") -> None:
     """Refuse models not fitted to the same data, as lme4's anova does (same number of
     observations, same data): the same response column, the same number of rows, and the
-    same response values on the same rows, compared row by row in the data's order (for a
-    Dask fit, which keeps no rows, through :func:`response_fingerprint` of the rows' index
-    labels and values); also the same prior weights."""
+    same response values on the same rows, compared row by row (rows matched by their index
+    labels when these are unique, else by position in the data's order; for a Dask fit,
+    which keeps no rows, through :func:`response_fingerprint` of the rows' index labels and
+    values); also the same prior weights.  Not a check that the covariates are the same:
+    :func:`nesting_problem` compares the model matrices."""
     for i, f in enumerate(fits):
         if not _is_fit(f):
             raise TypeError(f"{what}: argument {i + 1} is a {type(f).__name__}, not a fitted "
@@ -132,11 +146,13 @@ def check_same_data(fits, what: str = "anova") -> None:
                              f"observations differ ({ref.n_obs} vs {f.n_obs})")
         a, b = ref.design, f.design
         if _has_rows(a) and _has_rows(b):
-            ya, yb = a.to_data_order(a.y), b.to_data_order(b.y)
+            pos = _row_alignment(a, b)
+            ya, yb = a.to_data_order(a.y), b.to_data_order(b.y)[pos]
             same = np.allclose(ya, yb, rtol=1e-12, atol=0)
             wa, wb = getattr(a, "weights", None), getattr(b, "weights", None)
             if (wa is None) != (wb is None) or (
-                    wa is not None and not np.allclose(a.to_data_order(wa), b.to_data_order(wb),
+                    wa is not None and not np.allclose(a.to_data_order(wa),
+                                                       b.to_data_order(wb)[pos],
                                                        rtol=1e-12, atol=0)):
                 raise ValueError(f"{what}: all models must be fitted to the same data: the "
                                  "prior weights differ")
@@ -169,12 +185,17 @@ def nesting_problem(small, large) -> str | None:
     a, b = small.design, large.design
     rows = _has_rows(a) and _has_rows(b)
     if rows:
+        pos = _row_alignment(a, b)
+
+        def rows_of(d, M, p=None):
+            M = d.to_data_order(M)
+            return M if p is None else M[p]
         oa, ob = getattr(a, "offset", None), getattr(b, "offset", None)
-        oa = np.zeros(a.n_obs) if oa is None else a.to_data_order(oa)
-        ob = np.zeros(b.n_obs) if ob is None else b.to_data_order(ob)
+        oa = np.zeros(a.n_obs) if oa is None else rows_of(a, oa)
+        ob = np.zeros(b.n_obs) if ob is None else rows_of(b, ob, pos)
         if not np.allclose(oa, ob, rtol=1e-12, atol=0):
             return "their offsets differ"
-        if not _in_span(a.to_data_order(a.X), b.to_data_order(b.X)):
+        if not _in_span(rows_of(a, a.X), rows_of(b, b.X, pos)):
             return "the fixed effects of the smaller model are not in the span of the larger's"
     elif list(getattr(a, "offset_exprs", ())) != list(getattr(b, "offset_exprs", ())):
         return "their offsets differ"
@@ -183,8 +204,8 @@ def nesting_problem(small, large) -> str | None:
     for t in a.terms:
         hosts = [u for u in b.terms if tuple(u.group) == tuple(t.group)]
         if rows:
-            za = a.to_data_order(t.Z)
-            ok = any(_in_span(za, b.to_data_order(u.Z)) for u in hosts)
+            za = rows_of(a, t.Z)
+            ok = any(_in_span(za, rows_of(b, u.Z, pos)) for u in hosts)
         else:
             ok = any(set(t.coef_names) <= set(u.coef_names) for u in hosts)
         if not ok:

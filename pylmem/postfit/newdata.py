@@ -92,26 +92,28 @@ def _factor_column(expr: str, data: pd.DataFrame):
 
 
 def _shown(values, k: int = 5) -> str:
-    vals = list(values)
+    vals = [v.item() if isinstance(v, np.generic) else v for v in values]
     return ", ".join(map(repr, vals[:k])) + (", ..." if len(vals) > k else "")
 
 
-def _conform(fit, newdata: pd.DataFrame) -> pd.DataFrame:
+def _conform(fit, newdata: pd.DataFrame):
     """newdata in the fit's terms, the one place that maps it onto the fit's levels and
     categories: aliased names, ``factors=`` columns as :func:`~pylmem.model.levels.factor_labels`
     writes them, each categorical column of the model matched *by value* onto the fit's
     categories (an unseen level, or one that had no rows at fit time, is an error naming the
     column; the column then becomes a Categorical of the fit's categories, so dtypes and
-    category sets of newdata change nothing) and each numeric column checked numeric."""
+    category sets of newdata change nothing) and each numeric column checked numeric.
+    Returns (the conformed copy, which of its cells were missing: those rows predict NaN)."""
     d = fit.design
     out = newdata.copy()
+    missing = newdata.isna()
     for c, a in (getattr(d, "aliases", None) or {}).items():
         if c in out.columns:
             out[a] = out[c]
     for f in getattr(d, "factors", ()) or ():
         if f in out.columns:
             out[f] = factor_labels(out[f])
-    specs = [("fixed-effects", d.fixed_spec)] + [
+    specs = [("fixed effects", d.fixed_spec)] + [
         (f"random-effects term {t.name!r}", t.spec) for t in d.terms]
     done = set()
     for where, spec in specs:
@@ -140,13 +142,14 @@ def _conform(fit, newdata: pd.DataFrame) -> pd.DataFrame:
             if new.any():
                 unseen = pd.unique(out[col][new])
                 raise ValueError(
-                    f"newdata column {col!r} has {len(unseen)} level(s) of the {where} factor "
-                    f"{factor!r} not present in the data the model was fitted to, in "
+                    f"newdata column {col!r} has {len(unseen)} level(s) of the factor "
+                    f"{factor!r} ({where}) not present in the data the model was fitted to, in "
                     f"{int(new.sum())} row(s): {_shown(unseen)} (levels: {_shown(levels, 10)})")
             if factor == col and col not in done:
-                out[col] = pd.Categorical.from_codes(codes, categories=idx)
+                # a missing value coded as the first level: the row is set to NaN afterwards
+                out[col] = pd.Categorical.from_codes(np.maximum(codes, 0), categories=idx)
                 done.add(col)
-    return out
+    return out, missing
 
 
 def _model_matrix(spec, newdata: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -174,20 +177,22 @@ def _used_columns(spec) -> set:
         return set()
 
 
-def _fixed_matrix(fit, newdata: pd.DataFrame) -> np.ndarray:
+def _missing_rows(spec, missing: pd.DataFrame) -> np.ndarray:
+    used = [c for c in _used_columns(spec) if c in missing.columns]
+    return missing[used].any(axis=1).to_numpy() if used else np.zeros(len(missing), bool)
+
+
+def _fixed_matrix(fit, newdata: pd.DataFrame, missing: pd.DataFrame) -> np.ndarray:
     d = fit.design
     mm = _model_matrix(d.fixed_spec, newdata, "fixed-effects")
     names = [r_column_name(c, d.parsed.fixed, d.parsed.renames) for c in mm.columns]
     pos = {n: i for i, n in enumerate(names)}
-    missing = [n for n in d.fixef_names if n not in pos]
-    if missing:
-        raise ValueError(f"newdata gives no fixed-effects column(s) {', '.join(missing)}")
+    lacking = [n for n in d.fixef_names if n not in pos]
+    if lacking:
+        raise ValueError(f"newdata gives no fixed-effects column(s) {', '.join(lacking)}")
     X = mm.to_numpy(dtype=float)[:, [pos[n] for n in d.fixef_names]]
     # rows with a missing value in a fixed-effects variable predict NaN (R's na.pass)
-    used = [c for c in _used_columns(d.fixed_spec) if c in newdata.columns]
-    if used:
-        na = newdata[used].isna().any(axis=1).to_numpy()
-        X[na] = np.nan
+    X[_missing_rows(d.fixed_spec, missing)] = np.nan
     return X
 
 
@@ -198,16 +203,16 @@ def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
     for a missing grouping column, and for new levels unless ``allow_new_levels``; never
     changes the fit (newdata is conformed on a copy, formulaic's specs are copied)."""
     d = fit.design
-    missing = [g for k in sel for g in d.terms[k].group if g not in newdata.columns]
-    if missing:
+    absent = [g for k in sel for g in d.terms[k].group if g not in newdata.columns]
+    if absent:
         names = [t.name for k, t in enumerate(d.terms) if k in sel
-                 and set(t.group) & set(missing)]
+                 and set(t.group) & set(absent)]
         raise ValueError(f"newdata lacks the grouping column(s) "
-                         f"{', '.join(map(repr, dict.fromkeys(missing)))} of the random-effects "
+                         f"{', '.join(map(repr, dict.fromkeys(absent)))} of the random-effects "
                          f"term(s) {', '.join(map(repr, names))} (use re_form='~0' for "
                          "population-level predictions)")
-    newdata = _conform(fit, newdata)
-    X = _fixed_matrix(fit, newdata)
+    newdata, missing = _conform(fit, newdata)
+    X = _fixed_matrix(fit, newdata, missing)
     offset = np.zeros(len(newdata))
     if getattr(d, "offset_exprs", None):
         offset = offset + newdata_offset(d, newdata)
@@ -219,6 +224,7 @@ def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
             continue
         mm = _model_matrix(t.spec, newdata, f"random-effects term {t.name!r}")
         Z = mm.to_numpy(dtype=float)[:, t.columns]
+        Z[_missing_rows(t.spec, missing)] = np.nan
         na_group = newdata[list(t.group)].isna().any(axis=1).to_numpy()
         c = np.asarray(match_levels(t, newdata))   # by value: int ids match float newdata ids
         new = (c < 0) & ~na_group
