@@ -12,7 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pylmem
-from pylmem.model.levels import distinct_levels, factor_labels, group_codes, merge_groups
+from pylmem.model.levels import (
+    distinct_levels,
+    factor_labels,
+    group_codes,
+    merge_groups,
+)
 
 prop = settings(max_examples=10, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

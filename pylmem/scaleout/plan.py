@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from ..model import weights as W
 from ..model.design import order_terms
 from ..model.formula import parse_formula, r_column_name, translate_r
-from ..model import weights as W
 from ..model.levels import (
     distinct_groups,
     distinct_levels,

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..estimation.optimize import optimize_theta
-from ..numerics.deviance import ProfiledDeviance
 from ..model.design import require_rows
+from ..numerics.deviance import ProfiledDeviance
 from ..postfit.diagnostics import RESIDUAL_TYPES
 from ..postfit.predict import predict
 from ..reports.summary import Summary
