@@ -58,7 +58,7 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
         # a dask DataFrame, fitted where it lives
         if weights is not None or offset is not None:
             raise ValueError("weights= and offset= are not supported for a Dask DataFrame yet: "
-                             "fit in memory, or fold the offset into the response")
+                             "fit in memory, or write the offset as offset(col) in the formula")
         return lmer_dask(formula, data, reml=reml, method=method, factors=factors,
                          verbose=verbose, em_options=em_options, cls=DaskLmerFit)
     t0 = time.perf_counter()

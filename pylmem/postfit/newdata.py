@@ -124,7 +124,7 @@ def _conform(fit, newdata: pd.DataFrame):
             if pd.api.types.is_bool_dtype(v):
                 out[col] = v.astype(float)
             elif not pd.api.types.is_numeric_dtype(v):
-                num = pd.to_numeric(v, errors="coerce")
+                num = pd.to_numeric(v.astype(object), errors="coerce")
                 bad = num.isna() & v.notna()
                 if bad.any():
                     raise ValueError(f"newdata column {col!r} must be numeric, as in the data the "
