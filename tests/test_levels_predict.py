@@ -115,6 +115,9 @@ def test_unused_category_at_fit_time_is_unseen():
         f = pylmem.lmer("y ~ x + f + (1 | g)", d)
     assert f.fixef.index.tolist() == ["(Intercept)", "x", "fb", "fc"]
     assert f.design.terms[0].n_levels == 12
+    plain = _fit("y ~ x + f + (1 | g)", d.assign(f=d.f.astype(str), g=d.g.astype(int)))
+    assert f.loglik == pytest.approx(plain.loglik, rel=1e-12)
+    np.testing.assert_allclose(f.fixef, plain.fixef, rtol=1e-10)
     new = d.head(2).copy()
     with pytest.raises(ValueError, match=r"column 'f' has 1 level\(s\) of the factor 'f'.*'zz'"):
         f.predict(new.assign(f=pd.Categorical(["zz", "a"], categories=cats)))
