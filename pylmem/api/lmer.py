@@ -124,7 +124,8 @@ class LmerFit(FitState):
     def predict(self, newdata=None, *, re_form=None, allow_new_levels=False, se_fit=False,
                 interval=None, level=0.95):
         """Predictions as lme4's predict(): see :func:`pylmem.postfit.predict.predict`; with
-        ``se_fit``/``interval`` a DataFrame (fit, se_fit, lwr, upr)."""
+        ``se_fit``/``interval`` a DataFrame (fit, se_fit, lwr, upr).  A level not in the fit
+        is an error unless ``allow_new_levels=True`` (lme4's default)."""
         return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
                        se_fit=se_fit, interval=interval, level=level)
 
@@ -221,4 +222,7 @@ class LmerFit(FitState):
 
 class DaskLmerFit(DaskRows, LmerFit):
     """A fit to a Dask DataFrame: :class:`LmerFit` with lazy row-level results
-    (:class:`~pylmem.scaleout.results.DaskRows`)."""
+    (:class:`~pylmem.scaleout.results.DaskRows`).  Every accessor of :class:`LmerFit` works,
+    or raises one NotImplementedError naming it where it needs the rows in memory
+    (``hatvalues``, ``cooks_distance``, ``rstudent``, ``influence``, ``simulate``,
+    ``bootstrap``, ``refit(y)``, ``hat_matrix``, the single-model ``anova``)."""
