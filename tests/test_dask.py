@@ -113,8 +113,8 @@ def test_row_level_results_are_lazy_and_match(client):
                                    rtol=1e-6, atol=1e-8, check_names=False)
     new = d.iloc[::7].copy()
     new.loc[new.index[0], "Subject"] = "new-subject"
-    exp = m.predict(new)
-    got = f.predict(dd.from_pandas(new, npartitions=2)).compute()
+    exp = m.predict(new, allow_new_levels=True)
+    got = f.predict(dd.from_pandas(new, npartitions=2), allow_new_levels=True).compute()
     np.testing.assert_allclose(got.sort_index().to_numpy(), exp.sort_index().to_numpy(), rtol=1e-8)
     np.testing.assert_allclose(f.predict(new, re_form="~0").to_numpy(),
                                m.predict(new, re_form="~0").to_numpy(), rtol=1e-8)
@@ -213,15 +213,15 @@ def test_missing_dask_names_the_extra(monkeypatch):
 
 
 def test_levels_sort_as_in_memory_labels():
-    """Integer ids (dense: lookup table; sparse: binary search) sorted by value, and strings
-    sorted as strings: the codes of build_design (pd.factorize(values, sort=True))."""
+    """Integer ids (dense and sparse) sorted by value, and strings sorted as strings: the
+    codes of build_design (pd.factorize(values, sort=True))."""
     from pylmem.scaleout.plan import Levels
 
     rng = np.random.default_rng(1)
     for ids in (rng.integers(0, 50, 300), rng.integers(0, 50, 300) * 10 ** 9 - 7,
                 rng.choice(["b", "a10", "a2", "c"], 300)):
         part = pd.DataFrame({"g": ids})
-        lv = Levels(pd.unique(ids))
+        lv = Levels(pd.DataFrame({"g": pd.unique(ids)}), ("g",))
         codes, labels = pd.factorize(pd.Series(ids), sort=True)
         assert list(lv.labels) == list(labels)
         np.testing.assert_array_equal(lv.codes(part, ("g",)), codes)

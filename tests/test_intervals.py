@@ -56,11 +56,11 @@ def test_se_fit_equals_dense_joint_covariance(key):
     A, prior = _dense_rows(fit, nd)
     Minv = np.linalg.inv(_dense_M(fit))
     var = np.einsum("ni,ij,nj->n", A, Minv, A) + prior
-    out = fit.predict(nd, se_fit=True)
+    out = fit.predict(nd, se_fit=True, allow_new_levels=True)
     np.testing.assert_allclose(out["se_fit"], np.sqrt(fit.sigma2 * var), rtol=1e-9)
-    np.testing.assert_allclose(out["fit"], fit.predict(nd), rtol=1e-12)
+    np.testing.assert_allclose(out["fit"], fit.predict(nd, allow_new_levels=True), rtol=1e-12)
     # prediction interval: √(se² + σ²), normal quantile
-    pi = fit.predict(nd, interval="prediction", level=0.9)
+    pi = fit.predict(nd, interval="prediction", level=0.9, allow_new_levels=True)
     half = 1.6448536269514722 * np.sqrt(fit.sigma2 * (var + 1))
     np.testing.assert_allclose(pi["upr"] - pi["fit"], half, rtol=1e-9)
     np.testing.assert_allclose(pi["fit"] - pi["lwr"], half, rtol=1e-9)
@@ -71,7 +71,7 @@ def test_partial_re_form_se():
     nd = pd.DataFrame({"plate": ["a", "b", "zz", "x"], "sample": ["A", "F", "B", "new"]})
     A, prior = _dense_rows(fit, nd, only=("plate",))
     var = np.einsum("ni,ij,nj->n", A, np.linalg.inv(_dense_M(fit)), A) + prior
-    out = fit.predict(nd, re_form="~(1 | plate)", se_fit=True)
+    out = fit.predict(nd, re_form="~(1 | plate)", se_fit=True, allow_new_levels=True)
     np.testing.assert_allclose(out["se_fit"], np.sqrt(fit.sigma2 * var), rtol=1e-9)
 
 
@@ -131,7 +131,7 @@ def test_coverage_by_simulation():
         # a group not in the fit: its mean has the prior variance of b
         bn0, bn1 = rng.normal(0, 1.0), rng.normal(0, 0.3)
         ndn = pd.DataFrame({"x": [2.0], "g": ["new"]})
-        c = fit.predict(ndn, interval="confidence")
+        c = fit.predict(ndn, interval="confidence", allow_new_levels=True)
         mun = 1 + 0.5 * 2.0 + bn0 + bn1 * 2.0
         hits_new.append(bool(c["lwr"].iloc[0] <= mun <= c["upr"].iloc[0]))
     cov_c, cov_p = np.mean(hits_c), np.mean(hits_p)
@@ -168,11 +168,12 @@ def test_per_level_path_equals_general_and_dense(monkeypatch):
     assert not fit.is_singular and fit.design.terms[0].q == 2
     nd = pd.DataFrame({"Days": [0, 3, 4.5, 4, 2], "Subject": ["3", "7", "999", "12", "998"],
                        "day": ["0", "3", "9", "11", "12"]})
-    fast = fit.predict(nd, se_fit=True)["se_fit"].to_numpy()
+    fast = fit.predict(nd, se_fit=True, allow_new_levels=True)["se_fit"].to_numpy()
     h_fast = fit.hatvalues().to_numpy()
     monkeypatch.setattr(I, "_LEVEL_OPS_MAX", 0)
     fit.__dict__.pop("_intervals_cache", None)
-    np.testing.assert_allclose(fit.predict(nd, se_fit=True)["se_fit"], fast, rtol=1e-10)
+    np.testing.assert_allclose(fit.predict(nd, se_fit=True, allow_new_levels=True)["se_fit"],
+                               fast, rtol=1e-10)
     np.testing.assert_allclose(fit.hatvalues(), h_fast, rtol=1e-10, atol=1e-14)
     assert h_fast.sum() == pytest.approx(fit.hat_trace, rel=1e-10)
     # dense: Z columns per term, in the design's term order

@@ -58,7 +58,7 @@ def test_subset_of_rows_as_newdata():
 def test_new_subject_gets_population_prediction():
     f = sleep_fit()
     nd = pd.DataFrame({"Days": [0, 5, 9], "Subject": ["new", "308", "new"]})
-    p = f.predict(nd)
+    p = f.predict(nd, allow_new_levels=True)
     pop = f.predict(nd, re_form="~0")
     np.testing.assert_allclose(pop, [251.4051, 303.7415, 345.6107], atol=1e-3)
     assert p.iloc[0] == pytest.approx(pop.iloc[0]) and p.iloc[2] == pytest.approx(pop.iloc[2])

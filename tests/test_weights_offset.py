@@ -26,7 +26,7 @@ def test_fit_matches_lme4(key):
 def test_predict_newdata_matches_lme4(key):
     """predict(newdata) with weights / an offset rebuilt from newdata, new level at 0."""
     fit, r = ref_fit(key), REFS[key]
-    np.testing.assert_allclose(fit.predict(newdata()), r["predict_new"], rtol=1e-7, atol=1e-4)
+    np.testing.assert_allclose(fit.predict(newdata(), allow_new_levels=True), r["predict_new"], rtol=1e-7, atol=1e-4)
     np.testing.assert_allclose(fit.predict(newdata(), re_form="~0"), r["predict_new_pop"],
                                rtol=1e-9)
 
@@ -83,7 +83,8 @@ def test_offset_equals_shifted_response():
     f4 = pylmem.lmer(SLEEP, d, offset=d["off"].to_numpy())
     for f in (f3, f4):
         np.testing.assert_allclose(f.beta, f_off.beta, rtol=1e-9)
-    np.testing.assert_allclose(f3.predict(newdata()), f_off.predict(newdata()), rtol=1e-9)
+    np.testing.assert_allclose(f3.predict(newdata(), allow_new_levels=True),
+                               f_off.predict(newdata(), allow_new_levels=True), rtol=1e-9)
     with pytest.raises(ValueError, match="column name to predict"):
         f4.predict(newdata())
     # an offset expression is evaluated on the data
@@ -148,8 +149,8 @@ def test_polars_and_pyarrow_input():
     for tbl in (pl.from_pandas(d), pa.Table.from_pandas(d, preserve_index=False)):
         f = pylmem.lmer(SLEEP, tbl, weights="w")
         assert f.objective == pytest.approx(ref.objective, abs=1e-8)
-        np.testing.assert_allclose(f.predict(pl.from_pandas(newdata())),
-                                   ref.predict(newdata()), rtol=1e-10)
+        np.testing.assert_allclose(f.predict(pl.from_pandas(newdata()), allow_new_levels=True),
+                                   ref.predict(newdata(), allow_new_levels=True), rtol=1e-10)
     with pytest.raises(ValueError, match="pandas, polars or pyarrow"):
         pylmem.lmer(SLEEP, [[1, 2]])
 

@@ -58,7 +58,7 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
         # a dask DataFrame, fitted where it lives
         if weights is not None or offset is not None:
             raise ValueError("weights= and offset= are not supported for a Dask DataFrame yet: "
-                             "fit in memory, or fold the offset into the response")
+                             "fit in memory, or write the offset as offset(col) in the formula")
         return lmer_dask(formula, data, reml=reml, method=method, factors=factors,
                          verbose=verbose, em_options=em_options, cls=DaskLmerFit)
     t0 = time.perf_counter()
@@ -121,10 +121,11 @@ class LmerFit(FitState):
         return hat.hat_matrix(self, max_n=max_n)
 
     # ------------------------------------------------------------------ prediction and refits
-    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True, se_fit=False,
+    def predict(self, newdata=None, *, re_form=None, allow_new_levels=False, se_fit=False,
                 interval=None, level=0.95):
         """Predictions as lme4's predict(): see :func:`pylmem.postfit.predict.predict`; with
-        ``se_fit``/``interval`` a DataFrame (fit, se_fit, lwr, upr)."""
+        ``se_fit``/``interval`` a DataFrame (fit, se_fit, lwr, upr).  A level not in the fit
+        is an error unless ``allow_new_levels=True`` (lme4's default)."""
         return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
                        se_fit=se_fit, interval=interval, level=level)
 
@@ -221,4 +222,7 @@ class LmerFit(FitState):
 
 class DaskLmerFit(DaskRows, LmerFit):
     """A fit to a Dask DataFrame: :class:`LmerFit` with lazy row-level results
-    (:class:`~pylmem.scaleout.results.DaskRows`)."""
+    (:class:`~pylmem.scaleout.results.DaskRows`).  Every accessor of :class:`LmerFit` works,
+    or raises one NotImplementedError naming it where it needs the rows in memory
+    (``hatvalues``, ``cooks_distance``, ``rstudent``, ``influence``, ``simulate``,
+    ``bootstrap``, ``refit(y)``, ``hat_matrix``, the single-model ``anova``)."""

@@ -28,12 +28,13 @@ from scipy import stats
 
 from ..estimation.fitting import estimate
 from ..model.covariance import sdcor_from_theta, sdcor_names
+from ..model.design import require_rows
 from ..model.weights import reject_weighted
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
 from ..numerics.replicates import BatchedDeviance, minimize_batch
 from ..util.progress import Progress
 from ..util.threads import single_thread
-from .lrt import check_same_data
+from .lrt import check_same_data, nesting_problem
 from .plots import plot_bootstrap
 
 _SIM_CHUNK = 1000      # replicates drawn per block (the stream does not depend on the model)
@@ -86,6 +87,7 @@ def simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
     ``use_u=True`` keeps b at its conditional modes (lme4's ``use.u``).
     ``seed``: an int, None or a numpy Generator.
     """
+    require_rows(fit.design, "simulate()")
     reject_weighted(fit, "simulate")
     nsim = _check_nsim(nsim)
     out = np.empty((fit.n_obs, nsim))
@@ -465,6 +467,7 @@ class _BootProgress:
 def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
     """Simulate from fits[0] and refit every fit in ``fits`` to each response."""
     for f in fits:
+        require_rows(f.design, f"{label}()")
         reject_weighted(f, "the parametric bootstrap")
     nsim = _check_nsim(nsim)
     src = fits[0]
@@ -562,7 +565,11 @@ def pb_anova(m0, m1, nsim: int = 1000, seed=None, *, verbose=None) -> PBTest:
     also the χ² p-value, the Bartlett-corrected χ², the moment-matched Gamma and the F
     approximation (pbkrtest's summary).
     """
-    check_same_data([m0, m1])
+    check_same_data([m0, m1], "pb_anova")
+    why = nesting_problem(m0, m1)
+    if why:
+        raise ValueError(f"pb_anova: m0 is not nested in m1 ({why}): the bootstrap "
+                         "likelihood-ratio test compares nested models only")
     if m0.n_params >= m1.n_params:
         raise ValueError(f"pb_anova: m0 must be the smaller model ({m0.n_params} parameters, "
                          f"m1 has {m1.n_params})")

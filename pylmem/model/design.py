@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import weights as W
 from .formula import ParsedFormula, parse_formula, r_column_name, translate_r
-from .levels import group_codes
+from .levels import factor_labels, group_codes
 from .matrices import build_matrix, required_variables
 
 
@@ -80,6 +80,7 @@ class ModelDesign:
     offset_exprs: list = field(default_factory=list)  # offset(expr) terms and offset= column
     offset_arg: str = None       # the offset= argument as lme4 prints it (" Offset:" line)
     aliases: dict = field(default_factory=dict)  # data column -> the name formulaic saw
+    factors: tuple = ()          # columns made categorical by factors= (levels.factor_labels)
 
     def with_aliases(self, data: pd.DataFrame) -> pd.DataFrame:
         """``data`` plus the aliased copies of columns whose names formulaic reserves."""
@@ -103,6 +104,15 @@ class ModelDesign:
         out = np.empty_like(a)
         out[self.order] = a
         return out
+
+
+def require_rows(design, what: str) -> None:
+    """NotImplementedError naming ``what`` for a design without its rows in memory (a Dask
+    fit's design keeps only the statistics; its rows stay in the partitions)."""
+    if not hasattr(design, "order") or getattr(design, "response_fingerprint", None) is not None:
+        raise NotImplementedError(
+            f"{what} is not available for a Dask fit: it needs the rows in memory, which stay "
+            "in the partitions (fit pylmem.lmer(formula, ddf.compute()) in memory for it)")
 
 
 def _check_columns(names, data: pd.DataFrame, where: str) -> None:
@@ -231,7 +241,7 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
     o_name, o_all = W.as_column(offset, data, "offset")
     _check_columns(list(factors), data, "--factor/factors")
     for f in factors:
-        data[f] = data[f].astype(str).where(data[f].notna())
+        data[f] = factor_labels(data[f])
 
     _check_columns([parsed.response], data, f"the response of {formula!r}")
     if not pd.api.types.is_numeric_dtype(data[parsed.response]):
@@ -264,6 +274,9 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
         _check_finite(off[:, None], ["offset"], "offset")
     if len(data) == 0:
         raise ValueError(f"no rows left after dropping {n_dropped} rows with missing values")
+    for c in used_cols:   # lme4's drop.unused.levels: a category without rows is no level
+        if isinstance(data[c].dtype, pd.CategoricalDtype):
+            data[c] = data[c].cat.remove_unused_categories()
 
     # fixed effects
     y = data[parsed.response].to_numpy(dtype=float)
@@ -315,4 +328,4 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                        offset=None if off is None else off[order], weights_name=w_name,
                        offset_exprs=offset_exprs,
                        offset_arg=None if o_all is None else (o_name or "<array>"),
-                       aliases=aliases)
+                       aliases=aliases, factors=tuple(factors))

@@ -209,7 +209,7 @@ def hatvalues(fit) -> pd.Series:
     return fit.data_series(h, "hat")
 
 
-def predict_with_se(fit, newdata=None, *, re_form=None, allow_new_levels=True, se_fit=False,
+def predict_with_se(fit, newdata=None, *, re_form=None, allow_new_levels=False, se_fit=False,
                     interval=None, level=0.95) -> pd.DataFrame:
     """Predictions with standard errors and/or intervals (columns fit, se_fit, lwr, upr).
 

@@ -23,14 +23,36 @@ import pandas as pd
 import scipy.linalg as sla
 
 
+def _components_from_statistics(fit):
+    """var(Xβ̂) and mean z'Ωz per term from the cross-products alone (a Dask fit keeps no
+    rows): Σ(xβ − x̄β)² = β'(W̃'W̃ − s s'/n)β on the centred sums, Σ zz' = Σ_levels Z_j'Z_j."""
+    cp, n, p = fit.cp, fit.n_obs, fit.design.n_fixef
+    b = np.asarray(fit.beta, float)
+    if cp.WtWc is not None:
+        S = cp.WtWc[:p, :p] - np.outer(cp.wsum[:p], cp.wsum[:p]) / n
+    else:
+        xs = np.asarray(fit.row_stats.wsum[:p], float)
+        S = cp.WtW[:p, :p] - np.outer(xs, xs) / n
+    var_f = float(b @ S @ b) / (n - 1) if n > 1 else 0.0
+    zz = [ts.ZtZ.sum(axis=0) for ts in cp.terms]
+    return max(var_f, 0.0), zz
+
+
 def variance_components(fit) -> dict:
     """σ²_f, σ²_r per term (dict), σ²_ε of the R² / ICC formulas above."""
-    Xb = fit.design.X @ fit.beta
-    var_f = float(np.var(Xb, ddof=1)) if len(Xb) > 1 else 0.0
+    rows = hasattr(fit.design, "order")
+    if rows:
+        Xb = fit.design.X @ fit.beta
+        var_f = float(np.var(Xb, ddof=1)) if len(Xb) > 1 else 0.0
+    else:
+        var_f, zz = _components_from_statistics(fit)
     var_r = {}
-    for t, (name, C) in zip(fit.design.terms, fit.cov_re.items()):
+    for k, (t, (name, C)) in enumerate(zip(fit.design.terms, fit.cov_re.items())):
         O = C.to_numpy()
-        var_r[name] = float(np.mean(np.einsum("ni,ij,nj->n", t.Z, O, t.Z)))
+        if rows:
+            var_r[name] = float(np.mean(np.einsum("ni,ij,nj->n", t.Z, O, t.Z)))
+        else:
+            var_r[name] = float(np.sum(O * zz[k])) / fit.n_obs
     return {"fixed": var_f, "random": var_r, "residual": fit.sigma2}
 
 

@@ -6,14 +6,16 @@ point predictions (:mod:`pylmem.postfit.predict`) and their intervals
 """
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 
 import numpy as np
 import pandas as pd
 
-from ..model.formula import parse_formula, r_column_name, translate_r
-from ..model.levels import group_labels, match_levels
+from ..model.formula import clean_message, parse_formula, r_column_name, translate_r
+from ..model.levels import factor_labels, level_index, level_positions, match_levels
+from ..model.matrices import NumericSpec
 from ..model.weights import newdata_offset
 
 
@@ -66,6 +68,17 @@ def _categorical_levels(spec) -> dict:
     return out
 
 
+def _numeric_columns(spec) -> set:
+    """Data columns the spec reads as plain numbers (so newdata's must be numeric)."""
+    if isinstance(spec, NumericSpec):
+        return set(spec.columns)
+    out = set()
+    for factor, (kind, _) in (getattr(spec, "encoder_state", None) or {}).items():
+        if getattr(kind, "value", kind) == "numerical":
+            out.add(factor)
+    return out
+
+
 def _factor_column(expr: str, data: pd.DataFrame):
     """The data column behind a factor expression ``x``, ``C(x)``, ``C(x, ...)``."""
     if expr in data.columns:
@@ -78,47 +91,77 @@ def _factor_column(expr: str, data: pd.DataFrame):
     return None
 
 
-def _check_fixed_levels(spec, newdata: pd.DataFrame, where: str) -> None:
-    """Raise a clear error for levels of a categorical factor that the fit never saw."""
-    for factor, levels in _categorical_levels(spec).items():
-        col = _factor_column(factor, newdata)
-        if col is None:
-            continue
-        vals = newdata[col]
-        seen = set(map(str, levels)) | set(levels)
-        new = [v for v in pd.unique(vals.dropna()) if v not in seen and str(v) not in seen]
-        if new:
-            raise ValueError(
-                f"newdata column {col!r} has level(s) {', '.join(map(repr, map(str, new)))} of "
-                f"the {where} factor {factor!r} not present in the data the model was fitted to "
-                f"(levels: {', '.join(map(str, levels))})")
+def _shown(values, k: int = 5) -> str:
+    vals = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return ", ".join(map(repr, vals[:k])) + (", ..." if len(vals) > k else "")
 
 
-def _as_fitted_types(spec, newdata: pd.DataFrame) -> pd.DataFrame:
-    """Numeric columns that were categorical (strings) at fit time, e.g. ``factors=``,
-    are turned into strings as build_design did."""
-    out = newdata
-    for factor, levels in _categorical_levels(spec).items():
-        col = _factor_column(factor, newdata)
-        if col is None or not levels or not all(isinstance(v, str) for v in levels):
-            continue
-        if not pd.api.types.is_numeric_dtype(newdata[col]):
-            continue
-        if out is newdata:
-            out = newdata.copy()
-        out[col] = newdata[col].astype(str).where(newdata[col].notna())
-    return out
+def _conform(fit, newdata: pd.DataFrame):
+    """newdata in the fit's terms, the one place that maps it onto the fit's levels and
+    categories: aliased names, ``factors=`` columns as :func:`~pylmem.model.levels.factor_labels`
+    writes them, each categorical column of the model matched *by value* onto the fit's
+    categories (an unseen level, or one that had no rows at fit time, is an error naming the
+    column; the column then becomes a Categorical of the fit's categories, so dtypes and
+    category sets of newdata change nothing) and each numeric column checked numeric.
+    Returns (the conformed copy, which of its cells were missing: those rows predict NaN)."""
+    d = fit.design
+    out = newdata.copy()
+    missing = newdata.isna()
+    for c, a in (getattr(d, "aliases", None) or {}).items():
+        if c in out.columns:
+            out[a] = out[c]
+    for f in getattr(d, "factors", ()) or ():
+        if f in out.columns:
+            out[f] = factor_labels(out[f])
+    specs = [("fixed effects", d.fixed_spec)] + [
+        (f"random-effects term {t.name!r}", t.spec) for t in d.terms]
+    done = set()
+    for where, spec in specs:
+        for col in sorted(_numeric_columns(spec)):
+            if col not in out.columns or col in done:
+                continue
+            v = out[col]
+            if pd.api.types.is_bool_dtype(v):
+                out[col] = v.astype(float)
+            elif not pd.api.types.is_numeric_dtype(v):
+                num = pd.to_numeric(v.astype(object), errors="coerce")
+                bad = num.isna() & v.notna()
+                if bad.any():
+                    raise ValueError(f"newdata column {col!r} must be numeric, as in the data the "
+                                     f"model was fitted to (dtype {v.dtype}; values such as "
+                                     f"{_shown(pd.unique(v[bad]), 3)})")
+                out[col] = num.astype(float)
+            done.add(col)
+        for factor, levels in _categorical_levels(spec).items():
+            col = _factor_column(factor, out)
+            if col is None:
+                continue
+            idx = level_index(levels)
+            codes = level_positions(idx, out[col])
+            new = (codes < 0) & out[col].notna().to_numpy()
+            if new.any():
+                unseen = pd.unique(out[col][new])
+                raise ValueError(
+                    f"newdata column {col!r} has {len(unseen)} level(s) of the factor "
+                    f"{factor!r} ({where}) not present in the data the model was fitted to, in "
+                    f"{int(new.sum())} row(s): {_shown(unseen)} (levels: {_shown(levels, 10)})")
+            if factor == col and col not in done:
+                # a missing value coded as the first level: the row is set to NaN afterwards
+                out[col] = pd.Categorical.from_codes(np.maximum(codes, 0), categories=idx)
+                done.add(col)
+    return out, missing
 
 
 def _model_matrix(spec, newdata: pd.DataFrame, where: str) -> pd.DataFrame:
-    newdata = _as_fitted_types(spec, newdata)
-    _check_fixed_levels(spec, newdata, where)
+    if not isinstance(spec, NumericSpec):
+        spec = copy.deepcopy(spec)     # formulaic may write into the spec's encoder state
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             mm = spec.get_model_matrix(newdata, output="pandas")
     except Exception as e:  # formulaic's own errors: missing columns, bad values
-        raise ValueError(f"cannot build the {where} model matrix from newdata: {e}") from e
+        raise ValueError(f"cannot build the {where} model matrix from newdata: "
+                         f"{clean_message(e)}") from None
     for w in caught:
         msg = str(w.message)
         if "categories outside" in msg or "not seen in original dataset" in msg:
@@ -134,20 +177,22 @@ def _used_columns(spec) -> set:
         return set()
 
 
-def _fixed_matrix(fit, newdata: pd.DataFrame) -> np.ndarray:
+def _missing_rows(spec, missing: pd.DataFrame) -> np.ndarray:
+    used = [c for c in _used_columns(spec) if c in missing.columns]
+    return missing[used].any(axis=1).to_numpy() if used else np.zeros(len(missing), bool)
+
+
+def _fixed_matrix(fit, newdata: pd.DataFrame, missing: pd.DataFrame) -> np.ndarray:
     d = fit.design
     mm = _model_matrix(d.fixed_spec, newdata, "fixed-effects")
     names = [r_column_name(c, d.parsed.fixed, d.parsed.renames) for c in mm.columns]
     pos = {n: i for i, n in enumerate(names)}
-    missing = [n for n in d.fixef_names if n not in pos]
-    if missing:
-        raise ValueError(f"newdata gives no fixed-effects column(s) {', '.join(missing)}")
+    lacking = [n for n in d.fixef_names if n not in pos]
+    if lacking:
+        raise ValueError(f"newdata gives no fixed-effects column(s) {', '.join(lacking)}")
     X = mm.to_numpy(dtype=float)[:, [pos[n] for n in d.fixef_names]]
     # rows with a missing value in a fixed-effects variable predict NaN (R's na.pass)
-    used = [c for c in _used_columns(d.fixed_spec) if c in newdata.columns]
-    if used:
-        na = newdata[used].isna().any(axis=1).to_numpy()
-        X[na] = np.nan
+    X[_missing_rows(d.fixed_spec, missing)] = np.nan
     return X
 
 
@@ -155,10 +200,19 @@ def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
     """(X, offset, Zs, codes) of ``newdata``: the fixed-effects rows (NaN where a variable is
     missing), the offset (0 without one), and for each selected term its Z rows and level
     codes (−1 for a level not in the fit; zeros and −1 for terms not in ``sel``).  Raises
-    for a missing grouping column, and for new levels unless ``allow_new_levels``."""
+    for a missing grouping column, and for new levels unless ``allow_new_levels``; never
+    changes the fit (newdata is conformed on a copy, formulaic's specs are copied)."""
     d = fit.design
-    newdata = d.with_aliases(newdata) if getattr(d, "aliases", None) else newdata
-    X = _fixed_matrix(fit, newdata)
+    absent = [g for k in sel for g in d.terms[k].group if g not in newdata.columns]
+    if absent:
+        names = [t.name for k, t in enumerate(d.terms) if k in sel
+                 and set(t.group) & set(absent)]
+        raise ValueError(f"newdata lacks the grouping column(s) "
+                         f"{', '.join(map(repr, dict.fromkeys(absent)))} of the random-effects "
+                         f"term(s) {', '.join(map(repr, names))} (use re_form='~0' for "
+                         "population-level predictions)")
+    newdata, missing = _conform(fit, newdata)
+    X = _fixed_matrix(fit, newdata, missing)
     offset = np.zeros(len(newdata))
     if getattr(d, "offset_exprs", None):
         offset = offset + newdata_offset(d, newdata)
@@ -168,23 +222,20 @@ def newdata_rows(fit, newdata: pd.DataFrame, sel, allow_new_levels: bool):
             Zs.append(np.zeros((len(newdata), t.q)))
             codes.append(np.full(len(newdata), -1))
             continue
-        missing = [g for g in t.group if g not in newdata.columns]
-        if missing:
-            raise ValueError(f"newdata lacks the grouping column(s) {', '.join(map(repr, missing))} "
-                             f"of the random-effects term {t.name!r} (use re_form='~0' for "
-                             "population-level predictions)")
         mm = _model_matrix(t.spec, newdata, f"random-effects term {t.name!r}")
         Z = mm.to_numpy(dtype=float)[:, t.columns]
+        Z[_missing_rows(t.spec, missing)] = np.nan
         na_group = newdata[list(t.group)].isna().any(axis=1).to_numpy()
         c = np.asarray(match_levels(t, newdata))   # by value: int ids match float newdata ids
         new = (c < 0) & ~na_group
         if new.any() and not allow_new_levels:
-            labels = group_labels(newdata, t.group)
-            lv = list(dict.fromkeys(labels.to_numpy()[new]))
-            shown = ", ".join(map(repr, lv[:10])) + (", ..." if len(lv) > 10 else "")
-            raise ValueError(f"newdata has {len(lv)} level(s) of the grouping factor of "
-                             f"random-effects term {t.name!r} not in the fit: {shown} "
-                             "(pass allow_new_levels=True to predict them at population level)")
+            rows = newdata[list(t.group)].iloc[np.flatnonzero(new)]
+            lv = list(dict.fromkeys(zip(*[rows[g].tolist() for g in t.group])))
+            lv = [v[0] if len(v) == 1 else ":".join(map(str, v)) for v in lv]
+            raise ValueError(f"newdata has {len(lv)} level(s) of the grouping factor "
+                             f"{':'.join(t.group)!r} (random-effects term {t.name!r}) not in the "
+                             f"fit, in {int(new.sum())} row(s): {_shown(lv)} (pass "
+                             "allow_new_levels=True to predict them at population level)")
         Zs.append(Z)
         codes.append(c)
     return X, offset, Zs, codes

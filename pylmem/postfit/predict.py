@@ -3,9 +3,13 @@
 ``predict(fit)`` gives the conditional fitted values Xβ̂ + Zb̂ (``re_form=None``) or the
 population-level Xβ̂ (``re_form="~0"``, ``"NA"``, ``False``), in the data's row order.
 With ``newdata`` the fixed-effects model matrix and each random-effects term's design are
-rebuilt from the stored formulaic specs; levels of a grouping factor not seen in the fit
-contribute 0 (the population prediction) when ``allow_new_levels`` and raise otherwise;
-an unseen level of a fixed-effect factor always raises.
+rebuilt from the stored formulaic specs, after newdata is mapped onto the fit's levels and
+categories by value (:mod:`pylmem.postfit.newdata`: its dtypes and category sets change
+nothing).  As in lme4, a level of a grouping factor not seen in the fit (an id typo, int
+``308`` against str ``"308"``, a Categorical category without rows at fit time) is an error
+naming the factor, the number of such levels and rows; ``allow_new_levels=True`` predicts
+those rows at population level (random effects 0).  An unseen level of a fixed-effect
+factor always raises.  A failed call leaves the fit unchanged.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from .newdata import combine_rows, fitted_prediction, newdata_rows, selected_ter
 
 
 def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
-            allow_new_levels: bool = True, se_fit: bool = False, interval=None,
+            allow_new_levels: bool = False, se_fit: bool = False, interval=None,
             level: float = 0.95):
     """Predictions from ``fit`` (lme4's ``predict``).
 
@@ -27,8 +31,9 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
 
     ``re_form``: None (all random effects), "~0" / "NA" / False (population level Xβ̂),
     or a one-sided formula naming some of the model's random-effects terms.
-    ``allow_new_levels``: levels of a grouping factor absent from the fit get random
-    effects 0 (else ValueError naming the term and levels).
+    ``allow_new_levels``: False (lme4's default): a level of a grouping factor absent from
+    the fit is a ValueError naming the factor and levels; True: such rows get random
+    effects 0 (the population-level prediction for that term).
     Returns a Series indexed like the data (``newdata`` or the fitted data).
     """
     if not isinstance(allow_new_levels, (bool, np.bool_)):

@@ -39,7 +39,6 @@ from .results import DaskRows
 from .statistics import (
     ScaleView,
     collect_statistics,
-    cp_arrays,
     fit_em_stats,
     rank_deficient,
     start_theta_stats,
@@ -58,8 +57,8 @@ class DaskTerm:
     expr: str
     spec: object
     columns: list
-    group_values: object = None   # predict matches new rows by the level labels
-    level_codes: object = None
+    group_values: object = None   # each grouping column's distinct values (levels by value)
+    level_codes: object = None    # (L, len(group)) indices of each level's values into them
 
     @property
     def q(self):
@@ -89,8 +88,9 @@ class DaskDesign:
     dropped_columns: list
     ddf: object
     plan: Plan
-    response_moments: np.ndarray = None   # (Σy, Σy²): what anova compares (no rows kept)
-    # no prior weights, offsets or aliased names on the Dask path (lmer refuses them)
+    response_fingerprint: np.ndarray = None   # what anova compares (no rows kept)
+    # no prior weights, offset= or aliased names on the Dask path (lmer refuses them);
+    # offset(expr) terms of the formula are evaluated per partition (plan.offset)
     weights: object = None
     offset: object = None
     weights_name: object = None
@@ -105,6 +105,10 @@ class DaskDesign:
     @property
     def response(self):
         return self.parsed.response
+
+    @property
+    def factors(self):
+        return tuple(self.plan.factors)
 
     @property
     def y(self):
@@ -156,9 +160,10 @@ def lmer_dask(formula, ddf, *, reml=True, method="profiled", factors=(), verbose
                              f"must be less than the number of observations ({rs.n})")
     design = DaskDesign(formula, plan.parsed, list(plan.fixef_names),
                         [DaskTerm(t.name, t.group, t.coef_names, t.levels.labels, t.expr, t.spec,
-                                  t.columns) for t in plan.terms],
+                                  t.columns, t.levels.group_values, t.levels.level_codes)
+                         for t in plan.terms],
                         rs.n, rs.n_dropped, plan.fixed_spec, dropped, ddf, plan,
-                        np.array([rs.wsum[-1], cp_arrays(cp)[0][-1, -1]]))
+                        rs.yprint, offset_exprs=list(plan.offset_exprs))
     t2 = time.perf_counter()
     check_residual_variance(cp, design.response)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],

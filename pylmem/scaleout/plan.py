@@ -6,76 +6,55 @@ so that each partition codes its rows against the same global levels.  The resul
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from ..model import weights as W
 from ..model.design import order_terms
 from ..model.formula import parse_formula, r_column_name, translate_r
-from ..model.levels import group_labels
+from ..model.levels import (
+    distinct_groups,
+    distinct_levels,
+    factor_labels,
+    group_codes,
+    level_index,
+    level_positions,
+    match_codes,
+    merge_groups,
+    restore_dtype,
+)
 from ..model.matrices import NumericSpec, build_matrix, required_variables
 from .reduce import reduce_partitions
 
 
 class Levels:
-    """Global levels of a grouping factor, in an in-memory fit's order (numeric ids by value,
-    other labels as sorted strings); codes looked up per partition."""
+    """Global levels of a grouping factor (or interaction), agreed across partitions: the
+    distinct value tuples that the partitions found, merged by value, as
+    :func:`~pylmem.model.levels.group_codes` orders them for an in-memory fit; a
+    partition's rows are coded by :func:`~pylmem.model.levels.match_codes` (by value)."""
 
-    def __init__(self, uniques):
-        uniques = np.asarray(uniques)
-        # numeric ids are levels by value, sorted by value (as design.group_codes does)
-        self.integer = uniques.dtype.kind in "iuf"
-        if self.integer:
-            uniques = np.unique(uniques)
-            order = np.arange(len(uniques))
-            self.labels = uniques
-        else:
-            labels = uniques.astype(object)
-            order = np.argsort(labels.astype(str), kind="stable")
-            self.labels = labels[order]
-        if self.integer:                       # numeric ids: a lookup table, or binary search
-            srt = np.argsort(uniques, kind="stable")
-            self.keys = uniques[srt]
-            rank = np.empty(len(order), np.int64)
-            rank[order] = np.arange(len(order))
-            self.rank = rank[srt]
-            self.lut = None
-            if len(uniques) and uniques.dtype.kind in "iu":
-                self.lo = int(self.keys[0])
-                span = int(self.keys[-1]) - self.lo + 1
-                if span <= 4 * len(uniques) + 1024:
-                    self.lut = np.full(span, -1, np.int64)
-                    self.lut[self.keys - self.lo] = self.rank
-        else:
-            self.index = pd.Index(self.labels)
+    def __init__(self, distinct: pd.DataFrame, group, dtypes=None):
+        group = tuple(group)
+        if dtypes is not None:
+            distinct = distinct.assign(**{g: restore_dtype(distinct[g], dtypes[g])
+                                          for g in group if g in dtypes})
+        _, labels, values, level_codes = group_codes(distinct, group)
+        self.labels = labels
+        self.group_values = values
+        self.level_codes = level_codes
+        self.indexes = [level_index(v) for v in values]
 
     def __len__(self):
         return len(self.labels)
 
     def codes(self, part: pd.DataFrame, group) -> np.ndarray:
-        if self.integer:
-            v = part[group[0]].to_numpy()
-            if self.lut is not None:
-                off = v - self.lo
-                if len(v) and (off.min() < 0 or off.max() >= len(self.lut)):
-                    c = np.full(len(v), -1)
-                else:
-                    c = self.lut[off]
-                if (c < 0).any():
-                    raise ValueError(f"grouping factor {':'.join(group)!r}: a level not seen in "
-                                     "the levels pass (the data changed between passes?)")
-                return c
-            pos = np.clip(np.searchsorted(self.keys, v), 0, len(self.keys) - 1)
-            if not np.array_equal(self.keys[pos], v):
-                raise ValueError(f"grouping factor {':'.join(group)!r}: a level not seen in the "
-                                 "levels pass (the data changed between passes?)")
-            return self.rank[pos]
-        c = self.index.get_indexer(group_labels(part, group).to_numpy())
+        c = match_codes(self.indexes, self.level_codes, part, tuple(group))
         if (c < 0).any():
             raise ValueError(f"grouping factor {':'.join(group)!r}: a level not seen in the "
                              "levels pass (the data changed between passes?)")
-        return c.astype(np.int64)
+        return c
 
 
 @dataclass
@@ -111,18 +90,30 @@ class Plan:
     fixed_cols: list          # positions of the kept X columns in the spec's matrix
     fixef_names: list
     terms: list = field(default_factory=list)
+    offset_exprs: list = field(default_factory=list)   # offset(expr) terms of the formula
 
     def prepare(self, part: pd.DataFrame):
         """(data without rows that miss a value, number dropped)."""
         part = part[[c for c in part.columns if c in set(self.used)]]
         for f in self.factors:
-            part = part.assign(**{f: part[f].astype(str).where(part[f].notna())})
+            part = part.assign(**{f: factor_labels(part[f])})
         na = part.isna().any(axis=1).to_numpy()
         if na.any():
             part = part.loc[~na]
         for c, lv in self.cat_levels.items():
-            part = part.assign(**{c: pd.Categorical(part[c], categories=lv)})
+            part = part.assign(**{c: _as_categorical(part[c], lv)})
         return part, int(na.sum())
+
+    def offset(self, part: pd.DataFrame):
+        """The offset of a prepared partition's rows (None without offset terms)."""
+        if not self.offset_exprs:
+            return None
+        off = W.evaluate_offset(self.offset_exprs, part)
+        if len(off) and not np.isfinite(off).all():
+            bad = int((~np.isfinite(off)).sum())
+            raise ValueError(f"the offset {' + '.join(self.offset_exprs)} is NaN or infinite in "
+                             f"{bad} row(s)")
+        return off
 
     def fixed_matrix(self, part: pd.DataFrame) -> np.ndarray:
         if isinstance(self.fixed_spec, NumericSpec):
@@ -141,23 +132,28 @@ class Plan:
             np.ascontiguousarray(M[:, t.columns])
 
 
+def _as_categorical(values: pd.Series, levels) -> pd.Categorical:
+    """A partition's column as a Categorical of the global levels, matched by value."""
+    idx = level_index(levels)
+    codes = level_positions(idx, values)
+    if ((codes < 0) & values.notna().to_numpy()).any():
+        raise ValueError(f"column {values.name!r}: a level not seen in the levels pass (the "
+                         "data changed between passes?)")
+    return pd.Categorical.from_codes(codes, categories=idx)
+
+
 def _unique_values(part, cols_groups, used, factors):
-    """Per partition: the unique labels of each grouping factor / categorical column."""
+    """Per partition: the distinct value tuples of each grouping factor / categorical
+    column (:func:`~pylmem.model.levels.distinct_groups`, by value)."""
     part = part[[c for c in part.columns if c in set(used)]]
     for f in factors:
-        part = part.assign(**{f: part[f].astype(str).where(part[f].notna())})
+        part = part.assign(**{f: factor_labels(part[f])})
     part = part.dropna()
-    out = []
-    for g in cols_groups:
-        if len(g) == 1 and part[g[0]].dtype.kind in "iu":
-            out.append(pd.unique(part[g[0]].to_numpy()))
-        else:
-            out.append(pd.unique(group_labels(part, g).to_numpy()))
-    return out
+    return [distinct_groups(part, g) for g in cols_groups]
 
 
 def _merge_uniques(a, b):
-    return [pd.unique(np.concatenate([x, y])) for x, y in zip(a, b)]
+    return [merge_groups(x, y) for x, y in zip(a, b)]
 
 
 def _is_categorical(s) -> bool:
@@ -175,6 +171,9 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
     if not parsed.random:
         raise ValueError(f"formula {formula!r} has no random-effects term '(expr | group)'; "
                          "use an ordinary linear model for fixed effects only")
+    fixed_rest, offset_exprs = W.split_offsets(parsed.fixed)
+    if offset_exprs:
+        parsed = replace(parsed, fixed=fixed_rest)
     cols = list(ddf.columns)
     meta = ddf._meta.copy()
 
@@ -195,7 +194,7 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
     used = {parsed.response}
     fixed_vars = required_variables(parsed.fixed, meta)
     check(sorted(fixed_vars), f"the fixed part '{parsed.fixed}'")
-    used |= set(fixed_vars)
+    used |= set(fixed_vars) | W.offset_variables(offset_exprs, meta)
     rand = []
     for spec in parsed.random:
         expr, renames = translate_r(spec.expr)
@@ -214,7 +213,9 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
     uniq = reduce_partitions(ddf[read].to_delayed(), _unique_values, (keys, read, factors),
                              _merge_uniques, label="levels pass", verbose=verbose)
     uniq = dict(zip(keys, uniq))
-    cat_levels = {c: np.sort(uniq[(c,)]) for c in cat_cols}
+    dtypes = dict(meta.dtypes)
+    cat_levels = {c: distinct_levels(restore_dtype(uniq[(c,)][c], dtypes[c]))[1]
+                  for c in cat_cols}
 
     # a small sample with every level: formulaic learns the encodings (levels) from it
     with warnings.catch_warnings():
@@ -223,23 +224,23 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
         if len(sample.dropna()) == 0:
             sample = ddf[used].dropna().head(50, npartitions=-1, compute=True)
     for f in factors:
-        sample[f] = sample[f].astype(str).where(sample[f].notna())
+        sample[f] = factor_labels(sample[f])
     sample = sample.dropna()
     if len(sample) == 0:
         raise ValueError("no rows left after dropping rows with missing values")
     for c, lv in cat_levels.items():
-        sample[c] = pd.Categorical(sample[c], categories=lv)
+        sample[c] = _as_categorical(sample[c], lv)
     Xs, fcols, fixed_spec, _ = build_matrix(parsed.fixed, sample)
     fixef_names = [r_column_name(c, parsed.fixed, parsed.renames) for c in fcols]
     plan = Plan(formula, parsed, parsed.response, used, factors, cat_levels, fixed_spec,
-                list(range(Xs.shape[1])), fixef_names)
+                list(range(Xs.shape[1])), fixef_names, offset_exprs=offset_exprs)
     terms = []
     for spec, expr, renames, _ in rand:
         Zs, zcols, zspec, term_indices = build_matrix(expr, sample)
         names = [r_column_name(c, expr, renames) for c in zcols]
         col_groups = [list(range(Zs.shape[1]))] if spec.correlated else \
             [list(idx) for idx in term_indices.values()]
-        lv = Levels(uniq[tuple(spec.group)])
+        lv = Levels(uniq[tuple(spec.group)], spec.group, dtypes)
         for cg in col_groups:
             terms.append(TermPlan(spec.name, tuple(spec.group), [names[c] for c in cg], expr,
                                    zspec, cg, lv))

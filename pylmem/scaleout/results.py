@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from ..estimation.optimize import optimize_theta
+from ..model.design import require_rows
 from ..numerics.deviance import ProfiledDeviance
+from ..postfit.diagnostics import RESIDUAL_TYPES
 from ..postfit.predict import predict
 from ..reports.summary import Summary
 from .reduce import is_dask_frame, reduce_partitions, share
@@ -53,6 +55,9 @@ class RowState:
 
 def _fitted_rows(state, plan, part):
     out = plan.fixed_matrix(part) @ state.beta
+    off = plan.offset(part)
+    if off is not None:
+        out = out + off
     for t, b in zip(plan.terms, state.modes):
         if len(part):
             out = out + np.einsum("nq,nq->n", plan.term_matrix(t, part), b[t.levels.codes(part, t.group)])
@@ -140,9 +145,20 @@ class DaskRows:
         """Conditional residuals y − Xβ̂ − Zb̂ (lazy, per partition)."""
         return _lazy_rows(self, _resid_rows, "residuals")
 
-    def predict(self, newdata=None, *, re_form=None, allow_new_levels=True):
+    def predict(self, newdata=None, *, re_form=None, allow_new_levels=False, se_fit=False,
+                interval=None, level=0.95):
         """lme4's predict(): a lazy Dask series for the fitted data or a Dask ``newdata``;
-        a pandas ``newdata`` gives a pandas Series (as an in-memory fit)."""
+        a pandas ``newdata`` gives a pandas Series (as an in-memory fit), or with ``se_fit`` /
+        ``interval`` the DataFrame of an in-memory fit (standard errors and intervals need
+        the factor at θ̂, which a Dask fit has, and newdata's rows, so a pandas newdata)."""
+        if se_fit or interval is not None:
+            if newdata is None or is_dask_frame(newdata):
+                raise NotImplementedError(
+                    "predict(se_fit=True) / predict(interval=...) of a Dask fit needs a pandas "
+                    "newdata (e.g. fit.predict(ddf.head(1000), se_fit=True)): standard errors "
+                    "of the fitted rows are not computed lazily")
+            return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                           se_fit=se_fit, interval=interval, level=level)
         if newdata is None:
             if re_form is None:
                 return self.fitted.rename("predicted")
@@ -155,17 +171,59 @@ class DaskRows:
 
         d = self.design
         light = NS(design=NS(fixed_spec=d.fixed_spec, parsed=d.parsed, fixef_names=d.fixef_names,
-                             terms=d.terms), fixef=self.fixef, modes=self.modes,
-                   formula=self.formula)
+                             terms=d.terms, offset_exprs=list(d.offset_exprs),
+                             factors=tuple(d.plan.factors), aliases=None),
+                   fixef=self.fixef, modes=self.modes, formula=self.formula)
         return newdata.map_partitions(_predict_part, dask.delayed(light, traverse=False),
                                       re_form, allow_new_levels,
                                       meta=pd.Series(dtype=float, name="predicted"))
 
     def hat_matrix(self, max_n: int = 5000):
-        raise ValueError("hat_matrix forms an n × n matrix: not for a Dask fit (use edf)")
+        raise NotImplementedError("hat_matrix() is not available for a Dask fit: it forms an "
+                                  "n × n matrix (use edf, or fit in memory)")
 
-    def refit(self, *, reml: bool):
-        """The same model refitted by ML or REML from the stored statistics (no data pass)."""
+    def residuals_of(self, type: str = "response", scaled: bool = False):  # noqa: A002
+        """lme4's residual types as a lazy Dask series (no prior weights on the Dask path, so
+        every type is y − ŷ; ``scaled``: divided by σ̂)."""
+        if type not in RESIDUAL_TYPES:
+            raise ValueError(f"type must be one of {', '.join(RESIDUAL_TYPES)}, got {type!r}")
+        r = self.residuals
+        return (r / self.sigma if scaled else r).rename(f"residuals.{type}")
+
+    def hatvalues(self):
+        require_rows(self.design, "hatvalues()")
+
+    def cooks_distance(self):
+        require_rows(self.design, "cooks_distance()")
+
+    def rstudent(self):
+        require_rows(self.design, "rstudent()")
+
+    def influence(self, groups=None, *, data=None):
+        require_rows(self.design, "influence()")
+
+    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False):
+        require_rows(self.design, "simulate()")
+
+    def bootstrap(self, nsim: int, seed=None, **kw):
+        require_rows(self.design, "bootstrap()")
+
+    def anova(self, type=3, ddf="Satterthwaite"):
+        require_rows(self.design, "anova(fit) (lmerTest's F tests; anova(m0, m1) works)")
+
+    def fitted_model_order(self):
+        require_rows(self.design, "fitted_model_order() (use fit.fitted, lazy)")
+
+    def data_series(self, a, name):
+        require_rows(self.design, "data_series()")
+
+    def refit(self, y=None, *, reml: bool | None = None):
+        """The same model refitted by ML or REML from the stored statistics (no data pass);
+        a new response ``y`` needs the rows (NotImplementedError)."""
+        if y is not None:
+            require_rows(self.design, "refit(y)")
+        if reml is None:
+            raise TypeError("refit() needs a new response y, or reml=True/False")
         if reml == self.reml and self.method == "profiled":
             return self
         qs = [t.q for t in self.design.terms]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..estimation.em import fit_em_statistics
+from ..inference.lrt import response_fingerprint
 from ..model.covariance import theta_from_lower
 from ..numerics.crossprod import crossproducts
 from .plan import Plan
@@ -21,8 +22,10 @@ from .reduce import reduce_partitions, share
 class RowStats:
     """Counts that add over partitions, next to the cross-products.
 
-    ``n`` rows used, ``n_dropped`` rows with a missing value, ``wsum`` Σ_rows [X y],
-    ``counts[k]`` rows per level of term k, ``ones[k]`` whether Z_k ≡ 1.
+    ``n`` rows used, ``n_dropped`` rows with a missing value, ``wsum`` Σ_rows [X y]
+    (y − offset), ``counts[k]`` rows per level of term k, ``ones[k]`` whether Z_k ≡ 1,
+    ``yprint`` the response's fingerprint (:func:`pylmem.inference.lrt.response_fingerprint`:
+    what anova compares, row by row, without the rows).
     """
 
     n: int
@@ -30,12 +33,14 @@ class RowStats:
     wsum: np.ndarray
     counts: list
     ones: list
+    yprint: np.ndarray = None
 
     def __add__(self, other: "RowStats") -> "RowStats":
+        yp = None if self.yprint is None or other.yprint is None else self.yprint + other.yprint
         return RowStats(self.n + other.n, self.n_dropped + other.n_dropped,
                         self.wsum + other.wsum,
                         [a + b for a, b in zip(self.counts, other.counts)],
-                        [a and b for a, b in zip(self.ones, other.ones)])
+                        [a and b for a, b in zip(self.ones, other.ones)], yp)
 
 
 @dataclass
@@ -77,6 +82,10 @@ def partition_stats(part: pd.DataFrame, plan: Plan):
             codes = [c[order] for c in codes]
     y = part[plan.response].to_numpy(dtype=float)
     _check_finite(y[:, None], [plan.response], "response")
+    yprint = response_fingerprint(part.index, y)
+    off = plan.offset(part)
+    if off is not None:
+        y = y - off
     X = plan.fixed_matrix(part)
     _check_finite(X, plan.fixef_names, "fixed-effects")
     built = {}
@@ -90,7 +99,7 @@ def partition_stats(part: pd.DataFrame, plan: Plan):
     cp = crossproducts(y, X, terms)
     rs = RowStats(len(y), n_dropped, np.r_[X.sum(axis=0), y.sum()],
                   [np.bincount(t.codes, minlength=t.n_levels) for t in terms],
-                  [bool(np.all(t.Z == 1.0)) for t in terms])
+                  [bool(np.all(t.Z == 1.0)) for t in terms], yprint)
     return cp, rs
 
 
