@@ -39,7 +39,6 @@ lmer.H1   12 8982.2 9042.4 -4479.1   8958.2 3.6479  2     0.1614
 """
 
 R_SLEEP = """\
-refitting model(s) with ML (instead of REML)
 Data: sleepstudy
 Models:
 fm00: Reaction ~ 1 + (1 | Subject)

@@ -37,7 +37,8 @@ __all__ = ["lmer", "fit_design", "LmerFit", "DaskLmerFit", "ConvergenceWarning"]
 
 
 def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "profiled",
-         factors=(), verbose=None, em_options=None, weights=None, offset=None) -> "LmerFit":
+         factors=(), verbose=None, em_options=None, weights=None, offset=None,
+         data_name: str | None = None, REML: bool | None = None) -> "LmerFit":  # noqa: N803
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     ``method="profiled"`` (default) minimises the profiled deviance (lme4's algorithm);
@@ -54,6 +55,16 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     ``offset``: a known term of the linear predictor (column name or array), added to any
     ``offset(x)`` of the formula.  ``data`` may be pandas, polars or pyarrow.
     """
+    if REML is not None:          # lme4's spelling, accepted as an alias of reml=
+        reml = REML
+    fit = _lmer(formula, data, reml=reml, method=method, factors=factors, verbose=verbose,
+                em_options=em_options, weights=weights, offset=offset)
+    if data_name is not None:
+        fit.data_name = str(data_name)
+    return fit
+
+
+def _lmer(formula, data, *, reml, method, factors, verbose, em_options, weights, offset):
     if not isinstance(data, pd.DataFrame) and type(data).__module__.startswith("dask"):
         # a dask DataFrame, fitted where it lives
         if weights is not None or offset is not None:
@@ -141,9 +152,34 @@ class LmerFit(FitState):
         return estimate(self.design, reml=reml, cp=self.cp, verbose=False, cls=type(self))
 
     # ------------------------------------------------------------------ simulation, bootstrap
-    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
-        """(n, nsim) responses simulated from the fit: see :func:`pylmem.inference.bootstrap.simulate`."""
-        return bootstrap_mod.simulate(self, nsim, seed=seed, use_u=use_u)
+    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False, *,
+                 as_frame: bool = False):
+        """Responses simulated from the fit (lme4's ``simulate``).
+
+        Parameters
+        ----------
+        nsim : int, default 1
+            Number of simulated responses.
+        seed : int, numpy Generator or None
+            The random source.
+        use_u : bool, default False
+            Keep b at its conditional modes (lme4's ``use.u``).
+        as_frame : bool, default False
+            Return a DataFrame labelled as lme4's: the data's row index, columns
+            ``sim_1`` … ``sim_<nsim>``.
+
+        Returns
+        -------
+        numpy.ndarray or pandas.DataFrame
+            (n, nsim), rows in the data's order: see
+            :func:`pylmem.inference.bootstrap.simulate`.
+        """
+        Y = bootstrap_mod.simulate(self, nsim, seed=seed, use_u=use_u)
+        if not as_frame:
+            return Y
+        d = self.design
+        return pd.DataFrame(Y, index=d.to_data_order(d.row_labels),
+                            columns=[f"sim_{i + 1}" for i in range(Y.shape[1])])
 
     def bootstrap(self, nsim: int, seed=None, **kw):
         """Parametric bootstrap (lme4's bootMer): see :func:`pylmem.inference.bootstrap.bootstrap`."""
@@ -195,9 +231,29 @@ class LmerFit(FitState):
         """Intraclass correlation (adjusted and conditional)."""
         return measures.icc(self, by_group=by_group)
 
-    def rePCA(self) -> dict:  # noqa: N802 - lme4's name
-        """lme4's rePCA: principal components of each grouping factor's random effects."""
+    def re_pca(self) -> dict:
+        """lme4's ``rePCA``: principal components of each grouping factor's random effects.
+
+        Returns
+        -------
+        dict
+            Grouping factor -> PCA (``sdev``, ``rotation``, ``summary()``): see
+            :func:`pylmem.postfit.measures.rePCA`.
+        """
         return measures.rePCA(self)
+
+    def rePCA(self) -> dict:  # noqa: N802 - lme4's name
+        """Deprecated alias of :meth:`re_pca` (lme4's camel-case name).
+
+        Returns
+        -------
+        dict
+            As :meth:`re_pca`.
+        """
+        import warnings
+
+        warnings.warn("rePCA() is deprecated: use re_pca()", DeprecationWarning, stacklevel=2)
+        return self.re_pca()
 
     # ------------------------------------------------------------------ reports
     def tidy(self, effects=("ran_pars", "fixed"), conf_int: bool = False,
@@ -212,6 +268,75 @@ class LmerFit(FitState):
 
     def __repr__(self) -> str:
         return summary_mod.short_repr(self)
+
+    def _repr_html_(self) -> str:
+        """lme4's ``print(fit)`` layout, for notebooks."""
+        import html
+
+        return "<pre>" + html.escape(repr(self)) + "</pre>"
+
+    # ------------------------------------------------------------------ statsmodels' names
+    # read-only aliases of lme4's accessors, under the names a statsmodels user looks for
+    @property
+    def params(self) -> pd.Series:
+        """The fixed effects β̂ (statsmodels' name; lme4's ``fixef``)."""
+        return self.fixef.rename("params")
+
+    @property
+    def bse(self) -> pd.Series:
+        """Standard errors of β̂ (statsmodels' name; ``stderr``)."""
+        return self.stderr.rename("bse")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """p-values of the t tests of β̂ with Satterthwaite's df (lmerTest's default).
+
+        statsmodels' MixedLM gives Wald z p-values instead; ``coef_table(ddf="Kenward-Roger")``
+        gives Kenward–Roger's.
+        """
+        return self.coef_table(ddf="Satterthwaite")["Pr(>|t|)"].rename("pvalues")
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald confidence intervals of β̂ (statsmodels' ``conf_int``: columns 0 and 1).
+
+        Parameters
+        ----------
+        alpha : float, default 0.05
+            1 − the confidence level.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per fixed effect, the lower (column 0) and upper (column 1) limits
+            β̂ ∓ z_{1−α/2} se. Profile or bootstrap intervals: :meth:`confint`.
+        """
+        from scipy.stats import norm
+
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        z = norm.ppf(1 - alpha / 2)
+        b, se = self.fixef, self.stderr
+        return pd.DataFrame({0: b - z * se, 1: b + z * se})
+
+    @property
+    def llf(self) -> float:
+        """The log-likelihood (statsmodels' name; ``loglik``: the REML one for a REML fit)."""
+        return self.loglik
+
+    @property
+    def nobs(self) -> int:
+        """Number of observations used (statsmodels' name; ``n_obs``)."""
+        return self.n_obs
+
+    @property
+    def fittedvalues(self):
+        """Conditional fitted values Xβ̂ + Zb̂ (statsmodels' name; ``fitted``)."""
+        return self.fitted
+
+    @property
+    def resid(self):
+        """Conditional residuals y − Xβ̂ − Zb̂ (statsmodels' name; ``residuals``)."""
+        return self.residuals
 
     def summary(self, ddf=None) -> "object":
         """lme4's summary(): an object whose str() is the printed summary; ``ddf``

@@ -151,7 +151,9 @@ class FitState:
             for j in range(len(names)):
                 for i in range(j + 1, len(names)):
                     den = sd[i] * sd[j]
-                    rows.append((name, names[i], names[j], C.iloc[i, j], C.iloc[i, j] / den if den > 0 else np.nan))
+                    # lme4's order: var1 the earlier coefficient, var2 the later one
+                    rows.append((name, names[j], names[i], C.iloc[i, j],
+                                 C.iloc[i, j] / den if den > 0 else np.nan))
         rows.append(("Residual", None, None, self.sigma2, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
@@ -259,11 +261,31 @@ class FitState:
                 D0[g0:g1] += np.einsum("mgi,mgj->gij", Yb, Yb)
         return [D0] + f.LRR.inv_diag_blocks(sizes)
 
-    def ranef_condvar(self) -> dict:
-        """Conditional covariance of each level's random effects: σ² T (LL')⁻¹_jj T'."""
+    def ranef_condvar(self, as_frame: bool = False) -> dict:
+        """Conditional covariance of each level's random effects: σ² T (LL')⁻¹_jj T'
+        (lme4's ``attr(ranef(fit, condVar=TRUE)[[g]], "postVar")``).
+
+        Parameters
+        ----------
+        as_frame : bool, default False
+            False: each term's (levels, q, q) array, levels in the order of
+            ``ranef[name].index``. True: each term's DataFrame with a (level, coefficient)
+            MultiIndex on the rows and the coefficients as columns, so
+            ``cv.loc["308"]`` is level 308's q × q block.
+
+        Returns
+        -------
+        dict
+            Term name -> array or DataFrame.
+        """
         out = {}
         for t, T, D in zip(self.design.terms, self.factor.T, self.inv_diag_blocks):
-            out[t.name] = self.sigma2 * np.einsum("ik,gkl,jl->gij", T, D, T)
+            V = self.sigma2 * np.einsum("ik,gkl,jl->gij", T, D, T)
+            if as_frame:
+                idx = pd.MultiIndex.from_product([pd.Index(t.levels), list(t.coef_names)],
+                                                 names=[t.name, "term"])
+                V = pd.DataFrame(V.reshape(-1, t.q), index=idx, columns=list(t.coef_names))
+            out[t.name] = V
         return out
 
     @property

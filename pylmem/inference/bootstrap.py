@@ -552,6 +552,11 @@ class PBTest:
                  self.test.to_string(float_format=lambda x: f"{x:.5g}", na_rep="")]
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:  # notebooks: the printed layout too
+        import html
+
+        return "<pre>" + html.escape(repr(self)) + "</pre>"
+
 
 def pb_anova(m0, m1, nsim: int = 1000, seed=None, *, verbose=None) -> PBTest:
     """Parametric-bootstrap likelihood-ratio test of the smaller model ``m0`` against ``m1``

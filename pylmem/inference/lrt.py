@@ -7,6 +7,7 @@ negative) on npar_k - npar_{k-1} degrees of freedom.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -37,9 +38,9 @@ class AnovaResult(pd.DataFrame):
         return pd.DataFrame  # slices are plain DataFrames
 
     def heading(self) -> list[str]:
+        # the REML -> ML refit is said once, as lme4's message, by the warning of anova();
+        # the table keeps it in ``refitted``
         lines = []
-        if getattr(self, "refitted", False):
-            lines.append(REFIT_MESSAGE)
         dn = getattr(self, "data_name", None)
         n = self.fits[0].n_obs if getattr(self, "fits", None) else None
         lines.append(f"Data: {dn}" if dn else f"Data: ({n} observations)")
@@ -105,14 +106,34 @@ def check_same_data(fits) -> None:
                              f"values of {f.design.response!r} differ")
 
 
+def caller_names(fits, frame) -> list | None:
+    """The names of the caller's variables holding ``fits`` (lme4 labels the rows by the
+    arguments' expressions): each fit bound to exactly one name, locals before globals;
+    None when some fit has no name or several (``anova(*fits)``, ``anova(f(a), f(b))``)."""
+    names = []
+    for f in fits:
+        found = None
+        for scope in (frame.f_locals, frame.f_globals):
+            hits = [k for k, v in list(scope.items()) if v is f and not k.startswith("_")]
+            if hits:
+                found = hits
+                break
+        if found is None or len(found) != 1:
+            return None
+        names.append(found[0])
+    return names if len(set(names)) == len(names) else None
+
+
 def anova(*fits, names=None, data_name=None, refit: bool = True, type=None, ddf=None):
     """Compare nested fits by likelihood-ratio tests (lme4's ``anova(m0, m1, ...)``).
 
     One fit (optionally ``type=3|1``, ``ddf="Satterthwaite"|"Kenward-Roger"``): lmerTest's
     F tests of its fixed-effects terms instead (:func:`pylmem.inference.ftests.single_anova`).
 
-    ``names``: row names (default "m0", "m1", ... in argument order). REML fits are
-    refitted by ML (with a warning, as lme4 prints a note) unless ``refit=False``.
+    ``names``: row names (default: the names of the caller's variables holding the fits, as
+    lme4 labels the rows ``fm0``, ``fm1``; "m0", "m1", ... in argument order when the fits
+    are not each in one variable). REML fits are refitted by ML (with one warning, lme4's
+    note) unless ``refit=False``.
     Rows are ordered by number of parameters (stable).
     """
     if len(fits) == 1 and isinstance(fits[0], (list, tuple)):
@@ -126,7 +147,7 @@ def anova(*fits, names=None, data_name=None, refit: bool = True, type=None, ddf=
     if len(fits) < 2:
         raise ValueError("anova needs at least two fitted models to compare")
     if names is None:
-        names = [f"m{i}" for i in range(len(fits))]
+        names = caller_names(fits, sys._getframe(1)) or [f"m{i}" for i in range(len(fits))]
     names = [str(n) for n in names]
     if len(names) != len(fits):
         raise ValueError(f"anova: {len(names)} names given for {len(fits)} models")

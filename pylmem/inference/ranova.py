@@ -97,6 +97,11 @@ class RanovaTable(pd.DataFrame):
     def __repr__(self) -> str:
         return str(self)
 
+    def _repr_html_(self) -> str:  # notebooks: the R layout too
+        import html
+
+        return "<pre>" + html.escape(str(self)) + "</pre>"
+
 
 def ranova(fit) -> pd.DataFrame:
     """lmerTest's ranova table: npar, logLik, AIC, LRT, Df, Pr(>Chisq); first row <none>."""
