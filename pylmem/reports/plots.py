@@ -104,6 +104,12 @@ def plot_em_trace(fit_or_emresult, path, *, title=None) -> Path:
 # --------------------------------------------------------------------------- caterpillar
 
 
+def caterpillar_order(modes) -> np.ndarray:
+    """The row order of every caterpillar panel: the levels sorted by the first
+    coefficient's conditional mode (lme4's ``dotplot.ranef.mer``), one order for all."""
+    return np.argsort(np.asarray(modes.iloc[:, 0], dtype=float), kind="stable")
+
+
 def plot_caterpillar(fit, path, term=None, *, title=None, max_labels=50) -> Path:
     """Conditional modes of one random-effects term with 95% intervals (±1.96·sqrt(condvar)).
 
@@ -127,7 +133,7 @@ def plot_caterpillar(fit, path, term=None, *, title=None, max_labels=50) -> Path
     width = min(max(4.2 * q + 1.0, 6.4), 16)
     fig, axes = new_figure((width, height), 1, q, squeeze=False)
     levels = np.asarray(modes.index).astype(str)
-    order = np.argsort(modes.iloc[:, 0].to_numpy(), kind="stable")   # one order, lme4's
+    order = caterpillar_order(modes)
     for j, ax in enumerate(axes[0]):
         m = modes.iloc[:, j].to_numpy()
         s = sd[:, j]
