@@ -127,14 +127,32 @@ def caller_names(fits, frame) -> list | None:
 def anova(*fits, names=None, data_name=None, refit: bool = True, type=None, ddf=None):
     """Compare nested fits by likelihood-ratio tests (lme4's ``anova(m0, m1, ...)``).
 
-    One fit (optionally ``type=3|1``, ``ddf="Satterthwaite"|"Kenward-Roger"``): lmerTest's
-    F tests of its fixed-effects terms instead (:func:`pylmem.inference.ftests.single_anova`).
+    Each model is compared with the one before it, the rows ordered by number of parameters
+    (stable). With one fit: lmerTest's F tests of its fixed-effects terms instead
+    (:func:`pylmem.inference.ftests.single_anova`).
 
-    ``names``: row names (default: the names of the caller's variables holding the fits, as
-    lme4 labels the rows ``fm0``, ``fm1``; "m0", "m1", ... in argument order when the fits
-    are not each in one variable). REML fits are refitted by ML (with one warning, lme4's
-    note) unless ``refit=False``.
-    Rows are ordered by number of parameters (stable).
+    Parameters
+    ----------
+    *fits : LmerFit
+        Two or more fits to the same data (or one fit, or one list of fits).
+    names : list of str, optional
+        Row names. Default: the names of the caller's variables holding the fits, as lme4
+        labels the rows ``fm0``, ``fm1``; "m0", "m1", ... in argument order when the fits
+        are not each held by exactly one variable.
+    data_name : str, optional
+        Shown on the table's ``Data:`` line.
+    refit : bool, default True
+        Refit REML fits by ML first (with one warning, lme4's note).
+    type : {1, 3}, optional
+        One fit only: the type of the F tests (default 3).
+    ddf : {"Satterthwaite", "Kenward-Roger"}, optional
+        One fit only: the denominator df of the F tests (default Satterthwaite).
+
+    Returns
+    -------
+    AnovaResult or FTestTable
+        lme4's table (npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)), printed as R
+        prints it; lmerTest's F table for one fit.
     """
     if len(fits) == 1 and isinstance(fits[0], (list, tuple)):
         fits = tuple(fits[0])

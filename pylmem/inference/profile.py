@@ -380,7 +380,23 @@ class Profile:
 
 @one_blas_thread
 def profile(fit, which=None, **kw) -> Profile:
-    """The likelihood profile of each parameter on lme4's ζ scale (see module docstring)."""
+    """The likelihood profile of each parameter on lme4's ζ scale (see module docstring).
+
+    Parameters
+    ----------
+    fit : LmerFit
+        The model (a REML fit is profiled on its ML refit, as lme4 does).
+    which : list of str, optional
+        Parameter names (``.sig01``, ``.sigma``, fixed effects); default all.
+    **kw
+        ``zmax`` (the largest |ζ| profiled, default the 99% two-sided normal quantile) and
+        ``n_points`` (points on each side, default 8).
+
+    Returns
+    -------
+    Profile
+        ``frame`` (.par, value, .zeta) and ``confint(level)``.
+    """
     return Profile(fit, which=which, **kw)
 
 
@@ -388,9 +404,29 @@ def profile(fit, which=None, **kw) -> Profile:
 def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None, **kw) -> pd.DataFrame:
     """Confidence intervals with lme4's row names (.sig01…, .sigma, fixed effects).
 
-    ``method``: "Wald" (fixed effects; NaN for variance parameters), "profile" (likelihood
-    profile, see module docstring) or "boot" (parametric bootstrap,
-    :func:`pylmem.inference.bootstrap.bootstrap`).  ``parm``: a subset of row names.
+    Parameters
+    ----------
+    fit : LmerFit
+        The model.
+    method : {"profile", "Wald", "boot"}, default "profile"
+        "Wald": fixed effects only (NaN for the variance parameters, as lme4); "profile":
+        the likelihood profile (see the module docstring); "boot": parametric-bootstrap
+        percentile intervals (:func:`pylmem.inference.bootstrap.bootstrap`).
+    level : float, default 0.95
+        The confidence level.
+    parm : str or list of str, optional
+        A subset of the row names.
+    nsim : int, default 500
+        Replicates for ``method="boot"``.
+    seed : int, numpy Generator or None
+        The random source for ``method="boot"``.
+    **kw
+        Ignored (accepted for lme4's other arguments).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns "2.5 %" and "97.5 %" (for ``level=0.95``), one row per parameter.
     """
     m = str(method).lower()
     if not 0 < level < 1:
