@@ -38,7 +38,7 @@ __all__ = ["lmer", "fit_design", "LmerFit", "DaskLmerFit", "ConvergenceWarning"]
 
 def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "profiled",
          factors=(), verbose=None, em_options=None, weights=None, offset=None,
-         data_name: str | None = None, REML: bool | None = None) -> "LmerFit":  # noqa: N803
+         data_name: str | None = None, REML: bool | None = None) -> "LmerFit":
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     Parameters

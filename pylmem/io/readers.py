@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["read_table", "ARROW_EXTRA"]
+__all__ = ["ARROW_EXTRA", "read_table"]
 
 #: How to get pyarrow (Parquet and Feather) when it is missing.
 ARROW_EXTRA = ('python3 -m pip install ".[arrow]" in a source checkout, or '
