@@ -67,3 +67,12 @@ def test_blocks_are_read_as_the_docs_test_reads_them():
     for p in sorted((ROOT / "docs" / "tutorials").glob("*.md")):
         assert [c for _, c in hooks.python_blocks(p.read_text(), p.name)] == \
             [c for _, c in test_docs.python_blocks(p)]
+
+
+def test_sphinx_roles_shown_as_code():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("griffe_roles", ROOT / "tools" / "griffe_roles.py")
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    text = "see :func:`~pylmem.inference.ddf.coef_table` and :class:`LmerFit`, :mod:`pylmem.io`"
+    assert roles.ROLE.sub(roles._plain, text) == "see `coef_table` and `LmerFit`, `pylmem.io`"
