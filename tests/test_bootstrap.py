@@ -306,7 +306,7 @@ def test_pb_anova_gmo_matches_pbkrtest():
     t = pb.test
     # the observed LRT is anova's; lme4 1.1-31 stops short on these fits (convergence
     # warnings in make_boot_refs.R), so its statistic differs in the second decimal
-    chisq = pylmem.anova(h0, h1).loc["m1", "Chisq"]
+    chisq = pylmem.anova(h0, h1).loc["h1", "Chisq"]     # rows named by the variables
     assert t.loc["LRT", "stat"] == pytest.approx(chisq, rel=1e-12)
     assert t.loc["LRT", "stat"] == pytest.approx(ref["LRT"], abs=0.05)
     assert t.loc["LRT", "df"] == ref["df"] == 2

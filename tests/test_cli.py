@@ -165,8 +165,9 @@ def test_fit_stdin(capsys, monkeypatch):
 def test_fit_plain_output_is_the_summary(capsys, rat_csv):
     rc, out, err = _run(capsys, "fit", rat_csv, RAT_POLY, "--ml")
     assert rc == 0, err
-    fit = pylmem.lmer(RAT_POLY, pd.read_csv(rat_csv), reml=False)
+    fit = pylmem.lmer(RAT_POLY, pd.read_csv(rat_csv), reml=False, data_name=rat_csv)
     assert out.rstrip("\n") == str(fit.summary()).rstrip("\n")
+    assert f"   Data: {rat_csv}" in out.splitlines()[:3]
     assert "Random effects:" in out
     assert "Fixed effects:" in out
 
@@ -255,7 +256,7 @@ def test_error_usage(capsys, rat_csv):
     _assert_error(*_run(capsys, "fit", rat_csv, RAT_POLY, "--method", "em", "--reml"),
                   "maximum likelihood")
     _assert_error(*_run(capsys, "frobnicate"))
-    _assert_error(*_run(capsys, "anova", rat_csv, RAT_POLY), "two")
+    _assert_error(*_run(capsys, "anova", rat_csv, RAT_POLY, RAT_POLY, "--type", "3"), "one FORMULA")
 
 
 def test_help_and_version(capsys):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FILES = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
+FILES = [REPO / "README.md"] + sorted((REPO / "docs").rglob("*.md"))
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 RUNNER = r'''
@@ -59,7 +59,7 @@ def test_the_docs_have_code_to_run():
     assert sum(len(python_blocks(p)) for p in FILES) >= 10
 
 
-@pytest.mark.parametrize("path", [p for p in FILES if python_blocks(p)], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in FILES if python_blocks(p)], ids=lambda p: str(p.relative_to(REPO)))
 def test_python_blocks_run(path, tmp_path):
     (tmp_path / "blocks.json").write_text(json.dumps(python_blocks(path)))
     (tmp_path / "runner.py").write_text(RUNNER)

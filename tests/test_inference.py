@@ -369,7 +369,7 @@ def test_summary_ddf_layout():
     assert s.splitlines()[0] == ("Linear mixed model fit by REML. t-tests use Satterthwaite's "
                                  "method ['lmerModLmerTest']")
     line = [ln for ln in s.splitlines() if ln.startswith("Days ")][0]
-    assert line.split()[:4] == ["Days", "10.467", "1.546", "17"]
+    assert line.split()[:4] == ["Days", "10.467", "1.546", "17.000"]   # lmerTest prints 17.000
     assert "3.26e-06" in line and line.rstrip().endswith("***")
     s = str(fit_of("sleep_reml").summary(ddf="Kenward-Roger"))
     assert "Kenward-Roger's method" in s.splitlines()[0]

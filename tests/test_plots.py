@@ -137,3 +137,29 @@ def test_plot_leverage(tmp_path):
     fit = pylmem.lmer("Reaction ~ Days + (Days | Subject)", pylmem.datasets.load("sleepstudy"))
     p = plots.plot_leverage(fit, tmp_path / "lev.png")
     assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+
+
+def test_caterpillar_one_level_order_across_panels(sleep_fit):
+    """lme4's dotplot(ranef(fit)): every panel in the order of the first coefficient."""
+    modes = sleep_fit.ranef["Subject"]
+    order = plots.caterpillar_order(modes)
+    assert np.all(np.diff(modes.iloc[order, 0].to_numpy()) >= 0)
+    # the slope panel uses the same rows, not its own sort
+    assert not np.all(np.diff(modes.iloc[order, 1].to_numpy()) >= 0)
+
+
+def test_bootstrap_density_of_a_correlation_stays_in_range(sleep_fit, tmp_path):
+    from pylmem.inference.plots import _reflected_kde
+
+    rng = np.random.default_rng(3)
+    v = np.clip(1 - np.abs(rng.normal(0, 0.05, 500)), -1, 1)    # piled up against +1
+    grid = np.linspace(-1, 1, 4001)
+    dens = _reflected_kde(v, -1.0, 1.0, grid)
+    from scipy.integrate import trapezoid
+
+    assert trapezoid(dens, grid) == pytest.approx(1.0, abs=2e-3)
+    from scipy.stats import gaussian_kde
+
+    assert trapezoid(gaussian_kde(v)(grid), grid) < 0.95    # unreflected: mass past +1
+    res = sleep_fit.bootstrap(60, seed=2)
+    _check_png(plots.plot_bootstrap(res, tmp_path / "boot.png"))

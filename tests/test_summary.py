@@ -528,7 +528,7 @@ Fixed effects:
             Estimate Std. Error t value
 (Intercept)   5.6656     0.6784   8.352
 optimizer (nloptwrap) convergence code: 0 (OK)
-boundary (singular) fit: see help('isSingular')
+boundary (singular) fit: see help(pylmem.LmerFit.is_singular)
 """
 
 
@@ -543,7 +543,7 @@ def test_singular_fit_prints_lme4_warning():
     compare_lines("\n".join(lines[:-3]), "\n".join(want[:-2]))
     assert lines[-3].startswith("optimizer (")
     assert "convergence code: 0 (OK)" in lines[-3]
-    assert lines[-2] == "boundary (singular) fit: see help('isSingular')"
+    assert lines[-2] == "boundary (singular) fit: see help(pylmem.LmerFit.is_singular)"
     assert "lme4 warnings" in repr(fit).split("\n")[-1]
 
 

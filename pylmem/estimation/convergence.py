@@ -36,6 +36,10 @@ class OptSummary:
     singular: bool = False
 
 
+# Hand-written on purpose: scipy.optimize.approx_fprime(x, grad, h) forms the same forward
+# differences but evaluates grad(x) again (k + 1 gradients where g0 is known) and does not
+# symmetrise; scipy.differentiate.hessian (scipy >= 1.15, above the pinned minimum) is
+# adaptive and needs many more deviance evaluations. _fd_grad_hess is lme4's deriv12.
 def _fd_hessian(grad, x, h, g0):
     """Symmetrised forward-difference Hessian from a gradient function (g0 = grad(x)).
 

@@ -749,9 +749,11 @@ def em(y, groups, X, A=None, *, n_iter=50, simplified=False, mask=None, tol=None
         docstring).  ``n_iter`` (tol None) / ``max_iter`` bound the number of map updates.
     max_iter : the most EM updates when ``tol`` is given.
 
-    Returns an :class:`EMResult`; with ``simplified=False, mask=None, tol=None,
-    accelerate=False`` its beta, omega, sigma2 and loglik are those of the seed's
-    ``em.lmem(y, id, X, A, niter=n_iter)``.
+    Returns
+    -------
+    EMResult
+        With ``simplified=False, mask=None, tol=None, accelerate=False`` its beta, omega,
+        sigma2 and loglik are those of the seed's ``em.lmem(y, id, X, A, niter=n_iter)``.
     """
     _check_opts(n_iter, tol, max_iter)
     yv = _as_vector(y)

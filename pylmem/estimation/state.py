@@ -65,10 +65,12 @@ class FitState:
     # ------------------------------------------------------------------ basics
     @property
     def formula(self) -> str:
+        """The model's formula, as given."""
         return self.design.formula
 
     @property
     def n_obs(self) -> int:
+        """Number of observations used (lme4's ``nobs``): rows with missing values excluded."""
         return self.design.n_obs
 
     @property
@@ -86,14 +88,17 @@ class FitState:
 
     @property
     def converged(self) -> bool:
+        """Whether the optimiser's convergence check passed (see ``warnings``)."""
         return self.optsum.converged
 
     @property
     def warnings(self) -> list:
+        """The fit's warnings (convergence, singular fit), as lme4 lists them."""
         return list(self.optsum.warnings)
 
     @property
     def n_iter(self) -> int:
+        """EM updates (``method="em"``) or deviance evaluations of the optimiser."""
         return self.em_result.n_iter if self.em_result is not None else self.optsum.n_evals
 
     @property
@@ -116,19 +121,23 @@ class FitState:
     # ------------------------------------------------------------------ parameters
     @cached_property
     def beta(self) -> np.ndarray:
+        """The fixed effects β̂ as an array (``fixef`` is the labelled Series)."""
         return self.factor.beta()
 
     @property
     def fixef(self) -> pd.Series:
+        """The fixed effects β̂ (lme4's ``fixef``), indexed by the model matrix's column names."""
         return pd.Series(self.beta, index=self.design.fixef_names, name="Estimate")
 
     @property
     def sigma2(self) -> float:
+        """The residual variance σ̂²: pwrss / (n − p) for REML, pwrss / n for ML."""
         n, p = self.n_obs, self.design.n_fixef
         return self.factor.pwrss / (n - p if self.reml else n)
 
     @property
     def sigma(self) -> float:
+        """The residual standard deviation σ̂ (lme4's ``sigma``)."""
         return float(np.sqrt(self.sigma2))
 
     @property
@@ -151,7 +160,9 @@ class FitState:
             for j in range(len(names)):
                 for i in range(j + 1, len(names)):
                     den = sd[i] * sd[j]
-                    rows.append((name, names[i], names[j], C.iloc[i, j], C.iloc[i, j] / den if den > 0 else np.nan))
+                    # lme4's order: var1 the earlier coefficient, var2 the later one
+                    rows.append((name, names[j], names[i], C.iloc[i, j],
+                                 C.iloc[i, j] / den if den > 0 else np.nan))
         rows.append(("Residual", None, None, self.sigma2, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
@@ -173,18 +184,22 @@ class FitState:
 
     @property
     def reml_criterion(self) -> float | None:
+        """The REML criterion at the optimum (lme4's ``REMLcrit``); None for ML fits."""
         return self.objective if self.reml else None
 
     @property
     def aic(self) -> float:
+        """Akaike's information criterion −2 logLik + 2 npar (the REML logLik for a REML fit, as lme4)."""
         return -2 * self.loglik + 2 * self.n_params
 
     @property
     def bic(self) -> float:
+        """The Bayesian information criterion −2 logLik + log(n) npar."""
         return -2 * self.loglik + np.log(self.n_obs) * self.n_params
 
     @property
     def df_resid(self) -> int:
+        """Residual degrees of freedom n − npar (lme4's ``df.residual``)."""
         return self.n_obs - self.n_params
 
     # ------------------------------------------------------------------ inference
@@ -198,15 +213,18 @@ class FitState:
 
     @property
     def stderr(self) -> pd.Series:
+        """Standard errors of β̂: the square roots of ``vcov``'s diagonal."""
         return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.design.fixef_names,
                          name="Std. Error")
 
     @property
     def tvalues(self) -> pd.Series:
+        """t statistics β̂ / se(β̂) (lme4's summary column ``t value``)."""
         return pd.Series(self.beta / self.stderr.to_numpy(), index=self.design.fixef_names, name="t value")
 
     @property
     def corr_fixef(self) -> pd.DataFrame:
+        """Correlation matrix of β̂ (lme4's "Correlation of Fixed Effects")."""
         V = self.vcov.to_numpy()
         s = np.sqrt(np.diag(V))
         return pd.DataFrame(V / np.outer(s, s), index=self.vcov.index, columns=self.vcov.columns)
@@ -259,11 +277,31 @@ class FitState:
                 D0[g0:g1] += np.einsum("mgi,mgj->gij", Yb, Yb)
         return [D0] + f.LRR.inv_diag_blocks(sizes)
 
-    def ranef_condvar(self) -> dict:
-        """Conditional covariance of each level's random effects: σ² T (LL')⁻¹_jj T'."""
+    def ranef_condvar(self, as_frame: bool = False) -> dict:
+        """Conditional covariance of each level's random effects: σ² T (LL')⁻¹_jj T'
+        (lme4's ``attr(ranef(fit, condVar=TRUE)[[g]], "postVar")``).
+
+        Parameters
+        ----------
+        as_frame : bool, default False
+            False: each term's (levels, q, q) array, levels in the order of
+            ``ranef[name].index``. True: each term's DataFrame with a (level, coefficient)
+            MultiIndex on the rows and the coefficients as columns, so
+            ``cv.loc["308"]`` is level 308's q × q block.
+
+        Returns
+        -------
+        dict
+            Term name -> array or DataFrame.
+        """
         out = {}
         for t, T, D in zip(self.design.terms, self.factor.T, self.inv_diag_blocks):
-            out[t.name] = self.sigma2 * np.einsum("ik,gkl,jl->gij", T, D, T)
+            V = self.sigma2 * np.einsum("ik,gkl,jl->gij", T, D, T)
+            if as_frame:
+                idx = pd.MultiIndex.from_product([pd.Index(t.levels), list(t.coef_names)],
+                                                 names=[t.name, "term"])
+                V = pd.DataFrame(V.reshape(-1, t.q), index=idx, columns=list(t.coef_names))
+            out[t.name] = V
         return out
 
     @property
@@ -285,7 +323,12 @@ class FitState:
     # ------------------------------------------------------------------ fitted values
     def fitted_model_order(self) -> np.ndarray:
         """Conditional fitted values Xβ̂ + offset + Zb̂ in model order (rows sorted by the
-        first term's levels, as ``design.y``)."""
+        first term's levels, as ``design.y``).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         fit = self.design.X @ self.beta
         if self.design.offset is not None:
             fit = fit + self.design.offset
@@ -294,8 +337,20 @@ class FitState:
         return fit
 
     def data_series(self, a: np.ndarray, name: str) -> pd.Series:
-        """A per-row array in model order as a Series in the data's row order (index = the
-        data's index labels of the rows used)."""
+        """A per-row array in model order as a Series in the data's row order.
+
+        Parameters
+        ----------
+        a : numpy.ndarray
+            One value per used row, in model order.
+        name : str
+            The Series' name.
+
+        Returns
+        -------
+        pandas.Series
+            Indexed by the data's index labels of the rows used.
+        """
         d = self.design
         return pd.Series(d.to_data_order(a), index=d.to_data_order(d.row_labels), name=name)
 

@@ -83,9 +83,23 @@ def simulate(fit, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
     """``nsim`` responses simulated from ``fit``: an (n, nsim) array, one row per observation
     the fit used (rows with missing values dropped), in the data's row order.
 
-    y* = Xβ̂ + Σ_k Z_k b_k + σ̂ε with b_k = σ̂ T_k u (u, ε ~ N(0, I)), i.e. y* ~ N(Xβ̂, ZΣZ' + σ̂²I);
-    ``use_u=True`` keeps b at its conditional modes (lme4's ``use.u``).
-    ``seed``: an int, None or a numpy Generator.
+    y* = Xβ̂ + Σ_k Z_k b_k + σ̂ε with b_k = σ̂ T_k u (u, ε ~ N(0, I)), i.e. y* ~ N(Xβ̂, ZΣZ' + σ̂²I).
+
+    Parameters
+    ----------
+    fit : LmerFit
+        An unweighted fit.
+    nsim : int, default 1
+        Number of simulated responses.
+    seed : int, numpy Generator or None
+        The random source.
+    use_u : bool, default False
+        Keep b at its conditional modes (lme4's ``use.u``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, nsim). ``LmerFit.simulate(..., as_frame=True)`` labels it as lme4 does.
     """
     require_rows(fit.design, "simulate()")
     reject_weighted(fit, "simulate")
@@ -509,8 +523,23 @@ def bootstrap(fit, nsim: int, seed=None, *, use_u: bool = False, verbose=None) -
     """Parametric bootstrap (lme4's ``bootMer``): ``nsim`` responses simulated from ``fit``
     (:func:`simulate`), each refitted by the fit's criterion (ML or REML).
 
-    ``seed``: int, None or numpy Generator; ``verbose``: progress line (None: on a terminal
-    for runs over ~2 s).  Returns a :class:`BootstrapResult`.
+    Parameters
+    ----------
+    fit : LmerFit
+        An unweighted fit.
+    nsim : int
+        Number of replicates.
+    seed : int, numpy Generator or None
+        The random source.
+    use_u : bool, default False
+        Simulate with b at its conditional modes (lme4's ``use.u``).
+    verbose : bool or None
+        Progress line (None: on a terminal, for runs over ~2 s).
+
+    Returns
+    -------
+    BootstrapResult
+        The replicates' estimates (``t``), the fit's (``t0``), statuses and ``confint()``.
     """
     t0 = time.perf_counter()
     (theta, beta, sigma, obj, status), = _run([fit], nsim, seed, use_u, verbose)
@@ -555,6 +584,11 @@ class PBTest:
                  self.test.to_string(float_format=lambda x: f"{x:.5g}", na_rep="")]
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:  # notebooks: the printed layout too
+        import html
+
+        return "<pre>" + html.escape(repr(self)) + "</pre>"
+
 
 def pb_anova(m0, m1, nsim: int = 1000, seed=None, *, verbose=None) -> PBTest:
     """Parametric-bootstrap likelihood-ratio test of the smaller model ``m0`` against ``m1``
@@ -564,6 +598,23 @@ def pb_anova(m0, m1, nsim: int = 1000, seed=None, *, verbose=None) -> PBTest:
     refitted to each; LRT* = 2(ℓ1* − ℓ0*).  p_PB = (1 + #{LRT* > LRT}) / (1 + #{LRT* > 0});
     also the χ² p-value, the Bartlett-corrected χ², the moment-matched Gamma and the F
     approximation (pbkrtest's summary).
+
+    Parameters
+    ----------
+    m0, m1 : LmerFit
+        The smaller and the larger model, fitted to the same data.
+    nsim : int, default 1000
+        Number of simulated responses.
+    seed : int, numpy Generator or None
+        The random source.
+    verbose : bool or None
+        Progress line (None: on a terminal, for runs over ~2 s).
+
+    Returns
+    -------
+    PBTest
+        ``test`` (LRT, PBtest, Gamma, Bartlett, F rows), ``p_value``, the reference
+        distribution ``ref`` and the replicates' statuses.
     """
     check_same_data([m0, m1], "pb_anova")
     why = nesting_problem(m0, m1)

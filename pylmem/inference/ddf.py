@@ -196,8 +196,18 @@ def contest1d(fit, L, ddf="Satterthwaite"):
 def coef_table(fit, ddf=None) -> pd.DataFrame:
     """lmerTest's coefficient table: Estimate, Std. Error[, df], t value[, Pr(>|t|)].
 
-    ``ddf=None``: lme4's (no df or p); "Satterthwaite" or "Kenward-Roger" add df and the
-    two-sided p-value from the t distribution on those df.
+    Parameters
+    ----------
+    fit : LmerFit
+        The model (Kenward-Roger needs a REML fit).
+    ddf : {None, "Satterthwaite", "Kenward-Roger"}
+        None: lme4's table (no df or p); "Satterthwaite" or "Kenward-Roger" add the df and
+        the two-sided p-value from the t distribution on those df (any capitalisation).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per fixed effect.
     """
     ddf = normalize_ddf(ddf)
     names = fit.design.fixef_names

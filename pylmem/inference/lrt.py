@@ -8,6 +8,7 @@ negative) on npar_k - npar_{k-1} degrees of freedom.
 from __future__ import annotations
 
 import builtins
+import sys
 import warnings
 
 import numpy as np
@@ -38,9 +39,9 @@ class AnovaResult(pd.DataFrame):
         return pd.DataFrame  # slices are plain DataFrames
 
     def heading(self) -> list[str]:
+        # the REML -> ML refit is said once, as lme4's message, by the warning of anova();
+        # the table keeps it in ``refitted``
         lines = []
-        if getattr(self, "refitted", False):
-            lines.append(REFIT_MESSAGE)
         dn = getattr(self, "data_name", None)
         n = self.fits[0].n_obs if getattr(self, "fits", None) else None
         lines.append(f"Data: {dn}" if dn else f"Data: ({n} observations)")
@@ -214,16 +215,56 @@ def nesting_problem(small, large) -> str | None:
     return None
 
 
+def caller_names(fits, frame) -> list | None:
+    """The names of the caller's variables holding ``fits`` (lme4 labels the rows by the
+    arguments' expressions): each fit bound to exactly one name, locals before globals;
+    None when some fit has no name or several (``anova(*fits)``, ``anova(f(a), f(b))``)."""
+    names = []
+    for f in fits:
+        found = None
+        for scope in (frame.f_locals, frame.f_globals):
+            hits = [k for k, v in list(scope.items()) if v is f and not k.startswith("_")]
+            if hits:
+                found = hits
+                break
+        if found is None or len(found) != 1:
+            return None
+        names.append(found[0])
+    return names if len(set(names)) == len(names) else None
+
+
 def anova(*fits, names=None, data_name=None, refit: bool = True, type=None, ddf=None):
     """Compare nested fits by likelihood-ratio tests (lme4's ``anova(m0, m1, ...)``).
 
-    One fit (optionally ``type=3|1``, ``ddf="Satterthwaite"|"Kenward-Roger"``): lmerTest's
-    F tests of its fixed-effects terms instead (:func:`pylmem.inference.ftests.single_anova`).
+    Each model is compared with the one before it, the rows ordered by number of parameters
+    (stable). With one fit: lmerTest's F tests of its fixed-effects terms instead
+    (:func:`pylmem.inference.ftests.single_anova`).
 
-    ``names``: row names (default "m0", "m1", ... in argument order). REML fits are
-    refitted by ML (with a warning, as lme4 prints a note) unless ``refit=False``.
-    Rows are ordered by number of parameters (stable).
+    Parameters
+    ----------
+    *fits : LmerFit
+        Two or more fits to the same data (or one fit, or one list of fits).
+    names : list of str, optional
+        Row names. Default: the names of the caller's variables holding the fits, as lme4
+        labels the rows ``fm0``, ``fm1``; "m0", "m1", ... in argument order when the fits
+        are not each held by exactly one variable.
+    data_name : str, optional
+        Shown on the table's ``Data:`` line.
+    refit : bool, default True
+        Refit REML fits by ML first (with one warning, lme4's note).
+    type : {1, 3}, optional
+        One fit only: the type of the F tests (default 3).
+    ddf : {"Satterthwaite", "Kenward-Roger"}, optional
+        One fit only: the denominator df of the F tests (default Satterthwaite).
 
+    Returns
+    -------
+    AnovaResult or FTestTable
+        lme4's table (npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)), printed as R
+        prints it; lmerTest's F table for one fit.
+
+    Notes
+    -----
     The models must be fitted to the same data (:func:`check_same_data`: the same response
     values on the same rows, not only the same sorted values; lme4 checks the number of
     observations and the data object): otherwise ValueError.  Each model must be nested in
@@ -249,7 +290,7 @@ def anova(*fits, names=None, data_name=None, refit: bool = True, type=None, ddf=
     if len(fits) < 2:
         raise ValueError("anova needs at least two fitted models to compare")
     if names is None:
-        names = [f"m{i}" for i in range(len(fits))]
+        names = caller_names(fits, sys._getframe(1)) or [f"m{i}" for i in range(len(fits))]
     names = [str(n) for n in names]
     if len(names) != len(fits):
         raise ValueError(f"anova: {len(names)} names given for {len(fits)} models")

@@ -269,6 +269,10 @@ class _Profiler:
             return 0.2
         return 0.25 * max(self.phi_hat[k], 0.05 * self.phi_hat[-1])
 
+    # Not scipy.optimize.brentq on the bracket: every ζ evaluation is an inner optimisation,
+    # and brentq has only an x tolerance where this stops at |ζ − target| < ztol. Measured
+    # (same bracketing, brentq with the equivalent xtol = ztol / slope): sleepstudy 62 ζ
+    # evaluations against 53 here, Penicillin 41 against 35, the ends equal to ~1e-6.
     def endpoint(self, k, target, ztol=1e-4):
         """ψ with ζ(ψ) = target (its sign gives the side); the bound if ζ never gets there.
 
@@ -380,7 +384,23 @@ class Profile:
 
 @one_blas_thread
 def profile(fit, which=None, **kw) -> Profile:
-    """The likelihood profile of each parameter on lme4's ζ scale (see module docstring)."""
+    """The likelihood profile of each parameter on lme4's ζ scale (see module docstring).
+
+    Parameters
+    ----------
+    fit : LmerFit
+        The model (a REML fit is profiled on its ML refit, as lme4 does).
+    which : list of str, optional
+        Parameter names (``.sig01``, ``.sigma``, fixed effects); default all.
+    **kw
+        ``zmax`` (the largest |ζ| profiled, default the 99% two-sided normal quantile) and
+        ``n_points`` (points on each side, default 8).
+
+    Returns
+    -------
+    Profile
+        ``frame`` (.par, value, .zeta) and ``confint(level)``.
+    """
     return Profile(fit, which=which, **kw)
 
 
@@ -388,9 +408,29 @@ def profile(fit, which=None, **kw) -> Profile:
 def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None, **kw) -> pd.DataFrame:
     """Confidence intervals with lme4's row names (.sig01…, .sigma, fixed effects).
 
-    ``method``: "Wald" (fixed effects; NaN for variance parameters), "profile" (likelihood
-    profile, see module docstring) or "boot" (parametric bootstrap,
-    :func:`pylmem.inference.bootstrap.bootstrap`).  ``parm``: a subset of row names.
+    Parameters
+    ----------
+    fit : LmerFit
+        The model.
+    method : {"profile", "Wald", "boot"}, default "profile"
+        "Wald": fixed effects only (NaN for the variance parameters, as lme4); "profile":
+        the likelihood profile (see the module docstring); "boot": parametric-bootstrap
+        percentile intervals (:func:`pylmem.inference.bootstrap.bootstrap`).
+    level : float, default 0.95
+        The confidence level.
+    parm : str or list of str, optional
+        A subset of the row names.
+    nsim : int, default 500
+        Replicates for ``method="boot"``.
+    seed : int, numpy Generator or None
+        The random source for ``method="boot"``.
+    **kw
+        Ignored (accepted for lme4's other arguments).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns "2.5 %" and "97.5 %" (for ``level=0.95``), one row per parameter.
     """
     m = str(method).lower()
     if not 0 < level < 1:

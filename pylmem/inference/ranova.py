@@ -97,9 +97,28 @@ class RanovaTable(pd.DataFrame):
     def __repr__(self) -> str:
         return str(self)
 
+    def _repr_html_(self) -> str:  # notebooks: the R layout too
+        import html
+
+        return "<pre>" + html.escape(str(self)) + "</pre>"
+
 
 def ranova(fit) -> pd.DataFrame:
-    """lmerTest's ranova table: npar, logLik, AIC, LRT, Df, Pr(>Chisq); first row <none>."""
+    """lmerTest's ``ranova``: likelihood-ratio tests of the random-effects terms.
+
+    Each term is reduced in turn (a term with slopes to its intercept, an intercept term
+    removed), the reduced model refitted by the fit's criterion, and compared with the fit.
+
+    Parameters
+    ----------
+    fit : LmerFit
+        The full model.
+
+    Returns
+    -------
+    RanovaTable
+        npar, logLik, AIC, LRT, Df, Pr(>Chisq); the first row, ``<none>``, is the fit.
+    """
     import warnings
 
     d = fit.design
@@ -133,7 +152,20 @@ def ranova(fit) -> pd.DataFrame:
 
 
 def drop1(fit, ddf="Satterthwaite") -> FTestTable:
-    """lmerTest's drop1: F tests of the terms no other term contains."""
+    """lmerTest's ``drop1``: F tests of the fixed-effects terms no other term contains.
+
+    Parameters
+    ----------
+    fit : LmerFit
+        The model.
+    ddf : {"Satterthwaite", "Kenward-Roger"}, default "Satterthwaite"
+        The denominator df.
+
+    Returns
+    -------
+    FTestTable
+        Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F) per marginal term.
+    """
     ddf = normalize_ddf(ddf) or "Satterthwaite"
     terms = fixed_terms(fit.design)
     marginal = [t for t in terms

@@ -4,10 +4,13 @@
 
     pylmem fit DATA "FORMULA" [--ml|--reml] [--method profiled|em] [--factor COL]...
                [--json] [--plot DIR] [--verbose|--quiet]
+    pylmem anova DATA "FORMULA" [--type 1|3] [--ddf satterthwaite|kenward-roger] [--json]
     pylmem anova DATA "F0" "F1" [...] [--reml] [--factor COL]... [--json]
 
-``DATA`` is a CSV file (``.csv``, ``.csv.gz``, ``.tsv``; ``-`` reads stdin) or, when no such
-file exists, the name of a bundled data set (``ratWeight``, ``sleepstudy``, ...).
+``DATA`` is read by :func:`pylmem.io.readers.read_table` (CSV with its separator sniffed,
+``.tsv``, gzipped, Parquet, Feather, a glob; ``-`` reads stdin) or, when no such file
+exists, names a bundled data set (``ratWeight``, ``sleepstudy``, ...).  With one formula
+``anova`` prints lmerTest's F table; with several, lme4's likelihood-ratio table.
 The columns are used as they are: a formula may use ``I(week^2)``, or the file may carry
 a ``week2`` column.  ``--factor COL`` treats a numeric-looking column as categorical.
 
@@ -56,29 +59,35 @@ class _Parser(argparse.ArgumentParser):
 
 
 def load_data(spec: str) -> pd.DataFrame:
-    """Read ``spec``: a CSV/TSV file (optionally gzipped), a Parquet/Feather file, ``-`` for
-    stdin, or a bundled name."""
-    if spec == "-":
-        return pd.read_csv(sys.stdin)
-    if os.path.exists(spec):
-        if os.path.isdir(spec):
-            raise CLIError(f"{spec!r} is a directory, not a data file")
-        low = spec.lower().removesuffix(".gz")
-        if low.endswith((".parquet", ".pq", ".feather", ".arrow")):
-            try:
-                return read_table(spec)
-            except Exception as e:  # pyarrow's errors: not a Parquet/Arrow file, ...
-                raise CLIError(f"cannot read {spec!r}: {_one_line(e)}") from None
-        sep = "\t" if low.endswith((".tsv", ".tab")) else ","
+    """Read ``spec`` with :func:`pylmem.io.readers.read_table` (CSV with its separator
+    sniffed, TSV, gzipped, Parquet, Feather, a glob, ``-`` for stdin), or load the bundled
+    data set of that name when no such file exists."""
+    import glob
+
+    if spec == "-" or os.path.exists(spec) or glob.has_magic(spec):
         try:
-            return pd.read_csv(spec, sep=sep)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise CLIError(f"cannot read {spec!r} as CSV: {_one_line(e)}") from None
+            return read_table(spec)
+        except (ValueError, ImportError) as e:
+            raise CLIError(_one_line(e)) from None
+        except Exception as e:  # pyarrow's errors: not a Parquet/Arrow file, ...
+            raise CLIError(f"cannot read {spec!r}: {_one_line(e)}") from None
     names = datasets.names()
     match = [n for n in names if n.lower() == spec.lower()]
     if match:
         return datasets.load(match[0])
     raise CLIError(f"no such file: {spec!r} (nor a bundled data set: {', '.join(names)})")
+
+
+def data_name(spec: str) -> str:
+    """The name the summary's ``Data:`` line shows for ``spec`` (the bundled name, or the
+    path as given; ``-`` is stdin)."""
+    if spec == "-":
+        return "stdin"
+    if not os.path.exists(spec):
+        match = [n for n in datasets.names() if n.lower() == spec.lower()]
+        if match:
+            return match[0]
+    return spec
 
 
 # --------------------------------------------------------------------------- JSON
@@ -266,6 +275,7 @@ def _cmd_fit(args) -> int:
     fit = _fit(args.formula, data, reml=reml, method=method, factors=args.factor,
                verbose=_verbosity(args), quiet=args.quiet, weights=args.weights,
                offset=args.offset)
+    fit.data_name = data_name(args.data)      # the summary's "Data:" line
     plots = []
     if args.plot:
         with _Warnings(quiet=args.quiet):
@@ -330,16 +340,19 @@ def _cmd_glmer(args) -> int:
 
 
 def _cmd_anova(args) -> int:
-    if len(args.formulas) < 2:
-        raise CLIError("anova needs at least two formulas to compare")
+    type_, ddf = getattr(args, "type", None), getattr(args, "ddf", None)
+    if len(args.formulas) == 1:     # lmerTest's F tests of one model's fixed-effects terms
+        return _cmd_ftests(args, type_ or "3", ddf or "satterthwaite")
+    if type_ is not None or ddf is not None:
+        raise CLIError("--type and --ddf are for the F tests of one model (give one FORMULA); "
+                       "two or more formulas are compared by likelihood-ratio tests")
     data = load_data(args.data)
-    fits = [_fit(f, data, reml=args.reml, method="profiled", factors=args.factor,
+    reml = bool(args.reml)          # the LRT compares ML fits (REML fits are refitted)
+    fits = [_fit(f, data, reml=reml, method="profiled", factors=args.factor,
                  verbose=_verbosity(args), quiet=args.quiet) for f in args.formulas]
     names = [f"m{i}" for i in range(len(fits))]
-    with _Warnings(quiet=args.quiet):
-        # the table's heading (and "refitted" in JSON) already says so
-        warnings.filterwarnings("ignore", message="refitting model")
-        table = anova(*fits, names=names, data_name=args.data)
+    with _Warnings(quiet=args.quiet):     # lme4's refit note, once, on stderr
+        table = anova(*fits, names=names, data_name=data_name(args.data))
     if args.json:
         formulas = getattr(table, "formulas", None) or {n: f.formula for n, f in zip(names, fits)}
         out = {"data": args.data,
@@ -352,13 +365,42 @@ def _cmd_anova(args) -> int:
     return 0
 
 
+_TYPES = {"1": 1, "I": 1, "3": 3, "III": 3}
+
+
+def _cmd_ftests(args, type_, ddf) -> int:
+    """``pylmem anova DATA FORMULA``: lmerTest's type I/III F table of one (REML) fit."""
+    data = load_data(args.data)
+    reml = True if args.reml is None else bool(args.reml)   # lmerTest's F tests: REML fit
+    fit = _fit(args.formulas[0], data, reml=reml, method="profiled", factors=args.factor,
+               verbose=_verbosity(args), quiet=args.quiet)
+    with _Warnings(quiet=args.quiet):
+        table = fit.anova(type=_TYPES[type_], ddf=ddf)
+    if args.json:
+        out = {"data": args.data, "formula": fit.formula, "reml": fit.reml,
+               "type": _TYPES[type_],
+               "ddf_method": "Satterthwaite" if ddf == "satterthwaite" else "Kenward-Roger",
+               "table": [dict(r, term=r.pop("model")) for r in _table_to_records(table)]}
+        print(_dumps(out))
+    else:
+        print(str(table))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     bundled = ", ".join(datasets.names())
     p = _Parser(prog=_PROG, description="Linear mixed-effects models with lme4 formulas.",
-                epilog=f"DATA: a CSV or Parquet file, '-' for stdin, or a bundled data set ({bundled}).")
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog=f"DATA: a CSV, TSV, Parquet or Feather file (or a glob of them), '-' "
+                       f"for stdin, or a bundled data set ({bundled}).\n\n"
+                       "examples:\n"
+                       "  pylmem fit sleepstudy 'Reaction ~ Days + (Days | Subject)'\n"
+                       "  pylmem anova cake 'angle ~ recipe*temperature + (1|recipe:replicate)' "
+                       "--factor temperature\n"
+                       "  pylmem fit --help; pylmem anova --help")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -374,8 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit one model and print lme4's summary (or JSON)",
                        description="Fit a linear mixed model and print lme4's summary.",
-                       epilog=f"DATA: a CSV or Parquet file, '-' for stdin, or a bundled data set ({bundled}). "
-                              "Example: pylmem fit sleepstudy 'Reaction ~ Days + (Days | Subject)'")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"DATA: a CSV, TSV, Parquet or Feather file (or a glob of them), "
+                              f"'-' for stdin, or a bundled data set ({bundled}).\n\n"
+                              "examples:\n"
+                              "  pylmem fit sleepstudy 'Reaction ~ Days + (Days | Subject)'\n"
+                              "  pylmem fit ratWeight 'weight ~ week + I(week^2) + (week + I(week^2) | id)' --ml\n"
+                              "  pylmem fit ratWeight 'weight ~ week + (week | id)' --method em --plot plots/\n"
+                              "  pylmem fit cake 'angle ~ recipe*temperature + (1|recipe:replicate)' "
+                              "--factor temperature --ddf satterthwaite\n"
+                              "  pylmem fit data.csv 'y ~ x + (x | g)' --weights w --json\n"
+                              "  pylmem fit 'data/*.parquet' 'y ~ x + (x | g)' --ml --dask")
     f.add_argument("data", metavar="DATA")
     f.add_argument("formula", metavar="FORMULA", help="lme4 formula, e.g. 'y ~ x + (x | g)'")
     crit = f.add_mutually_exclusive_group()
@@ -401,12 +452,33 @@ def build_parser() -> argparse.ArgumentParser:
     common(f)
     f.set_defaults(func=_cmd_fit)
 
-    a = sub.add_parser("anova", help="likelihood-ratio tests of nested models",
-                       description="Fit each formula (ML by default) and print the LRT table.",
-                       epilog=f"DATA: a CSV or Parquet file, '-' for stdin, or a bundled data set ({bundled}).")
+    a = sub.add_parser("anova", help="F tests of one model, or likelihood-ratio tests of nested models",
+                       description="With one FORMULA: lmerTest's F tests of its fixed-effects\n"
+                                   "terms (REML fit, type III, Satterthwaite's df by default).\n"
+                                   "With two or more: fit each by ML and print lme4's\n"
+                                   "likelihood-ratio table.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"DATA: a CSV, TSV, Parquet or Feather file (or a glob of them), "
+                              f"'-' for stdin, or a bundled data set ({bundled}).\n\n"
+                              "examples:\n"
+                              "  pylmem anova cake 'angle ~ recipe*temperature + (1|recipe:replicate)' "
+                              "--factor temperature --type 3 --ddf satterthwaite\n"
+                              "  pylmem anova sleepstudy 'Reaction ~ 1 + (Days | Subject)' "
+                              "'Reaction ~ Days + (Days | Subject)'\n"
+                              "  pylmem anova data.csv 'y ~ 1 + (1 | g)' 'y ~ x + (1 | g)' --json")
     a.add_argument("data", metavar="DATA")
-    a.add_argument("formulas", metavar="FORMULA", nargs="+", help="two or more nested models")
-    a.add_argument("--reml", action="store_true", help="fit by REML (anova compares ML fits)")
+    a.add_argument("formulas", metavar="FORMULA", nargs="+",
+                   help="one model (F tests) or two or more nested models (LRT)")
+    crit = a.add_mutually_exclusive_group()
+    crit.add_argument("--reml", dest="reml", action="store_true", default=None,
+                      help="fit by REML (the default for the F tests of one model; the LRT "
+                           "refits REML fits by ML)")
+    crit.add_argument("--ml", dest="reml", action="store_false", default=None,
+                      help="fit by maximum likelihood (the default for the LRT)")
+    a.add_argument("--type", choices=("1", "3", "I", "III"), default=None,
+                   help="F tests of one model: type I (sequential) or III (marginal, default)")
+    a.add_argument("--ddf", choices=("satterthwaite", "kenward-roger"), default=None,
+                   help="F tests of one model: Satterthwaite's (default) or Kenward-Roger's df")
     common(a)
     a.set_defaults(func=_cmd_anova)
     return p

@@ -212,11 +212,27 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                  offset=None, check_nlev: bool = True) -> ModelDesign:
     """Parse ``formula`` against ``data`` and build y, X and the random terms.
 
-    ``factors`` names columns to treat as categorical even if numeric (R's ``factor``).
-    ``weights`` / ``offset``: a column name or an array (see :mod:`pylmem.model.weights`).
     Rows with a missing value in any column the model uses are dropped and counted.
-    ``check_nlev=False`` allows a grouping factor with as many levels as observations (an
-    observation-level random effect of a GLMM; lme4's glmer allows it, lmer does not).
+
+    Parameters
+    ----------
+    formula : str
+        An lme4 formula, e.g. ``"y ~ x + (x | g)"``.
+    data : pandas.DataFrame
+        The data (other tables through :func:`pylmem.model.tables.as_pandas`).
+    factors : sequence of str, optional
+        Columns to treat as categorical even if numeric (R's ``factor``).
+    weights, offset : str or array-like, optional
+        Prior weights and an offset: a column name or an array (see
+        :mod:`pylmem.model.weights`).
+    check_nlev : bool, optional
+        False allows a grouping factor with as many levels as observations (an
+        observation-level random effect of a GLMM; lme4's glmer allows it, lmer does not).
+
+    Returns
+    -------
+    ModelDesign
+        y, X and the random-effects terms, rows sorted by the first term's levels.
     """
     if not isinstance(data, pd.DataFrame):
         raise ValueError("data must be a pandas DataFrame")

@@ -21,12 +21,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..inference.plots import plot_bootstrap, plot_profile
 from ..util.figures import new_figure, save_png, set_title
 
 __all__ = ["plot_em_trace", "plot_caterpillar", "plot_resid_fitted", "plot_qq", "plot_all",
-           "plot_leverage", "plot_profile", "plot_bootstrap"]
+           "plot_leverage", "plot_profile", "plot_bootstrap", "leverage_label"]
 
 
 # --------------------------------------------------------------------------- EM trace
@@ -103,11 +104,19 @@ def plot_em_trace(fit_or_emresult, path, *, title=None) -> Path:
 # --------------------------------------------------------------------------- caterpillar
 
 
+def caterpillar_order(modes) -> np.ndarray:
+    """The row order of every caterpillar panel: the levels sorted by the first
+    coefficient's conditional mode (lme4's ``dotplot.ranef.mer``), one order for all."""
+    return np.argsort(np.asarray(modes.iloc[:, 0], dtype=float), kind="stable")
+
+
 def plot_caterpillar(fit, path, term=None, *, title=None, max_labels=50) -> Path:
     """Conditional modes of one random-effects term with 95% intervals (±1.96·sqrt(condvar)).
 
-    One panel per coefficient, levels sorted by the mode; ``term`` is the term's name
-    (default: the first term).  Level labels are shown when there are at most ``max_labels``.
+    One panel per coefficient, the levels in one order across the panels (lme4's
+    ``dotplot(ranef(fit))``: sorted by the first coefficient's mode), so a level is read
+    across on one row; ``term`` is the term's name (default: the first term).  Level
+    labels are shown when there are at most ``max_labels``.
     """
     ranef = fit.ranef
     if term is None:
@@ -124,10 +133,10 @@ def plot_caterpillar(fit, path, term=None, *, title=None, max_labels=50) -> Path
     width = min(max(4.2 * q + 1.0, 6.4), 16)
     fig, axes = new_figure((width, height), 1, q, squeeze=False)
     levels = np.asarray(modes.index).astype(str)
+    order = caterpillar_order(modes)
     for j, ax in enumerate(axes[0]):
         m = modes.iloc[:, j].to_numpy()
         s = sd[:, j]
-        order = np.argsort(m, kind="stable")
         ypos = np.arange(L)
         ax.errorbar(m[order], ypos, xerr=1.96 * s[order], fmt="o", ms=2.5,
                     color="C0", ecolor="#9ecae1", elinewidth=0.9, capsize=0)
@@ -140,7 +149,7 @@ def plot_caterpillar(fit, path, term=None, *, title=None, max_labels=50) -> Path
         else:
             ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(f"{L} levels of {term}, sorted")
+                ax.set_ylabel(f"{L} levels of {term}, sorted by {modes.columns[0]}")
         ax.grid(alpha=0.3, axis="x")
         ax.set_xlabel("conditional mode ± 1.96 sd")
     main = f"Random effects of {term}: conditional modes with 95% intervals"
@@ -241,10 +250,22 @@ def plot_all(fit, directory) -> list:
 # --------------------------------------------------------------------------- leverage
 
 
+def leverage_label(index, i: int) -> str:
+    """The name of row ``i`` (position among the rows used): its index label, 1-based (R's
+    row names "1", "2", …) when the data had pandas' default 0-based integer index."""
+    lab = index[i]
+    if isinstance(index, pd.RangeIndex) or (
+            index.dtype.kind in "iu" and index.min() == 0 and index.is_monotonic_increasing
+            and index.is_unique):
+        return str(int(lab) + 1)
+    return str(lab)
+
+
 def plot_leverage(fit, path, *, title=None, label: int = 3) -> Path:
     """Studentized residuals against leverage h_i, with the Cook's distance contours
     D = 0.5 and 1 (D = r² h / (p (1 − h)) for a studentized r); the ``label`` rows of
-    largest Cook's distance are named by their data index."""
+    largest Cook's distance are named as lme4 names them: by their 1-based row number when
+    the data have pandas' default index, else by their index label (an id)."""
     h = fit.hatvalues()
     r = fit.rstudent().to_numpy()
     cook = fit.cooks_distance().to_numpy()
@@ -263,7 +284,7 @@ def plot_leverage(fit, path, *, title=None, label: int = 3) -> Path:
     lim = max(np.nanmax(np.abs(r)), 1) * 1.15
     ax.set_ylim(-lim, lim)
     for i in np.argsort(-np.nan_to_num(cook))[:label]:
-        ax.annotate(str(h.index[i]), (hv[i], r[i]), fontsize=8, xytext=(3, 3),
+        ax.annotate(leverage_label(h.index, i), (hv[i], r[i]), fontsize=8, xytext=(3, 3),
                     textcoords="offset points")
     ax.set_xlabel("leverage h (diagonal of the hat matrix)")
     ax.set_ylabel("studentized residuals")

@@ -29,6 +29,8 @@ from ..util.rformat import (
     zapsmall,
 )
 
+# lme4's advice, in Python: where a Python user finds what R's help page would show
+SINGULAR_ADVICE = "boundary (singular) fit: see help(pylmem.LmerFit.is_singular)"
 DIGITS = 4          # lme4: max(3, getOption("digits") - 3)
 COR_MAX = 12        # getOption("lme4.summary.cor.max")
 
@@ -176,7 +178,7 @@ def _corr_fixef_lines(fit) -> list[str]:
 def _warning_lines(fit, summary: bool) -> list[str]:
     msgs = []
     for w in fit.warnings:
-        msgs.append("boundary (singular) fit: see help('isSingular')"
+        msgs.append(SINGULAR_ADVICE
                     if w.startswith("boundary (singular) fit") else w)
     if not msgs:
         return []
@@ -212,13 +214,15 @@ def format_coef_table(tab: pd.DataFrame, digits: int = 4) -> list:
     df = tab["df"].to_numpy(float)
     tv = tab["t value"].to_numpy(float)
     pv = tab["Pr(>|t|)"].to_numpy(float)
-    acs = np.abs(np.r_[est, se])
+    # printCoefmat's cs.ind is 1:3 here (five columns, one test statistic, a p-value): the
+    # df column is rounded and formatted with the estimates and standard errors (17.000)
+    acs = np.abs(np.r_[est, se, df])
     acs = acs[np.isfinite(acs) & (acs > 0)]
     digmin = 1 + np.floor(np.log10([acs.min(), acs.max()])) if acs.size else np.array([1.0])
     rd = max(1, int(np.max(digits - digmin)))
-    cs = format_real(r_round(np.r_[est, se], rd), digits)
+    cs = format_real(r_round(np.r_[est, se, df], rd), digits)
     p = len(est)
-    ds = format_real(df, digits)
+    ds = cs[2 * p:]
     ts = format_real(r_round(tv, max(1, min(5, digits - 1))), digits)
     ps = format_pval(pv, max(1, min(5, digits - 1)))
     st = signif_stars(pv)
@@ -311,8 +315,8 @@ class Summary:
                 out += _fixef_table(fit, digits)
             if p > COR_MAX:
                 out += ["", f"Correlation matrix not shown by default, as p = {p} > {COR_MAX}.",
-                        "Use print(...., correlation=TRUE)  or",
-                        "    vcov(....)        if you need it", ""]
+                        "Use fit.corr_fixef  or",
+                        "    fit.vcov        if you need it", ""]
             elif p > 1:
                 out.append("")
                 out.append("Correlation of Fixed Effects:")
@@ -329,3 +333,9 @@ class Summary:
 
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
+
+    def _repr_html_(self) -> str:
+        """The printed summary, for notebooks (lme4's layout needs a fixed-width font)."""
+        import html
+
+        return "<pre>" + html.escape(str(self)) + "</pre>"

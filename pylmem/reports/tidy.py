@@ -7,8 +7,8 @@ statistic, df, p.value`` (+ ``conf.low, conf.high``); ``effect`` is "fixed", "ra
 "ran_coefs".  Fixed-effect intervals are Wald (normal) intervals; ``df`` and ``p.value``
 are NaN (lme4 gives none) unless ``ddf="Satterthwaite"`` / ``"Kenward-Roger"`` asks the
 fit's lmerTest-style ``coef_table(ddf=)`` for them (as broom.mixed does for lmerTest fits).
-``glance``: one row, ``nobs, sigma, logLik, AIC, BIC, deviance, df.residual``
-(deviance: −2 logLik for ML fits, the REML criterion for REML fits).
+``glance``: one row, ``nobs, sigma, logLik, AIC, BIC, deviance, df.residual`` for an ML
+fit; a REML fit's criterion is named ``REMLcrit`` in place of ``deviance`` (broom.mixed).
 """
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ def tidy(fit, effects=("ran_pars", "fixed"), conf_int: bool = False,
 
 def glance(fit) -> pd.DataFrame:
     """broom.mixed's ``glance``: one-row model summary."""
+    crit = "REMLcrit" if fit.reml else "deviance"   # broom.mixed's names
     return pd.DataFrame([{"nobs": fit.n_obs, "sigma": fit.sigma, "logLik": fit.loglik,
-                          "AIC": fit.aic, "BIC": fit.bic, "deviance": fit.objective,
+                          "AIC": fit.aic, "BIC": fit.bic, crit: fit.objective,
                           "df.residual": fit.df_resid}])

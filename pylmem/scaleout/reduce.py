@@ -12,7 +12,9 @@ import time
 
 from ..util.progress import Progress
 
-DASK_EXTRA = "pip install pylmem[dask]"
+# from a source checkout the extra is installed from the checkout, not from an index
+DASK_EXTRA = ('python3 -m pip install ".[dask]" in a source checkout '
+              "(pip install pylmem[dask] from a package index)")
 
 
 def require_dask():
