@@ -416,3 +416,18 @@ def test_batched_bootstrap_equals_single_refits():
     assert len(bs.estimates) + bs.n_failed == 30
     ci = bs.confint()
     assert (ci.iloc[:, 0] < ci.iloc[:, 1]).all()
+
+
+def test_glmerfit_docstrings():
+    import inspect
+
+    for name, obj in inspect.getmembers(pylmem.GlmerFit):
+        if name.startswith("_") or name == "data_name":
+            continue
+        f = obj.fget if isinstance(obj, property) else obj
+        doc = inspect.getdoc(f) or ""
+        assert doc.strip(), name
+        if callable(obj) and not isinstance(obj, property):
+            if [p for p in inspect.signature(obj).parameters if p != "self"]:
+                assert "Parameters\n----------" in doc, name
+            assert "Returns\n-------" in doc, name

@@ -95,10 +95,21 @@ class GlmerFit(GlmmState):
     ``nagq``, ``theta``.
     """
 
+    #: name printed on the summary's ``Data:`` line
     data_name = None
 
     def summary(self, data_name=None) -> GlmmSummary:
-        """lme4's ``summary(fit)`` (print it)."""
+        """lme4's ``summary(fit)`` (print it).
+
+        Parameters
+        ----------
+        data_name : str, optional
+            Printed on the ``Data:`` line (default: the fit's ``data_name``).
+
+        Returns
+        -------
+        GlmmSummary
+        """
         return GlmmSummary(self, data_name=data_name)
 
     def __repr__(self) -> str:
@@ -132,11 +143,34 @@ class GlmerFit(GlmmState):
         return eta
 
     def residuals_of(self, type: str = "deviance") -> pd.Series:  # noqa: A002
-        """Residuals of ``type``: "deviance" (default), "pearson", "response" or "working"."""
+        """Residuals of ``type`` (lme4's ``residuals(fit, type)``).
+
+        Parameters
+        ----------
+        type : {"deviance", "pearson", "response", "working"}
+            The kind of residual; deviance by default, as lme4.
+
+        Returns
+        -------
+        pandas.Series
+            In the data's row order.
+        """
         return super().residuals_of(type)
 
     def anova(self, *others, names=None):
-        """Likelihood-ratio tests against other GLMM fits of the same data (lme4's anova)."""
+        """Likelihood-ratio tests against other GLMM fits of the same data (lme4's anova).
+
+        Parameters
+        ----------
+        *others : GlmerFit
+            Fits of the same family to the same data.
+        names : list of str, optional
+            Row names.
+
+        Returns
+        -------
+        AnovaResult
+        """
         for o in others:
             if not isinstance(o, GlmmState):
                 raise ValueError(f"anova: {type(o).__name__} is not a GLMM fit")
@@ -145,13 +179,35 @@ class GlmerFit(GlmmState):
         return _anova(self, *others, names=names)
 
     def drop1(self):
-        """Likelihood-ratio tests of dropping each marginal fixed-effects term."""
+        """Likelihood-ratio tests of dropping each marginal fixed-effects term (lme4's
+        ``drop1(fit, test = "Chisq")``).
+
+        Returns
+        -------
+        Drop1Table
+        """
         return glmm_tests.glmm_drop1(self)
 
     def confint(self, method: str = "Wald", level: float = 0.95, nsim: int = 500, seed=None,
                 which=None) -> pd.DataFrame:
-        """Confidence intervals: "Wald" (fixed effects), "profile" (fixed effects) or "boot"
-        (θ and fixed effects, percentile)."""
+        """Confidence intervals.
+
+        Parameters
+        ----------
+        method : {"Wald", "profile", "boot"}
+            Wald and likelihood-profile intervals of the fixed effects, or percentile
+            intervals of θ and the fixed effects from a parametric bootstrap.
+        level : float
+            Confidence level in (0, 1).
+        nsim, seed
+            Bootstrap replicates and seed (``method="boot"``).
+        which : str or list of str, optional
+            Fixed effects to profile (default all).
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         m = str(method).lower()
         if m == "wald":
             return glmm_tests.wald_confint(self, level)
@@ -162,23 +218,86 @@ class GlmerFit(GlmmState):
         raise ValueError(f"method must be 'Wald', 'profile' or 'boot', got {method!r}")
 
     def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> np.ndarray:
-        """Simulated responses (n × nsim, data row order)."""
+        """Responses simulated from the fitted model.
+
+        Parameters
+        ----------
+        nsim : int
+            Number of simulations.
+        seed : int or Generator, optional
+            Random seed.
+        use_u : bool
+            Condition on the conditional modes instead of drawing new random effects.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, nsim), data row order, on the model's scale (proportions for a binomial).
+        """
         return glmm_tests.glmm_simulate(self, nsim, seed, use_u)
 
     def bootstrap(self, nsim: int, seed=None):
-        """Parametric bootstrap of θ and β (refits)."""
+        """Parametric bootstrap of θ and β (one-term scalar models refit in lock-step).
+
+        Parameters
+        ----------
+        nsim : int
+            Number of replicates.
+        seed : int or Generator, optional
+            Random seed.
+
+        Returns
+        -------
+        GlmmBootstrap
+        """
         return glmm_tests.glmm_bootstrap(self, nsim, seed)
 
     def binned_residuals(self, n_bins: int | None = None) -> pd.DataFrame:
-        """Mean residual per bin of fitted values with its ±2 SE band (``arm::binnedplot``)."""
+        """Mean residual per bin of fitted values with its ±2 SE band (``arm::binnedplot``).
+
+        Parameters
+        ----------
+        n_bins : int, optional
+            Number of bins (default √n).
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         return binned_residuals(self, n_bins)
 
     def plot_binned_residuals(self, n_bins: int | None = None, path=None, title=None):
-        """The binned residual plot (a matplotlib Figure; PNG at ``path``)."""
+        """The binned residual plot.
+
+        Parameters
+        ----------
+        n_bins : int, optional
+            Number of bins (default √n).
+        path : str or Path, optional
+            Save as PNG there.
+        title : str, optional
+            Replaces the default title.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         return plot_binned_residuals(self, n_bins, path=path, title=title)
 
     def tidy(self, conf_int: bool = False, conf_level: float = 0.95) -> pd.DataFrame:
-        """broom.mixed's ``tidy``: one row per fixed effect and random-effect parameter."""
+        """broom.mixed's ``tidy``: one row per fixed effect and random-effect parameter.
+
+        Parameters
+        ----------
+        conf_int : bool
+            Add Wald confidence limits of the fixed effects.
+        conf_level : float
+            Their level.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         fx = pd.DataFrame({"effect": "fixed", "group": None, "term": self.fixef.index,
                            "estimate": self.fixef.to_numpy(), "std.error": self.stderr.to_numpy(),
                            "statistic": self.zvalues.to_numpy(), "p.value": self.pvalues.to_numpy()})
@@ -193,7 +312,12 @@ class GlmerFit(GlmmState):
         return pd.concat([fx, rp], ignore_index=True)
 
     def glance(self) -> pd.DataFrame:
-        """broom.mixed's ``glance``: nobs, sigma, logLik, AIC, BIC, deviance, df.residual."""
+        """broom.mixed's ``glance``: nobs, sigma, logLik, AIC, BIC, deviance, df.residual.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         return pd.DataFrame([{"nobs": self.n_obs, "sigma": 1.0, "logLik": self.loglik,
                               "AIC": self.aic, "BIC": self.bic, "deviance": self.deviance,
                               "df.residual": self.df_resid}])

@@ -60,18 +60,22 @@ class GlmmState:
     # ------------------------------------------------------------------ basics
     @property
     def formula(self) -> str:
+        """The formula as the user wrote it."""
         return self._formula
 
     @property
     def n_obs(self) -> int:
+        """Number of observations used."""
         return self.design.n_obs
 
     @property
     def n_dropped(self) -> int:
+        """Rows dropped for missing values (or no trials)."""
         return self.design.n_dropped
 
     @property
     def n_groups(self) -> dict:
+        """Number of levels of each grouping factor (lme4's ngrps)."""
         out: dict = {}
         for t in self.design.terms:
             out.setdefault(":".join(t.group), t.n_levels)
@@ -79,10 +83,13 @@ class GlmmState:
 
     @property
     def converged(self) -> bool:
+        """True when the optimum passed the gradient and Hessian check."""
         return bool(self.opt.converged)
 
     @property
     def warnings(self) -> list:
+        """What makes the fit less than fully trustworthy (no convergence, separation, a
+        boundary fit), as text."""
         out = list(self.opt.warnings)
         if self.is_singular:
             out.append("boundary (singular) fit: see is_singular")
@@ -96,14 +103,17 @@ class GlmmState:
     # ------------------------------------------------------------------ parameters
     @property
     def beta(self) -> np.ndarray:
+        """The fixed effects β̂ as an array."""
         return self.opt.beta
 
     @property
     def fixef(self) -> pd.Series:
+        """The fixed effects β̂, named (lme4's fixef)."""
         return pd.Series(self.beta, index=self.design.fixef_names, name="Estimate")
 
     @property
     def T(self) -> list:
+        """The relative covariance factors T_k of the terms (Ω_k = T_k T_k')."""
         return self.prob.split_theta(self.theta)
 
     @property
@@ -146,18 +156,22 @@ class GlmmState:
 
     @property
     def loglik(self) -> float:
+        """The log-likelihood, every constant included (lme4's logLik for Laplace fits)."""
         return -0.5 * self.deviance
 
     @property
     def aic(self) -> float:
+        """Akaike's criterion, −2 logLik + 2 n_params."""
         return self.deviance + 2 * self.n_params
 
     @property
     def bic(self) -> float:
+        """Schwarz's criterion, −2 logLik + log(n) n_params."""
         return self.deviance + np.log(self.n_obs) * self.n_params
 
     @property
     def df_resid(self) -> int:
+        """Residual degrees of freedom, n − n_params (lme4's df.resid)."""
         return self.n_obs - self.n_params
 
     # ------------------------------------------------------------------ inference
@@ -198,21 +212,25 @@ class GlmmState:
 
     @property
     def stderr(self) -> pd.Series:
+        """Standard errors of the fixed effects (from :attr:`vcov`)."""
         return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.design.fixef_names,
                          name="Std. Error")
 
     @property
     def zvalues(self) -> pd.Series:
+        """Wald z statistics β̂ / SE."""
         return pd.Series(self.beta / self.stderr.to_numpy(), index=self.design.fixef_names,
                          name="z value")
 
     @property
     def pvalues(self) -> pd.Series:
+        """Two-sided Wald p-values, Pr(>|z|)."""
         return pd.Series(2 * stats.norm.sf(np.abs(self.zvalues.to_numpy())),
                          index=self.design.fixef_names, name="Pr(>|z|)")
 
     @property
     def corr_fixef(self) -> pd.DataFrame:
+        """Correlations of the fixed-effects estimates."""
         V = self.vcov.to_numpy()
         s = np.sqrt(np.diag(V))
         return pd.DataFrame(V / np.outer(s, s), index=self.vcov.index, columns=self.vcov.columns)
@@ -262,7 +280,13 @@ class GlmmState:
         return out
 
     def ranef_condvar(self) -> dict:
-        """Conditional covariance of each level's random effects, T (A⁻¹)_jj T' (lme4's condVar)."""
+        """Conditional covariance of each level's random effects, T (A⁻¹)_jj T' (lme4's condVar).
+
+        Returns
+        -------
+        dict
+            Term name -> array (levels, q, q).
+        """
         return {t.name: np.einsum("ik,gkl,jl->gij", T, D, T)
                 for t, T, D in zip(self.design.terms, self.T, self._inv_diag_blocks)}
 
@@ -281,13 +305,37 @@ class GlmmState:
 
     # ------------------------------------------------------------------ fitted values
     def eta_model_order(self) -> np.ndarray:
-        """The linear predictor o + Xβ̂ + Zb̂ in model order."""
+        """The linear predictor o + Xβ̂ + Zb̂ in model order.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return self.opt.res.eta
 
     def mu_model_order(self) -> np.ndarray:
+        """The fitted means μ̂ in model order.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return self.family.linkinv(self.eta_model_order())
 
     def data_series(self, a: np.ndarray, name: str) -> pd.Series:
+        """A per-row array in model order as a Series in the data's row order.
+
+        Parameters
+        ----------
+        a : numpy.ndarray
+            One value per row, model order.
+        name : str
+            The Series' name.
+
+        Returns
+        -------
+        pandas.Series
+        """
         d = self.design
         return pd.Series(d.to_data_order(a), index=d.to_data_order(d.row_labels), name=name)
 
@@ -298,10 +346,22 @@ class GlmmState:
 
     @property
     def prior_weights(self) -> np.ndarray:
+        """Prior weights in model order (the trials of a binomial)."""
         return self.prob.wt
 
     def residuals_of(self, type: str = "deviance") -> pd.Series:
-        """Residuals of ``type``: deviance (lme4's default), pearson, response or working."""
+        """Residuals of ``type``: deviance (lme4's default), pearson, response or working.
+
+        Parameters
+        ----------
+        type : {"deviance", "pearson", "response", "working"}
+            The kind of residual.
+
+        Returns
+        -------
+        pandas.Series
+            In the data's row order.
+        """
         if type not in RESIDUAL_TYPES:
             raise ValueError(f"type must be one of {', '.join(RESIDUAL_TYPES)}, got {type!r}")
         y, mu, wt, eta = self.design.y, self.mu_model_order(), self.prob.wt, self.eta_model_order()
@@ -318,10 +378,17 @@ class GlmmState:
 
     @property
     def residuals(self) -> pd.Series:
+        """Deviance residuals (lme4's default type), data row order."""
         return self.residuals_of("deviance")
 
     def overdispersion(self) -> dict:
-        """Pearson χ² / residual df and its p-value (a quick check for overdispersion)."""
+        """Pearson χ² / residual df and its p-value (a quick check for overdispersion).
+
+        Returns
+        -------
+        dict
+            ``chisq``, ``df``, ``ratio`` and ``p_value``.
+        """
         r = self.residuals_of("pearson").to_numpy()
         chisq = float(r @ r)
         df = self.df_resid
