@@ -431,3 +431,14 @@ def test_glmerfit_docstrings():
             if [p for p in inspect.signature(obj).parameters if p != "self"]:
                 assert "Parameters\n----------" in doc, name
             assert "Returns\n-------" in doc, name
+
+
+def test_double_bar_against_lme4():
+    ref = json.loads((REF / "glmer_profile_refs.json").read_text())["double_bar"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = glmer("y ~ x + (x || g)", _data("sim_slope"))
+    assert m.loglik >= ref["loglik"] - 1e-8 and m.loglik - ref["loglik"] < 1e-5
+    np.testing.assert_allclose(m.theta, ref["theta"], atol=1e-4)
+    np.testing.assert_allclose(m.fixef, ref["fixef"], atol=1e-5)
+    assert list(m.varcorr["grp"]) == ["g", "g.1"]
