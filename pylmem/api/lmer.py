@@ -24,6 +24,7 @@ from ..inference import bootstrap as bootstrap_mod
 from ..inference import profile as profile_mod
 from ..inference.ddf import coef_table
 from ..inference.ftests import single_anova
+from ..inference.lsmeans import ls_means
 from ..model.design import ModelDesign, build_design
 from ..model.tables import as_pandas
 from ..postfit import diagnostics, hat, measures
@@ -165,6 +166,10 @@ class LmerFit(FitState):
     def anova(self, type=3, ddf="Satterthwaite"):
         """lmerTest's F tests of the fixed-effects terms: see :func:`pylmem.inference.ftests.single_anova`."""
         return single_anova(self, type=type, ddf=ddf)
+
+    def ls_means(self, which=None, *, level=0.95, ddf="Satterthwaite", pairwise=False, data=None):
+        """lmerTest's least-squares means: see :func:`pylmem.inference.lsmeans.ls_means`."""
+        return ls_means(self, which, level=level, ddf=ddf, pairwise=pairwise, data=data)
 
     # ------------------------------------------------------------------ diagnostics, measures
     def residuals_of(self, type: str = "response", scaled: bool = False) -> pd.Series:  # noqa: A002

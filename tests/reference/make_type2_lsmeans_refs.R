@@ -8,6 +8,8 @@ dd <- "pylmem/datasets/data/"
 rd <- function(f, fac) { d <- read.csv(paste0(dd, f)); for (v in fac) d[[v]] <- factor(d[[v]]); d }
 dsets <- list(cake = rd("cake.csv", c("replicate", "recipe", "temperature")),
               ratWeight = rd("ratWeight.csv", c("id", "regime", "gender", "dosage")))
+# an empty cell: recipe C never baked at 225 (its interaction column is dropped)
+dsets$cake_missing <- droplevels(dsets$cake[!(dsets$cake$recipe == "C" & dsets$cake$temperature == "225"), ])
 models <- list(
   list(name = "cake_reml", data = "cake", reml = TRUE, factors = c("temperature"),
        formula = "angle ~ recipe*temperature + (1|recipe:replicate)",
@@ -16,6 +18,9 @@ models <- list(
        formula = "angle ~ recipe*temperature + (1|recipe:replicate)", lsm = c("recipe")),
   list(name = "cake_additive_reml", data = "cake", reml = TRUE, factors = c("temperature"),
        formula = "angle ~ recipe + temperature + (1|recipe:replicate)", lsm = c("recipe", "temperature")),
+  list(name = "cake_missing_reml", data = "cake_missing", reml = TRUE, factors = c("temperature"),
+       formula = "angle ~ recipe*temperature + (1|recipe:replicate)",
+       lsm = c("recipe", "recipe:temperature")),
   list(name = "rat_gender_reml", data = "ratWeight", reml = TRUE, factors = character(0),
        formula = "weight ~ gender*week + (week|id)", lsm = c("gender")),
   list(name = "rat_mixed_reml", data = "ratWeight", reml = TRUE, factors = character(0),
@@ -48,6 +53,7 @@ for (s in models) {
     r$lsmeans_pairs[[f]] <- tab(ls_means(m, which = f, pairwise = TRUE))
     if (s$reml) r$lsmeans_kr[[f]] <- tab(ls_means(m, which = f, ddf = "Kenward-Roger"))
     spec <- as.formula(paste("~", gsub(":", "*", f)))
+    if (s$data == "cake_missing") next
     em <- suppressMessages(emmeans(m, spec, lmer.df = "satterthwaite"))
     r$emmeans[[f]] <- tab(summary(em))
     r$emmeans_pairs[[f]] <- tab(summary(pairs(em, adjust = "none")))
