@@ -25,7 +25,7 @@ from ..inference import profile as profile_mod
 from ..inference.ddf import coef_table
 from ..inference.ftests import single_anova
 from ..inference.lsmeans import ls_means
-from ..model.design import ModelDesign, build_design
+from ..model.design import ModelDesign, apply_cov_mask, build_design
 from ..model.tables import as_pandas
 from ..postfit import diagnostics, hat, measures
 from ..postfit.predict import predict
@@ -38,7 +38,8 @@ __all__ = ["lmer", "fit_design", "LmerFit", "DaskLmerFit", "ConvergenceWarning"]
 
 
 def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "profiled",
-         factors=(), verbose=None, em_options=None, weights=None, offset=None) -> "LmerFit":
+         factors=(), verbose=None, em_options=None, weights=None, offset=None,
+         cov_mask=None) -> "LmerFit":
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     ``method="profiled"`` (default) minimises the profiled deviance (lme4's algorithm);
@@ -54,6 +55,10 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     ``weights``: prior weights (column name or array; residual variance σ²/w_i);
     ``offset``: a known term of the linear predictor (column name or array), added to any
     ``offset(x)`` of the formula.  ``data`` may be pandas, polars or pyarrow.
+    ``cov_mask``: the seed's mask C (q × q, symmetric 0/1, ones on the diagonal; a dict term
+    name → C for several terms): covariances where C is 0 are fixed at zero
+    (:func:`pylmem.model.design.apply_cov_mask`; covariance structures in the formula:
+    ``diag()``, ``cs()``, ``ar1()``, ... see docs/structures.md).
     """
     if not isinstance(data, pd.DataFrame) and type(data).__module__.startswith("dask"):
         # a dask DataFrame, fitted where it lives
@@ -65,6 +70,7 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     t0 = time.perf_counter()
     design = build_design(formula, as_pandas(data), factors=factors, weights=weights,
                           offset=offset)
+    apply_cov_mask(design, cov_mask)
     return estimate(design, reml=reml, method=method, verbose=verbose, em_options=em_options,
                     cls=LmerFit, _t0=t0)
 

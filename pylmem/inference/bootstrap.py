@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from ..estimation.fitting import estimate
-from ..model.covariance import sdcor_from_theta, sdcor_names
+from ..model.covariance import refuse_structured, sdcor_from_theta, sdcor_names
 from ..model.weights import reject_weighted
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
 from ..numerics.replicates import BatchedDeviance, minimize_batch
@@ -463,6 +463,8 @@ class _BootProgress:
 
 
 def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
+    for f in fits:   # the replicate kernels read θ as T_k (pylmem.model.covariance)
+        refuse_structured(f.design.terms, "the parametric bootstrap", "refit(y) refits one response")
     """Simulate from fits[0] and refit every fit in ``fits`` to each response."""
     for f in fits:
         reject_weighted(f, "the parametric bootstrap")
