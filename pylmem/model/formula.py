@@ -177,7 +177,7 @@ def _expand_group(g: str) -> list[tuple[str, ...]]:
 # lme4 2.0's (and glmmTMB's) covariance-structure keywords around a bar -> pylmem's name
 STRUCTURE_KEYWORDS = {"us": "us", "diag": "diag", "cs": "cs", "homcs": "cs", "hcs": "hcs",
                       "ar1": "ar1", "har1": "har1", "hetar1": "har1"}
-_CALL = re.compile(r"^([A-Za-z_.][A-Za-z0-9_.]*)\s*\((.*)\)$", re.S)
+_CALL = re.compile(r"^([A-Za-z_.][A-Za-z0-9_.]*)\s*\((.*)\)$", re.DOTALL)
 _FIXED_CALLS = {"I", "C", "factor", "as.factor", "offset", "poly", "log", "exp", "sqrt", "scale",
                 "ns", "bs", "abs"}
 
