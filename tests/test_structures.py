@@ -215,3 +215,20 @@ def test_parametrisation_maps():
         np.testing.assert_allclose(s.relcov(s.from_relcov(D, clip=False)), D, rtol=1e-10)
         T = s.lower_factor(phi)
         np.testing.assert_allclose(T @ T.T, D, rtol=1e-10, atol=1e-12)
+
+
+def test_ranova_and_json_of_structured_fits():
+    from pylmem.io.cli import fit_to_dict
+
+    fit = fit_of("Reaction ~ Days + ar1(Days | Subject)", "sleepstudy", True)
+    r = pylmem.ranova(fit)
+    assert list(r["npar"]) == [5, 4]          # ar1: 2 parameters; one column left: 1
+    assert r["Df"].iloc[1] == 1
+    d = load("sleepstudy").assign(D2=lambda x: (x["Days"] - 4.5) ** 2 / 10)
+    C = MASKS["band"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = pylmem.lmer("Reaction ~ Days + (Days + D2 | Subject)", d, cov_mask=C)
+    assert list(pylmem.ranova(m)["npar"]) == [8, 5, 6]
+    out = fit_to_dict(fit, data="sleepstudy")
+    assert out["cov_structures"] == {"Subject": "ar1"} and out["n_params"] == 5

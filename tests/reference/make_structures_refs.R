@@ -60,6 +60,9 @@ for (reml in c(FALSE, TRUE)) {
   r <- lme_ref("x", score ~ Machine, list(Worker = pdCompSymm(~ Machine - 1)), machines, reml, "pdCompSymm")
   r$data <- "Machines"; r$formula <- "score ~ Machine + cs(0 + Machine | Worker)"
   res[[paste0("machines_pdcompsymm_", sfx)]] <- r
+  r <- lme_ref("x", score ~ Machine, list(Worker = pdDiag(~ Machine - 1)), machines, reml, "pdDiag")
+  r$data <- "Machines"; r$formula <- "score ~ Machine + diag(0 + Machine | Worker)"
+  res[[paste0("machines_pddiag_", sfx)]] <- r
   r <- tmb_ref("x", Reaction ~ Days + diag(Days | Subject), sleep, reml)
   r$data <- "sleepstudy"; r$formula <- "Reaction ~ Days + diag(Days | Subject)"
   res[[paste0("sleep_tmbdiag_", sfx)]] <- r
