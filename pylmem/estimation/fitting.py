@@ -16,7 +16,7 @@ from ..model.design import ModelDesign
 from ..numerics.checks import check_exact_fit, check_residual_variance
 from ..numerics.crossprod import crossproducts
 from ..numerics.deviance import ProfiledDeviance
-from ..numerics.structured import StructuredDeviance
+from ..numerics.structured import FixedCoordinates, StructuredDeviance
 from ..util.progress import Progress
 from ..util.threads import threads_for_block
 from .convergence import ConvergenceWarning, check_convergence, check_em_optimum
@@ -124,10 +124,34 @@ def _fit_structured(design, dev, smap, method, em_options, theta0, verbose, prog
                                     callback=progress.update)
                 if o2.objective < opt.objective:
                     opt = o2
-    for s, p, t in zip(smap.structures, smap.split(opt.theta), design.terms):
+    return sdev, _check_correlation_bounds(sdev, smap, opt, design), em_result
+
+
+def _check_correlation_bounds(sdev, smap, opt, design):
+    """A correlation at a bound of its range (its coordinate z at ±∞, where d is flat): a
+    boundary fit, with the convergence check redone on the other coordinates."""
+    fixed, notes = [], []
+    for s, p, t, off in zip(smap.structures, smap.split(opt.theta), design.terms, smap.offsets):
         if s.at_boundary(p):
-            opt.warnings.append(f"boundary (singular) fit: the correlation of the {s.kind}() "
-                                f"term {t.name!r} is at a bound of its range "
-                                f"({', '.join(f'{r:.6g}' for r in s.correlations(p))})")
-            opt.singular = True
-    return sdev, opt, em_result
+            notes.append(f"boundary (singular) fit: the correlation of the {s.kind}() term "
+                         f"{t.name!r} is at a bound of its range "
+                         f"({', '.join(f'{r:.6g}' for r in s.correlations(p))})")
+            rho = s.correlations(p)
+            zs = np.arange(s.n_sd, s.n_par)
+            edge = (rho > 1 - 1e-6) | (rho < s.rho_min + 1e-6)
+            fixed += list(off + zs[edge])
+    if not fixed:
+        return opt
+    phi = np.asarray(opt.theta, float)
+    sub = FixedCoordinates(sdev, fixed, phi[fixed])
+    o2 = check_convergence(sub, phi[sub.free], theta0=opt.theta_start[sub.free],
+                           method=opt.method, message=opt.message, trace=opt.trace)
+    if o2.objective <= opt.objective + 1e-10 * abs(opt.objective):
+        opt.theta = sub.full(o2.theta)
+        opt.objective = o2.objective
+        opt.converged = o2.converged
+        opt.warnings = list(o2.warnings)
+        opt.gradient, opt.hessian = None, None
+    opt.warnings += notes
+    opt.singular = True
+    return opt

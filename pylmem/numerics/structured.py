@@ -71,3 +71,51 @@ class StructuredDeviance:
         if not np.isfinite(val):
             return np.inf, np.zeros(len(phi))
         return val, self.smap.jacobian(phi).T @ g
+
+
+class FixedCoordinates:
+    """``dev`` with some of its coordinates held fixed: reads like ``dev`` in the others.
+
+    Used to check a structured optimum whose correlation sits at a bound of its range
+    (ρ → ±1 pushes its coordinate z to ±∞, where d is flat): the check is made on the
+    other coordinates, as it is on the interior coordinates of θ at a zero variance.
+    """
+
+    def __init__(self, dev, fixed, values):
+        self.outer = dev
+        self.fixed = np.asarray(fixed, int)
+        self.values = np.asarray(values, float)
+        self.free = np.setdiff1d(np.arange(len(dev.lower)), self.fixed)
+        self.lower = dev.lower[self.free]
+
+    def __getattr__(self, name):
+        return getattr(self.outer, name)
+
+    @property
+    def n_evals(self) -> int:
+        return self.outer.n_evals
+
+    def full(self, x) -> np.ndarray:
+        out = np.empty(len(self.outer.lower))
+        out[self.free] = x
+        out[self.fixed] = self.values
+        return out
+
+    def theta_to_centred(self, x) -> np.ndarray:
+        return np.asarray(x, float).copy()
+
+    def theta_from_centred(self, x) -> np.ndarray:
+        return np.asarray(x, float).copy()
+
+    def centred_scales(self) -> np.ndarray:
+        return np.ones(len(self.free))
+
+    def factor(self, x, **kw):
+        return self.outer.factor(self.full(x), **kw)
+
+    def __call__(self, x, *, centred: bool = False) -> float:
+        return self.outer(self.full(x))
+
+    def value_and_gradient(self, x, *, centred: bool = False):
+        v, g = self.outer.value_and_gradient(self.full(x))
+        return v, g[self.free]
