@@ -5,7 +5,8 @@ tests/reference/make_structures_refs.R: nlme 3.1 (pdDiag, pdCompSymm) and glmmTM
 (diag, cs = pylmem's hcs, ar1), ML and REML, each the best of two optimisers.  pylmem's
 optimum must be at least as good (log-likelihood ≥ the reference − 1e-7) and equal to it
 (|Δ| < 1e-6): the same criterion, the true optimum.  The simulated AR(1) data
-(tests/reference/ar1_sim.csv) are written by the same script.
+(tests/reference/ar1_sim.csv) are written by the same script.  As lme4 2.0 and glmmTMB,
+cs() has a variance per column unless hom = TRUE; ar1() one variance unless hom = FALSE.
 """
 import json
 import warnings
@@ -62,14 +63,27 @@ def test_structure_matches_nlme_and_glmmtmb(name):
 
 
 def test_structures_that_coincide():
-    """q = 2: ar1 is cs and har1 is hcs (ρ^1 = ρ); diag is '||'; a full mask is us; an
-    identity mask is diag; hcs on two columns is us (same parameter count)."""
-    f = "Reaction ~ Days + {}(Days | Subject)"
-    dev = {s: fit_of(f.format(s), "sleepstudy", False).deviance
-           for s in ("ar1", "cs", "har1", "hcs", "diag", "us")}
-    assert dev["ar1"] == pytest.approx(dev["cs"], abs=1e-7)
-    assert dev["har1"] == pytest.approx(dev["hcs"], abs=1e-7)
-    assert dev["hcs"] == pytest.approx(dev["us"], abs=1e-7)
+    """q = 2: ar1 is cs(hom = TRUE) and ar1(hom = FALSE) is cs (ρ^1 = ρ); cs on two columns
+    is us; diag is '||'; a full mask is us; an identity mask is diag; spellings agree."""
+    f = "Reaction ~ Days + {}"
+    forms = {"ar1": "ar1(Days | Subject)", "cs1": "cs(Days | Subject, hom = TRUE)",
+             "har1": "ar1(Days | Subject, hom = FALSE)", "cs": "cs(Days | Subject)",
+             "diag": "diag(Days | Subject)", "us": "us(Days | Subject)",
+             "homcs": "homcs(Days | Subject)", "hetar1": "hetar1(Days | Subject)",
+             "hcs": "hcs(Days | Subject)", "homdiag": "diag(Days | Subject, hom = TRUE)"}
+    fits = {k: fit_of(f.format(v), "sleepstudy", False) for k, v in forms.items()}
+    dev = {k: m.deviance for k, m in fits.items()}
+    assert dev["ar1"] == pytest.approx(dev["cs1"], abs=1e-7)
+    assert dev["homcs"] == pytest.approx(dev["cs1"], abs=1e-7)
+    assert dev["har1"] == pytest.approx(dev["cs"], abs=1e-7)
+    assert dev["hetar1"] == pytest.approx(dev["cs"], abs=1e-7)
+    assert dev["hcs"] == pytest.approx(dev["cs"], abs=1e-7)
+    assert dev["cs"] == pytest.approx(dev["us"], abs=1e-7)
+    assert [fits[k].n_params for k in ("us", "cs", "cs1", "ar1", "har1", "diag", "homdiag")] == \
+        [6, 6, 5, 5, 6, 5, 4]
+    om = fits["homdiag"].cov_re["Subject"].to_numpy()
+    assert om[0, 0] == pytest.approx(om[1, 1]) and om[0, 1] == 0
+    assert dev["homdiag"] > dev["diag"]
     dbl = fit_of("Reaction ~ Days + (Days || Subject)", "sleepstudy", False)
     assert dev["diag"] == pytest.approx(dbl.deviance, abs=1e-7)
     base = "Reaction ~ Days + (Days | Subject)"
@@ -77,8 +91,6 @@ def test_structures_that_coincide():
         pytest.approx(dev["diag"], abs=1e-7)
     assert fit_of(base, "sleepstudy", False, cov_mask=np.ones((2, 2))).deviance == \
         pytest.approx(dev["us"], abs=1e-7)
-    assert fit_of(f.format("cs"), "sleepstudy", False).n_params == 5
-    assert fit_of(f.format("us"), "sleepstudy", False).n_params == 6
 
 
 def test_diag_satterthwaite_equals_double_bar():
@@ -132,14 +144,15 @@ def test_structured_fit_invariances():
 
 
 def test_summary_varcorr_anova_df():
-    fit = fit_of("score ~ Machine + cs(0 + Machine | Worker)", "Machines", True)
+    fit = fit_of("score ~ Machine + cs(0 + Machine | Worker, hom = TRUE)", "Machines", True)
     s = str(fit.summary())
-    assert "Covariance structures:" in s and "compound symmetry (cs), rho = 0.622" in s
+    assert "Covariance structures:" in s
+    assert "cs(hom = TRUE): compound symmetry, one variance, rho = 0.622" in s
     vc = fit.varcorr
     sub = vc[vc["grp"] == "Worker"]
     assert np.allclose(sub["vcov"].to_numpy()[:3], sub["vcov"].to_numpy()[0])
     assert np.allclose(sub["sdcor"].to_numpy()[3:], sub["sdcor"].to_numpy()[3])
-    m_cs = fit_of("score ~ Machine + cs(0 + Machine | Worker)", "Machines", False)
+    m_cs = fit_of("score ~ Machine + cs(0 + Machine | Worker, hom = TRUE)", "Machines", False)
     m_us = fit_of("score ~ Machine + (0 + Machine | Worker)", "Machines", False)
     lrt = pylmem.anova(m_cs, m_us)
     assert list(lrt["npar"]) == [6, 10]
@@ -158,8 +171,8 @@ def test_rho_at_the_boundary_warns():
     b = rng.normal(size=40)[g] * 2.0
     y = b + rng.normal(size=240) * 0.5
     d = pd.DataFrame({"y": y, "g": g.astype(str), "f": f})
-    with pytest.warns(ConvergenceWarning, match="correlation of the cs"):
-        fit = pylmem.lmer("y ~ 1 + cs(0 + f | g)", d, reml=False)
+    with pytest.warns(ConvergenceWarning, match=r"correlation of the cs\(hom = TRUE\) term"):
+        fit = pylmem.lmer("y ~ 1 + cs(0 + f | g, hom = TRUE)", d, reml=False)
     assert fit.is_singular
     # checked on the other coordinates (z → ∞ is flat): converged, no gradient complaint
     assert fit.converged
@@ -174,7 +187,7 @@ def test_rho_at_the_boundary_warns():
     ("Reaction ~ Days + toep(Days | Subject)", "unknown covariance structure 'toep'"),
     ("Reaction ~ Days + cs(Days || Subject)", "single bar"),
     ("Reaction ~ Days + cs(Days | Subject, hom = 3)", "hom = TRUE/FALSE"),
-    ("Reaction ~ Days + diag(Days | Subject, hom = FALSE)", "applies to cs"),
+    ("Reaction ~ Days + us(Days | Subject, hom = FALSE)", "applies to diag"),
 ])
 def test_bad_structures(formula, match):
     with pytest.raises(ValueError, match=match):
@@ -208,13 +221,13 @@ def test_refusals_name_the_structure():
 
 def test_parametrisation_maps():
     """ρ stays inside (ρ_min, 1) for every z; D(φ) is a covariance; from_relcov inverts D."""
-    for kind, q in (("cs", 4), ("hcs", 3), ("ar1", 5), ("har1", 3)):
+    for kind, q in (("cs", 4), ("hcs", 3), ("ar1", 5), ("har1", 3), ("homdiag", 3), ("diag", 2)):
         s = TermStructure(kind, q)
         for z in (-30.0, -2.0, 0.0, 2.0, 30.0):
             rho = float(s.rho(z))
             assert s.rho_min <= rho <= 1.0
         rng = np.random.default_rng(1)
-        phi = np.r_[rng.uniform(0.5, 2.0, s.n_sd), 0.3]
+        phi = np.r_[rng.uniform(0.5, 2.0, s.n_sd), [0.3] * (s.n_par - s.n_sd)]
         D = s.relcov(phi)
         assert np.linalg.eigvalsh(D).min() > 0
         np.testing.assert_allclose(s.relcov(s.from_relcov(D, clip=False)), D, rtol=1e-10)

@@ -58,7 +58,7 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     ``cov_mask``: the seed's mask C (q × q, symmetric 0/1, ones on the diagonal; a dict term
     name → C for several terms): covariances where C is 0 are fixed at zero
     (:func:`pylmem.model.design.apply_cov_mask`; covariance structures in the formula:
-    ``diag()``, ``cs()``, ``ar1()``, ... see docs/structures.md).
+    ``diag()``, ``cs()``, ``ar1()`` with lme4 2.0's ``hom =``: see docs/structures.md).
     """
     if not isinstance(data, pd.DataFrame) and type(data).__module__.startswith("dask"):
         # a dask DataFrame, fitted where it lives

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from ..model import weights as W
-from ..model.covariance import psd_cholesky, structure_map, theta_from_lower
+from ..model.covariance import KEYWORD, psd_cholesky, structure_map, theta_from_lower
 from ..model.design import ModelDesign
 from ..numerics.checks import check_exact_fit, check_residual_variance
 from ..numerics.crossprod import crossproducts
@@ -133,7 +133,7 @@ def _check_correlation_bounds(sdev, smap, opt, design):
     fixed, notes = [], []
     for s, p, t, off in zip(smap.structures, smap.split(opt.theta), design.terms, smap.offsets):
         if s.at_boundary(p):
-            notes.append(f"boundary (singular) fit: the correlation of the {s.kind}() term "
+            notes.append(f"boundary (singular) fit: the correlation of the {KEYWORD[s.kind]} term "
                          f"{t.name!r} is at a bound of its range "
                          f"({', '.join(f'{r:.6g}' for r in s.correlations(p))})")
             rho = s.correlations(p)

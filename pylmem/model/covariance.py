@@ -133,12 +133,14 @@ def theta_diagonal_mask(q: int) -> np.ndarray:
 # T_k = chol(D_k) and θ_k = vech T_k: the deviance keeps seeing θ (Λ's blocks); the
 # optimiser, the df and the parameter count see φ.
 #
-#   us      θ_k itself (lme4's default: q(q+1)/2 parameters)
-#   diag    one sd per column, no correlation (q)
-#   cs      compound symmetry: one sd, one correlation ρ ∈ (−1/(q−1), 1) (2)
-#   hcs     heterogeneous compound symmetry: an sd per column and one ρ (q + 1)
-#   ar1     one sd, cor(i, j) = ρ^|i−j|, ρ ∈ (−1, 1) (2)
-#   har1    heterogeneous ar1: an sd per column and one ρ (q + 1)
+#   us       θ_k itself (lme4's default: q(q+1)/2 parameters)
+#   diag     one sd per column, no correlation (q)                [lme4 2.0: diag(), its default]
+#   homdiag  one sd for all columns, no correlation (1)           [diag(..., hom = TRUE)]
+#   hcs      compound symmetry, an sd per column and one correlation ρ ∈ (−1/(q−1), 1)
+#            (q + 1)                                              [cs(), its default]
+#   cs       compound symmetry with one sd (2)                    [cs(..., hom = TRUE)]
+#   ar1      one sd, cor(i, j) = ρ^|i−j|, ρ ∈ (−1, 1) (2)         [ar1(), its default]
+#   har1     ar1 with an sd per column (q + 1)                    [ar1(..., hom = FALSE)]
 #   mask    the seed's mask C: an sd per column, a free correlation where C_ij = 1 and
 #           a zero covariance where C_ij = 0 (q + free pairs)
 #
@@ -147,7 +149,10 @@ def theta_diagonal_mask(q: int) -> np.ndarray:
 # ρ = ρ_min + (1 − ρ_min)(1 + tanh z)/2 with ρ_min = −1/(q − 1), the bound of positive
 # definiteness.  The sds are bounded below by 0, like θ's diagonal.
 
-STRUCTURES = ("us", "diag", "cs", "hcs", "ar1", "har1", "mask")
+STRUCTURES = ("us", "diag", "homdiag", "cs", "hcs", "ar1", "har1", "mask")
+# the formula keyword of each structure, as lme4 2.0 writes it
+KEYWORD = {"us": "us()", "diag": "diag()", "homdiag": "diag(hom = TRUE)", "cs": "cs(hom = TRUE)",
+           "hcs": "cs()", "ar1": "ar1()", "har1": "ar1(hom = FALSE)", "mask": "cov_mask"}
 _RHO_EDGE = 1e-6   # a correlation within this of its bound is reported as a boundary fit
 
 
@@ -170,8 +175,8 @@ class TermStructure:
         if kind not in STRUCTURES:
             raise ValueError(f"unknown covariance structure {kind!r} (known: {', '.join(STRUCTURES)})")
         if kind in ("cs", "hcs", "ar1", "har1") and q < 2:
-            raise ValueError(f"covariance structure {kind}() needs a random-effects term with at "
-                             f"least 2 columns; term {name!r} has {q}")
+            raise ValueError(f"covariance structure {KEYWORD[kind].split('(')[0]}() needs a "
+                             f"random-effects term with at least 2 columns; term {name!r} has {q}")
         self.kind, self.q, self.name = kind, int(q), name
         self.mask = None if mask is None else check_cov_mask(mask, q, name)
         if kind == "mask":
@@ -189,7 +194,7 @@ class TermStructure:
     @property
     def n_par(self) -> int:
         q = self.q
-        return {"us": q * (q + 1) // 2, "diag": q, "cs": 2, "ar1": 2, "hcs": q + 1,
+        return {"us": q * (q + 1) // 2, "diag": q, "homdiag": 1, "cs": 2, "ar1": 2, "hcs": q + 1,
                 "har1": q + 1}.get(self.kind, q + len(self.pairs[0]) if self.kind == "mask" else 0)
 
     @property
@@ -221,7 +226,7 @@ class TermStructure:
         sd = np.where(sd > 0, sd, 1.0)
         R = D / np.outer(sd, sd)
         s = sd if self.hetero else np.array([np.sqrt(np.mean(sd ** 2))])
-        if self.kind == "diag":
+        if self.kind in ("diag", "homdiag"):
             return s
         q = self.q
         if self.kind in ("cs", "hcs"):
@@ -280,8 +285,8 @@ class TermStructure:
         phi = np.asarray(phi, float)
         if self.kind == "us":
             return lower_from_theta(phi, self.q)
-        if self.kind == "diag":
-            return np.diag(phi)
+        if self.kind in ("diag", "homdiag"):
+            return np.diag(np.broadcast_to(phi, (self.q,)).astype(float))
         D = self.relcov(phi)
         if self.kind == "mask":
             w = np.linalg.eigvalsh(D)
@@ -308,12 +313,13 @@ class TermStructure:
 
     def describe(self, phi, sigma: float) -> str:
         """One line for the summary: the structure and its correlation parameter(s)."""
-        label = {"diag": "diagonal", "cs": "compound symmetry", "hcs":
-                 "heterogeneous compound symmetry", "ar1": "AR(1)", "har1": "heterogeneous AR(1)",
-                 "mask": "masked (zero covariances fixed)", "us": "unstructured"}[self.kind]
+        label = {"diag": "diagonal", "homdiag": "diagonal, one variance", "cs":
+                 "compound symmetry, one variance", "hcs": "compound symmetry", "ar1": "AR(1)",
+                 "har1": "AR(1), a variance per column", "mask": "zero covariances fixed",
+                 "us": "unstructured"}[self.kind]
         rho = self.correlations(phi)
         extra = f", rho = {rho[0]:.3f}" if self.kind in ("cs", "hcs", "ar1", "har1") else ""
-        return f"{label} ({self.kind}){extra}; {self.n_par} parameter(s)"
+        return f"{KEYWORD[self.kind]}: {label}{extra}; {self.n_par} parameter(s)"
 
 
 def check_cov_mask(mask, q: int, name: str = "") -> np.ndarray:
@@ -421,5 +427,5 @@ def refuse_structured(terms, what: str, instead: str) -> None:
     """ValueError naming the structured terms, for a capability that reads θ as T_k."""
     st = structured_terms(terms)
     if st:
-        names = ", ".join(f"{k}() on {n!r}" for n, k in st)
+        names = ", ".join(f"{KEYWORD[k]} on {n!r}" for n, k in st)
         raise ValueError(f"{what} is not available for covariance structures ({names}); {instead}")

@@ -5,9 +5,9 @@ The fixed part is handed to formulaic after translating R idioms
 :class:`RandomSpec`, one per ``(expr | g)`` bar, with nesting ``a/b`` expanded as lme4
 does to ``(expr | a) + (expr | b:a)``.  Uncorrelated bars ``||`` are kept as one spec
 flagged ``correlated=False``; the design splits them by term.  lme4 2.0's covariance
-structures around a bar, ``diag(x | g)``, ``cs(...)``, ``hcs(...)``, ``ar1(...)``,
-``har1(...)``, ``us(...)`` (glmmTMB's ``homcs``/``hetar1`` spellings, and ``hom = FALSE``
-for the heterogeneous forms), set the spec's ``structure``.
+structures around a bar, ``us(x | g)``, ``diag(...)``, ``cs(...)``, ``ar1(...)`` with
+lme4 2.0's ``hom =`` argument (glmmTMB's ``homcs``/``homdiag``/``hetar1`` spellings, and
+``hcs``/``har1`` for the heterogeneous forms), set the spec's ``structure``.
 """
 from __future__ import annotations
 
@@ -174,9 +174,12 @@ def _expand_group(g: str) -> list[tuple[str, ...]]:
     return [tuple(_unquote(x) for x in g.split(":"))]
 
 
-# lme4 2.0's (and glmmTMB's) covariance-structure keywords around a bar -> pylmem's name
-STRUCTURE_KEYWORDS = {"us": "us", "diag": "diag", "cs": "cs", "homcs": "cs", "hcs": "hcs",
-                      "ar1": "ar1", "har1": "har1", "hetar1": "har1"}
+# lme4 2.0's (and glmmTMB's) covariance-structure keywords around a bar -> pylmem's name.
+# As lme4 2.0 (and glmmTMB): diag() and cs() have a variance per column unless hom = TRUE,
+# ar1() one variance unless hom = FALSE; homcs/homdiag/hetar1 are glmmTMB's spellings, hcs
+# and har1 explicit heterogeneous ones
+STRUCTURE_KEYWORDS = {"us": "us", "diag": "diag", "homdiag": "homdiag", "cs": "hcs",
+                      "hcs": "hcs", "homcs": "cs", "ar1": "ar1", "har1": "har1", "hetar1": "har1"}
 _CALL = re.compile(r"^([A-Za-z_.][A-Za-z0-9_.]*)\s*\((.*)\)$", re.DOTALL)
 _FIXED_CALLS = {"I", "C", "factor", "as.factor", "offset", "poly", "log", "exp", "sqrt", "scale",
                 "ns", "bs", "abs"}
@@ -209,9 +212,11 @@ def _structure_call(term: str):
             kind = "cs" if hom else "hcs"
         elif kind in ("ar1", "har1"):
             kind = "ar1" if hom else "har1"
+        elif kind in ("diag", "homdiag"):
+            kind = "homdiag" if hom else "diag"
         else:
-            raise ValueError(f"'hom =' applies to cs() and ar1() only, not {word}()")
-    return kind, "(" + args[0].strip() + ")"
+            raise ValueError(f"'hom =' applies to diag(), cs() and ar1() only, not {word}()")
+    return kind, "(" + args[0].strip() + ")", word
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -229,10 +234,10 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed_terms: list[str] = []
     random: list[RandomSpec] = []
     for sign, term in split_sum(rhs):
-        structure = "us"
+        structure, word = "us", ""
         call = _structure_call(term)
         if call is not None:
-            structure, term = call
+            structure, term, word = call
         inner = term[1:-1] if term.startswith("(") and term.endswith(")") else None
         if inner is not None and len(_split_top(inner, "|")) > 1:
             if sign == "-":
@@ -240,7 +245,7 @@ def parse_formula(formula: str) -> ParsedFormula:
             double = len(_split_top(inner, "||")) == 2
             if double and structure != "us":
                 raise ValueError(f"a covariance structure takes a single bar: write "
-                                 f"{structure}({inner.replace('||', '|')}), not '||' inside it")
+                                 f"{word}({inner.replace('||', '|')}), not '||' inside it")
             parts = _split_top(inner, "||") if double else _split_top(inner, "|")
             if len(parts) != 2 or not parts[1].strip():
                 raise ValueError(f"random-effects term {term!r} needs a grouping factor after '|'")

@@ -236,7 +236,7 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
     terms = []
     for spec, expr, renames, _ in rand:
         if getattr(spec, "structure", "us") != "us":
-            raise ValueError(f"covariance structure {spec.structure}() on ({spec.expr} | "
+            raise ValueError(f"covariance structure {spec.structure} on ({spec.expr} | "
                              f"{spec.name}) is not supported for a Dask DataFrame yet: fit in memory")
         Zs, zcols, zspec, term_indices = build_matrix(expr, sample)
         names = [r_column_name(c, expr, renames) for c in zcols]

@@ -1,5 +1,6 @@
-# Reference values for pylmem's covariance structures: nlme (pdDiag, pdCompSymm) and
-# glmmTMB (diag, cs = heterogeneous compound symmetry, ar1), ML and REML.  Each reference
+# Reference values for pylmem's covariance structures: nlme (pdDiag, pdCompSymm = lme4 2.0's
+# cs(hom = TRUE)) and glmmTMB (diag, cs: heterogeneous compound symmetry as lme4 2.0's cs(),
+# ar1), ML and REML.  Each reference
 # is the best of several optimisers (the true optimum, checked by the tests against
 # pylmem's own optimum of the same criterion).
 # Run from the repository root:  Rscript tests/reference/make_structures_refs.R
@@ -58,7 +59,7 @@ for (reml in c(FALSE, TRUE)) {
   r$data <- "sleepstudy"; r$formula <- "Reaction ~ Days + diag(Days | Subject)"
   res[[paste0("sleep_pddiag_", sfx)]] <- r
   r <- lme_ref("x", score ~ Machine, list(Worker = pdCompSymm(~ Machine - 1)), machines, reml, "pdCompSymm")
-  r$data <- "Machines"; r$formula <- "score ~ Machine + cs(0 + Machine | Worker)"
+  r$data <- "Machines"; r$formula <- "score ~ Machine + cs(0 + Machine | Worker, hom = TRUE)"
   res[[paste0("machines_pdcompsymm_", sfx)]] <- r
   r <- lme_ref("x", score ~ Machine, list(Worker = pdDiag(~ Machine - 1)), machines, reml, "pdDiag")
   r$data <- "Machines"; r$formula <- "score ~ Machine + diag(0 + Machine | Worker)"
@@ -67,13 +68,13 @@ for (reml in c(FALSE, TRUE)) {
   r$data <- "sleepstudy"; r$formula <- "Reaction ~ Days + diag(Days | Subject)"
   res[[paste0("sleep_tmbdiag_", sfx)]] <- r
   r <- tmb_ref("x", score ~ Machine + cs(0 + Machine | Worker), machines, reml)
-  r$data <- "Machines"; r$formula <- "score ~ Machine + hcs(0 + Machine | Worker)"
+  r$data <- "Machines"; r$formula <- "score ~ Machine + cs(0 + Machine | Worker)"
   res[[paste0("machines_tmbcs_", sfx)]] <- r
   r <- tmb_ref("x", y ~ time + x + ar1(0 + ftime | subject), sim, reml)
   r$data <- "ar1_sim"; r$formula <- "y ~ time + x + ar1(0 + ftime | subject)"
   res[[paste0("sim_tmbar1_", sfx)]] <- r
   r <- tmb_ref("x", y ~ time + x + cs(0 + ftime | subject), sim, reml)
-  r$data <- "ar1_sim"; r$formula <- "y ~ time + x + hcs(0 + ftime | subject)"
+  r$data <- "ar1_sim"; r$formula <- "y ~ time + x + cs(0 + ftime | subject)"
   res[[paste0("sim_tmbcs_", sfx)]] <- r
   cat(sfx, "done\n")
 }
