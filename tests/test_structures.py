@@ -250,3 +250,13 @@ def test_ranova_and_json_of_structured_fits():
     assert list(pylmem.ranova(m)["npar"]) == [8, 5, 6]
     out = fit_to_dict(fit, data="sleepstudy")
     assert out["cov_structures"] == {"Subject": "ar1"} and out["n_params"] == 5
+
+
+def test_satterthwaite_is_invariant_to_the_parametrisation():
+    """cs() on two columns is the unstructured model in other coordinates (sds and z
+    instead of θ): the df from the Hessian in φ are the same."""
+    a = fit_of("Reaction ~ Days + cs(Days | Subject)", "sleepstudy", True)
+    b = fit_of("Reaction ~ Days + (Days | Subject)", "sleepstudy", True)
+    assert a.reml_criterion == pytest.approx(b.reml_criterion, abs=1e-7)
+    np.testing.assert_allclose(a.coef_table(ddf="Satterthwaite")["df"],
+                               b.coef_table(ddf="Satterthwaite")["df"], rtol=1e-3)
