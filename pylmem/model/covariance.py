@@ -429,3 +429,11 @@ def refuse_structured(terms, what: str, instead: str) -> None:
     if st:
         names = ", ".join(f"{KEYWORD[k]} on {n!r}" for n, k in st)
         raise ValueError(f"{what} is not available for covariance structures ({names}); {instead}")
+
+
+def lambda_theta(fit) -> np.ndarray:
+    """θ of Λ's blocks (vech T_k per term) of a fit: ``fit.theta`` itself, or for a fit with
+    covariance structures (whose ``theta`` is φ) the θ its structures imply."""
+    smap = getattr(fit.dev, "smap", None)
+    th = np.asarray(fit.theta, float)
+    return th if smap is None else smap.theta(th)
