@@ -17,6 +17,7 @@ from .estimation.em import em
 from .inference.bootstrap import bootstrap, pb_anova, simulate
 from .inference.ddf import coef_table
 from .inference.lrt import anova
+from .inference.lsmeans import ls_means
 from .inference.profile import confint
 from .inference.ranova import drop1, ranova
 from .io.readers import read_table
@@ -24,4 +25,4 @@ from .model.design import ModelDesign, build_design
 
 __all__ = ["lmer", "glmer", "GlmerFit", "fit_design", "LmerFit", "ConvergenceWarning", "build_design", "ModelDesign",
            "datasets", "em", "anova", "bootstrap", "pb_anova", "simulate", "ranova", "drop1",
-           "coef_table", "confint", "read_table"]
+           "coef_table", "confint", "read_table", "ls_means"]

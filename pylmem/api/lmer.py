@@ -24,7 +24,8 @@ from ..inference import bootstrap as bootstrap_mod
 from ..inference import profile as profile_mod
 from ..inference.ddf import coef_table
 from ..inference.ftests import single_anova
-from ..model.design import ModelDesign, build_design
+from ..inference.lsmeans import ls_means
+from ..model.design import ModelDesign, apply_cov_mask, build_design
 from ..model.tables import as_pandas
 from ..postfit import diagnostics, hat, measures
 from ..postfit.predict import predict
@@ -38,7 +39,7 @@ __all__ = ["lmer", "fit_design", "LmerFit", "DaskLmerFit", "ConvergenceWarning"]
 
 def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "profiled",
          factors=(), verbose=None, em_options=None, weights=None, offset=None,
-         data_name: str | None = None, REML: bool | None = None) -> "LmerFit":
+         data_name: str | None = None, REML: bool | None = None, cov_mask=None) -> "LmerFit":
     """Fit ``formula`` (lme4 syntax) to ``data`` by ML (``reml=False``) or REML.
 
     Parameters
@@ -77,6 +78,11 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
         argument); without it the line is left out.
     REML : bool, optional
         lme4's spelling of ``reml``, accepted as an alias (it wins when both are given).
+    cov_mask : array-like or dict, optional
+        The seed's mask C (q × q, symmetric 0/1, ones on the diagonal; a dict term name → C
+        for several terms): covariances where C is 0 are fixed at zero
+        (:func:`pylmem.model.design.apply_cov_mask`). Covariance structures in the formula:
+        ``diag()``, ``cs()``, ``ar1()`` with lme4 2.0's ``hom =`` (docs/structures.md).
 
     Returns
     -------
@@ -86,23 +92,27 @@ def lmer(formula: str, data: pd.DataFrame, *, reml: bool = True, method: str = "
     if REML is not None:          # lme4's spelling, accepted as an alias of reml=
         reml = REML
     fit = _lmer(formula, data, reml=reml, method=method, factors=factors, verbose=verbose,
-                em_options=em_options, weights=weights, offset=offset)
+                em_options=em_options, weights=weights, offset=offset, cov_mask=cov_mask)
     if data_name is not None:
         fit.data_name = str(data_name)
     return fit
 
 
-def _lmer(formula, data, *, reml, method, factors, verbose, em_options, weights, offset):
+def _lmer(formula, data, *, reml, method, factors, verbose, em_options, weights, offset,
+          cov_mask=None):
     if not isinstance(data, pd.DataFrame) and type(data).__module__.startswith("dask"):
         # a dask DataFrame, fitted where it lives
         if weights is not None or offset is not None:
             raise ValueError("weights= and offset= are not supported for a Dask DataFrame yet: "
                              "fit in memory, or write the offset as offset(col) in the formula")
+        if cov_mask is not None:
+            raise NotImplementedError("cov_mask= is not supported for a Dask DataFrame: fit in memory")
         return lmer_dask(formula, data, reml=reml, method=method, factors=factors,
                          verbose=verbose, em_options=em_options, cls=DaskLmerFit)
     t0 = time.perf_counter()
     design = build_design(formula, as_pandas(data), factors=factors, weights=weights,
                           offset=offset)
+    apply_cov_mask(design, cov_mask)
     return estimate(design, reml=reml, method=method, verbose=verbose, em_options=em_options,
                     cls=LmerFit, _t0=t0)
 
@@ -357,6 +367,10 @@ class LmerFit(FitState):
             See :func:`pylmem.inference.ftests.single_anova`.
         """
         return single_anova(self, type=type, ddf=ddf)
+
+    def ls_means(self, which=None, *, level=0.95, ddf="Satterthwaite", pairwise=False, data=None):
+        """lmerTest's least-squares means: see :func:`pylmem.inference.lsmeans.ls_means`."""
+        return ls_means(self, which, level=level, ddf=ddf, pairwise=pairwise, data=data)
 
     # ------------------------------------------------------------------ diagnostics, measures
     def residuals_of(self, type: str = "response", scaled: bool = False) -> pd.Series:  # noqa: A002

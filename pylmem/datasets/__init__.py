@@ -20,6 +20,7 @@ _DATASETS = {
     "Penicillin": ("Penicillin.csv", ("plate", "sample")),
     "Pastes": ("Pastes.csv", ("batch", "cask", "sample")),
     "cake": ("cake.csv", ("replicate", "recipe")),
+    "Machines": ("Machines.csv", ("Worker", "Machine")),
     "InstEval": ("InstEval.csv.gz", ("s", "d", "studage", "lectage", "service", "dept")),
     "cbpp": ("cbpp.csv", ("herd", "period")),
 }

@@ -11,15 +11,18 @@ import warnings
 import numpy as np
 
 from ..model import weights as W
+from ..model.covariance import KEYWORD, psd_cholesky, structure_map, theta_from_lower
 from ..model.design import ModelDesign
 from ..numerics.checks import check_exact_fit, check_residual_variance
 from ..numerics.crossprod import crossproducts
 from ..numerics.deviance import ProfiledDeviance
+from ..numerics.structured import FixedCoordinates, StructuredDeviance
 from ..util.progress import Progress
 from ..util.threads import threads_for_block
-from .convergence import ConvergenceWarning, check_em_optimum
+from .convergence import ConvergenceWarning, check_convergence, check_em_optimum
 from .em import fit_em
 from .optimize import optimize_theta
+from .start import start_theta
 from .state import FitState
 
 
@@ -66,7 +69,11 @@ def estimate(design: ModelDesign, *, reml=True, method="profiled", verbose=None,
     dev.log_weights = W.log_weight_sum(design)
     progress = Progress(verbose=verbose, label="lmer")
     em_result = None
-    if method == "em":
+    smap = structure_map(design.terms)
+    if not smap.trivial:   # covariance structures: d(θ(φ)), fitted in φ
+        dev, opt, em_result = _fit_structured(design, dev, smap, method, em_options, theta0,
+                                              verbose, progress)
+    elif method == "em":
         em_result = fit_em(W.scaled_design(design), **(em_options or {}))   # √w rows, y − offset
         opt = check_em_optimum(dev, em_result)
     else:
@@ -81,3 +88,70 @@ def estimate(design: ModelDesign, *, reml=True, method="profiled", verbose=None,
     for w in opt.warnings:
         warnings.warn(w, ConvergenceWarning, stacklevel=3)
     return fit
+
+
+def _fit_structured(design, dev, smap, method, em_options, theta0, verbose, progress):
+    """Fit a model with covariance structures: the optimiser (or, for the seed's mask, the
+    EM) in the structures' parameters φ (:class:`StructuredDeviance`); φ̂ is the fit's θ."""
+    sdev = StructuredDeviance(dev, smap)
+    qs = [t.q for t in design.terms]
+    em_result = None
+    if method == "em":
+        kinds = {s.kind for s in smap.structures}
+        if len(design.terms) != 1 or kinds != {"mask"}:
+            raise ValueError("method='em' fits the seed's cov_mask on one term; fit the "
+                             "covariance structures with method='profiled'")
+        opts = dict(em_options or {})
+        opts["mask"] = design.terms[0].mask
+        em_result = fit_em(W.scaled_design(design), **opts)
+        th = theta_from_lower(psd_cholesky(em_result.omega / em_result.sigma2))
+        phi = smap.from_theta(th, qs, clip=False)
+        opt = check_convergence(sdev, phi, theta0=phi, method=f"EM ({em_result.method})",
+                                message=f"EM stopped after {em_result.n_iter} iterations",
+                                trace=list(-2 * np.asarray(em_result.trace) - dev.log_weights))
+        if not em_result.converged:
+            opt.warnings.append(f"EM did not converge in {em_result.n_iter} iterations")
+            opt.converged = False
+    else:
+        if theta0 is None:
+            theta0 = smap.from_theta(start_theta(design, dev), qs)
+        with threads_for_block(dev.m):
+            opt = optimize_theta(sdev, None, theta0=theta0, verbose=verbose,
+                                 callback=progress.update)
+            start2 = smap.start()
+            if not opt.converged and not np.allclose(start2, theta0):
+                o2 = optimize_theta(sdev, None, theta0=start2, verbose=verbose,
+                                    callback=progress.update)
+                if o2.objective < opt.objective:
+                    opt = o2
+    return sdev, _check_correlation_bounds(sdev, smap, opt, design), em_result
+
+
+def _check_correlation_bounds(sdev, smap, opt, design):
+    """A correlation at a bound of its range (its coordinate z at ±∞, where d is flat): a
+    boundary fit, with the convergence check redone on the other coordinates."""
+    fixed, notes = [], []
+    for s, p, t, off in zip(smap.structures, smap.split(opt.theta), design.terms, smap.offsets):
+        if s.at_boundary(p):
+            notes.append(f"boundary (singular) fit: the correlation of the {KEYWORD[s.kind]} term "
+                         f"{t.name!r} is at a bound of its range "
+                         f"({', '.join(f'{r:.6g}' for r in s.correlations(p))})")
+            rho = s.correlations(p)
+            zs = np.arange(s.n_sd, s.n_par)
+            edge = (rho > 1 - 1e-6) | (rho < s.rho_min + 1e-6)
+            fixed += list(off + zs[edge])
+    if not fixed:
+        return opt
+    phi = np.asarray(opt.theta, float)
+    sub = FixedCoordinates(sdev, fixed, phi[fixed])
+    o2 = check_convergence(sub, phi[sub.free], theta0=opt.theta_start[sub.free],
+                           method=opt.method, message=opt.message, trace=opt.trace)
+    if o2.objective <= opt.objective + 1e-10 * abs(opt.objective):
+        opt.theta = sub.full(o2.theta)
+        opt.objective = o2.objective
+        opt.converged = o2.converged
+        opt.warnings = list(o2.warnings)
+        opt.gradient, opt.hessian = None, None
+    opt.warnings += notes
+    opt.singular = True
+    return opt

@@ -106,7 +106,10 @@ class FitState:
         """True when some T_k is singular (a variance or correlation on the boundary).
 
         lme4's test (a diagonal θ below 1e-4), made in the optimiser's scaled centred
-        coordinates so that it does not depend on the units or location of a covariate."""
+        coordinates so that it does not depend on the units or location of a covariate.
+        A covariance structure is also singular when a correlation is at a bound."""
+        if getattr(self.dev, "smap", None) is not None and self.optsum.singular:
+            return True
         try:
             x = Coordinates(self.dev).from_theta(self.theta)
         except Exception:  # pragma: no cover - fall back to lme4's raw test

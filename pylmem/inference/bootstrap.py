@@ -27,7 +27,12 @@ import pandas as pd
 from scipy import stats
 
 from ..estimation.fitting import estimate
-from ..model.covariance import sdcor_from_theta, sdcor_names
+from ..model.covariance import (
+    lambda_theta,
+    sdcor_from_theta,
+    sdcor_names,
+    structured_terms,
+)
 from ..model.design import require_rows
 from ..model.weights import reject_weighted
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
@@ -172,8 +177,8 @@ class _Engine:
         self.reml = reml
         d = fit.design
         self.p = d.n_fixef
-        self.k = len(fit.theta)
-        self.batched = len(d.terms) == 1
+        self.k = len(lambda_theta(fit))     # θ of Λ's blocks (a structured fit's θ is φ)
+        self.batched = len(d.terms) == 1 and not structured_terms(d.terms)
         if self.batched:
             cp, p = fit.cp, self.p
             st = cp.terms[0]
@@ -290,7 +295,7 @@ class _Engine:
                     m = _refit_model_order(self.fit, Y[r], self.reml)
             except (np.linalg.LinAlgError, ValueError, FloatingPointError):
                 continue
-            theta[r], beta[r], sigma[r], obj[r] = m.theta, m.beta, m.sigma, m.objective
+            theta[r], beta[r], sigma[r], obj[r] = lambda_theta(m), m.beta, m.sigma, m.objective
             status[r] = ("unconverged" if not m.converged else
                          "singular" if m.optsum.singular else "ok")
         return theta, beta, sigma, obj, status
@@ -374,7 +379,8 @@ class BootstrapResult:
         sd = _sdcor_batch(theta, sigma, qs)
         names = sdcor_names(qs) + [".sigma"] + list(fit.design.fixef_names)
         self.t = pd.DataFrame(np.column_stack([sd, sigma, beta]), index=idx, columns=names)
-        self.t0 = pd.Series(np.r_[sdcor_from_theta(fit.theta, fit.sigma, qs), fit.sigma, fit.beta],
+        self.t0 = pd.Series(np.r_[sdcor_from_theta(lambda_theta(fit), fit.sigma, qs), fit.sigma,
+                                  fit.beta],
                             index=names, name="original")
 
     @property
@@ -486,7 +492,7 @@ def _run(fits, nsim, seed, use_u, verbose, label="bootstrap"):
     nsim = _check_nsim(nsim)
     src = fits[0]
     engines = [_Engine(f, f.reml) for f in fits]
-    outs = [[np.full((nsim, len(f.theta)), np.nan), np.full((nsim, f.design.n_fixef), np.nan),
+    outs = [[np.full((nsim, len(lambda_theta(f))), np.nan), np.full((nsim, f.design.n_fixef), np.nan),
              np.full(nsim, np.nan), np.full(nsim, np.nan), np.array(["failed"] * nsim, dtype=object)]
             for f in fits]
     prog = _BootProgress(verbose, label)

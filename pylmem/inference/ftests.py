@@ -25,6 +25,7 @@ from ..model.formula import r_column_name
 from ..util.rformat import anova_table_lines, format_real, r_round, zapsmall
 from ..util.threads import one_blas_thread
 from .ddf import contest_md, normalize_ddf
+from .type2 import contrasts_type2
 
 COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
 
@@ -233,12 +234,16 @@ class FTestTable(pd.DataFrame):
 def single_anova(fit, type=3, ddf="Satterthwaite") -> FTestTable:
     """lmerTest's ``anova(fit, type=, ddf=)``: one F test per fixed-effects term."""
     t = str(type).upper().replace("TYPE", "").strip()
-    t = {"I": "1", "III": "3"}.get(t, t)
-    if t not in ("1", "3"):
-        raise ValueError(f"type must be 1 or 3 (lmerTest's 'I'/'III'), got {type!r}")
+    t = {"I": "1", "II": "2", "III": "3"}.get(t, t)
+    if t not in ("1", "2", "3"):
+        raise ValueError(f"type must be 1, 2 or 3 (lmerTest's 'I'/'II'/'III'), got {type!r}")
     ddf = normalize_ddf(ddf) or "Satterthwaite"
     if t == "1":
         Ls = contrasts_type1(fit)
+    elif t == "2":   # type II (pylmem.inference.type2)
+        terms = fixed_terms(fit.design)
+        Ls = contrasts_type1(fit) if fit.design.n_fixef <= 1 or len(terms) <= 1 else \
+            contrasts_type2(fit.design.X, terms, _contains)
     else:
         try:
             Ls = contrasts_type3(fit)

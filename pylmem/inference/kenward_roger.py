@@ -19,6 +19,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from ..model.covariance import refuse_structured
 from ..util.threads import one_blas_thread
 
 KR_MAX_M = 8000   # random effects (m × m dense matrices)
@@ -137,6 +138,7 @@ def vcov_adj(fit) -> KRInfo:
     cached = getattr(fit, "_kr_info_cache", None)
     if cached is not None:
         return cached
+    refuse_structured(fit.design.terms, "Kenward-Roger's method", "use ddf='Satterthwaite'")
     if not fit.reml:
         raise ValueError("Kenward-Roger's method is only available for REML model fits")
     m = sum(t.n_levels * t.q for t in fit.design.terms)

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from ..model.covariance import (
+    refuse_structured,
     sdcor_from_theta,
     sdcor_names,
     theta_from_sdcor,
@@ -82,6 +83,8 @@ class _Profiler:
     """ζ for each parameter of an ML fit (see module docstring)."""
 
     def __init__(self, fit):
+        refuse_structured(fit.design.terms, "the likelihood profile",
+                          "use confint(method='Wald') for the fixed effects")
         if fit.reml:
             fit = fit.refit(reml=False)
         self.fit = fit

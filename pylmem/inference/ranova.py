@@ -64,6 +64,10 @@ def _reduced_fits(fit):
                 keep = [i for i in range(len(coefs)) if i != j]
                 nt = dataclasses.replace(t, Z=t.Z[:, keep], coef_names=[coefs[i] for i in keep],
                                          columns=[t.columns[i] for i in keep] if t.columns else [])
+                if t.mask is not None:          # the seed's mask: its rows and columns kept
+                    nt.mask = t.mask[np.ix_(keep, keep)]
+                if nt.structure in ("cs", "hcs", "ar1", "har1") and len(keep) < 2:
+                    nt.structure = "us"         # one column left: a variance, no structure
                 terms = list(d.terms)
                 terms[k] = nt
                 out.append((f"{c} in {_term_label(t)}", terms))

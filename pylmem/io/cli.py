@@ -144,6 +144,9 @@ def fit_to_dict(fit, *, data: str | None = None) -> dict:
         "warnings": list(fit.warnings),
         "fit_seconds": fit.fit_seconds,
     }
+    st = [(t.name, t.structure) for t in fit.design.terms if getattr(t, "structure", "us") != "us"]
+    if st:   # covariance structures (docs/structures.md): term -> structure
+        out["cov_structures"] = dict(st)
     if fit.design.weights is not None:
         out["weights"] = fit.design.weights_name or "<array>"
     if fit.design.offset_exprs:

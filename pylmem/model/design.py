@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import weights as W
+from .covariance import TermStructure
 from .formula import ParsedFormula, parse_formula, r_column_name, translate_r
 from .levels import factor_labels, group_codes
 from .matrices import build_matrix, required_variables
@@ -36,6 +37,8 @@ class RandomTerm:
     columns: list[int] = field(default_factory=list)  # columns kept of the expr matrix
     group_values: list = None   # per grouping column: its distinct values (identity by value)
     level_codes: np.ndarray = None  # (L, len(group)) index into group_values of each level
+    structure: str = "us"     # covariance structure (pylmem.model.covariance.STRUCTURES)
+    mask: np.ndarray = None   # the 0/1 pattern of a "mask" structure
 
     @property
     def q(self) -> int:
@@ -324,8 +327,11 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                                     codes=codes.astype(np.int64), levels=np.asarray(levels),
                                     expr=expr, spec=zspec,
                                     columns=list(cols), group_values=group_values,
-                                    level_codes=level_codes))
+                                    level_codes=level_codes, structure=spec.structure))
     order_terms(terms)
+    for t in terms:
+        if t.structure != "us":
+            TermStructure(t.structure, t.q, name=t.name)   # a structure the term cannot have
     for t in terms:
         if check_nlev and t.n_levels >= len(y) and t.q >= 1:
             raise ValueError(f"number of levels of grouping factor {t.name!r} ({t.n_levels}) "
@@ -345,3 +351,34 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                        offset_exprs=offset_exprs,
                        offset_arg=None if o_all is None else (o_name or "<array>"),
                        aliases=aliases, factors=tuple(factors))
+
+
+def apply_cov_mask(design: ModelDesign, cov_mask) -> ModelDesign:
+    """Give the design's terms the seed's mask structure (``em2.lmem``'s C), in place.
+
+    ``cov_mask``: a q × q symmetric 0/1 array with ones on the diagonal (0: a covariance fixed
+    at zero) for a model with one random-effects term, or a dict term name → array.
+    """
+    if cov_mask is None:
+        return design
+    if isinstance(cov_mask, dict):
+        masks = dict(cov_mask)
+        names = [t.name for t in design.terms]
+        unknown = [k for k in masks if k not in names]
+        if unknown:
+            raise ValueError(f"cov_mask names term(s) {', '.join(map(repr, unknown))} not in the "
+                             f"model (terms: {', '.join(names)})")
+    else:
+        if len(design.terms) != 1:
+            raise ValueError("cov_mask as one array needs a model with one random-effects term; "
+                             "give a dict term name -> mask for several terms")
+        masks = {design.terms[0].name: cov_mask}
+    for t in design.terms:
+        if t.name in masks:
+            if t.structure != "us":
+                raise ValueError(f"term {t.name!r} already has the covariance structure "
+                                 f"{t.structure}(): cov_mask applies to an unstructured term")
+            TermStructure("mask", t.q, masks[t.name], t.name)      # validates the mask
+            t.structure = "mask"
+            t.mask = np.asarray(masks[t.name], dtype=float)
+    return design

@@ -4,7 +4,10 @@ The fixed part is handed to formulaic after translating R idioms
 (``I(x^2)`` -> ``I(x**2)``, ``factor(x)`` -> ``C(x)``); the random part is a list of
 :class:`RandomSpec`, one per ``(expr | g)`` bar, with nesting ``a/b`` expanded as lme4
 does to ``(expr | a) + (expr | b:a)``.  Uncorrelated bars ``||`` are kept as one spec
-flagged ``correlated=False``; the design splits them by term.
+flagged ``correlated=False``; the design splits them by term.  lme4 2.0's covariance
+structures around a bar, ``us(x | g)``, ``diag(...)``, ``cs(...)``, ``ar1(...)`` with
+lme4 2.0's ``hom =`` argument (glmmTMB's ``homcs``/``homdiag``/``hetar1`` spellings, and
+``hcs``/``har1`` for the heterogeneous forms), set the spec's ``structure``.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class RandomSpec:
     expr: str
     group: tuple[str, ...]
     correlated: bool = True
+    structure: str = "us"     # covariance structure: us, diag, cs, hcs, ar1, har1
 
     @property
     def name(self) -> str:
@@ -170,6 +174,51 @@ def _expand_group(g: str) -> list[tuple[str, ...]]:
     return [tuple(_unquote(x) for x in g.split(":"))]
 
 
+# lme4 2.0's (and glmmTMB's) covariance-structure keywords around a bar -> pylmem's name.
+# As lme4 2.0 (and glmmTMB): diag() and cs() have a variance per column unless hom = TRUE,
+# ar1() one variance unless hom = FALSE; homcs/homdiag/hetar1 are glmmTMB's spellings, hcs
+# and har1 explicit heterogeneous ones
+STRUCTURE_KEYWORDS = {"us": "us", "diag": "diag", "homdiag": "homdiag", "cs": "hcs",
+                      "hcs": "hcs", "homcs": "cs", "ar1": "ar1", "har1": "har1", "hetar1": "har1"}
+_CALL = re.compile(r"^([A-Za-z_.][A-Za-z0-9_.]*)\s*\((.*)\)$", re.DOTALL)
+_FIXED_CALLS = {"I", "C", "factor", "as.factor", "offset", "poly", "log", "exp", "sqrt", "scale",
+                "ns", "bs", "abs"}
+
+
+def _structure_call(term: str):
+    """``diag(x | g)`` -> ("diag", "(x | g)"); None for a term that is not one; ValueError
+    for an unknown keyword around a bar or a bad ``hom =`` argument."""
+    m = _CALL.match(term.strip())
+    if not m:
+        return None
+    word, inner = m.group(1), m.group(2)
+    args = _split_top(inner, ",")
+    if len(_split_top(args[0], "|")) < 2:
+        return None
+    if word not in STRUCTURE_KEYWORDS:
+        if word in _FIXED_CALLS:
+            return None
+        raise ValueError(f"unknown covariance structure {word!r} in {term.strip()!r} (known: "
+                         f"{', '.join(sorted(STRUCTURE_KEYWORDS))})")
+    kind = STRUCTURE_KEYWORDS[word]
+    for a in args[1:]:
+        key, _, val = a.partition("=")
+        key, val = key.strip(), val.strip()
+        if key != "hom" or val not in ("TRUE", "FALSE", "T", "F"):
+            raise ValueError(f"covariance structure {word}() takes only 'hom = TRUE/FALSE' after "
+                             f"the bar, got {a.strip()!r} in {term.strip()!r}")
+        hom = val in ("TRUE", "T")
+        if kind in ("cs", "hcs"):
+            kind = "cs" if hom else "hcs"
+        elif kind in ("ar1", "har1"):
+            kind = "ar1" if hom else "har1"
+        elif kind in ("diag", "homdiag"):
+            kind = "homdiag" if hom else "diag"
+        else:
+            raise ValueError(f"'hom =' applies to diag(), cs() and ar1() only, not {word}()")
+    return kind, "(" + args[0].strip() + ")", word
+
+
 def parse_formula(formula: str) -> ParsedFormula:
     """Split an lme4 formula into response, fixed right-hand side and random bars."""
     if not isinstance(formula, str) or "~" not in formula:
@@ -185,11 +234,18 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed_terms: list[str] = []
     random: list[RandomSpec] = []
     for sign, term in split_sum(rhs):
+        structure, word = "us", ""
+        call = _structure_call(term)
+        if call is not None:
+            structure, term, word = call
         inner = term[1:-1] if term.startswith("(") and term.endswith(")") else None
         if inner is not None and len(_split_top(inner, "|")) > 1:
             if sign == "-":
                 raise ValueError(f"random-effects term cannot be subtracted: {term!r}")
             double = len(_split_top(inner, "||")) == 2
+            if double and structure != "us":
+                raise ValueError(f"a covariance structure takes a single bar: write "
+                                 f"{word}({inner.replace('||', '|')}), not '||' inside it")
             parts = _split_top(inner, "||") if double else _split_top(inner, "|")
             if len(parts) != 2 or not parts[1].strip():
                 raise ValueError(f"random-effects term {term!r} needs a grouping factor after '|'")
@@ -198,7 +254,8 @@ def parse_formula(formula: str) -> ParsedFormula:
             for grp in _expand_group(parts[1]):
                 if not all(grp):
                     raise ValueError(f"random-effects term {term!r} has an empty grouping factor")
-                random.append(RandomSpec(expr=expr, group=grp, correlated=not double))
+                random.append(RandomSpec(expr=expr, group=grp, correlated=not double,
+                                         structure=structure))
         else:
             fixed_terms.append(term if sign == "+" else f"- {term}")
     fixed = " + ".join(fixed_terms).replace("+ -", "-") if fixed_terms else "1"

@@ -19,6 +19,7 @@ import pandas as pd
 from ..model.tables import as_pandas
 from .intervals import predict_with_se
 from .newdata import combine_rows, fitted_prediction, newdata_rows, selected_terms
+from .reform import partial_terms
 
 
 def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
@@ -30,7 +31,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
     columns fit, se_fit, lwr, upr instead (see :mod:`pylmem.postfit.intervals`).
 
     ``re_form``: None (all random effects), "~0" / "NA" / False (population level Xβ̂),
-    or a one-sided formula naming some of the model's random-effects terms.
+    or a one-sided formula naming some of the model's random-effects terms, or part of
+    one (``"~(1|Subject)"`` on ``(Days|Subject)``: only the named columns' modes, as lme4).
     ``allow_new_levels``: False (lme4's default): a level of a grouping factor absent from
     the fit is a ValueError naming the factor and levels; True: such rows get random
     effects 0 (the population-level prediction for that term).
@@ -40,10 +42,14 @@ def predict(fit, newdata: pd.DataFrame | None = None, *, re_form=None,
         raise ValueError(f"allow_new_levels must be True or False, got {allow_new_levels!r}")
     if newdata is not None:
         newdata = as_pandas(newdata, "newdata")
+    part = partial_terms(fit, re_form)   # re_form naming part of a term (pylmem.postfit.reform)
+    if part is not None and (se_fit or interval is not None):
+        raise ValueError("se_fit/interval with a re_form naming part of a random-effects term "
+                         "is not supported: name whole terms")
     if se_fit or interval is not None:
         return predict_with_se(fit, newdata, re_form=re_form, allow_new_levels=allow_new_levels,
                                se_fit=se_fit, interval=interval, level=level)
-    sel = selected_terms(fit, re_form)
+    fit, sel = part if part is not None else (fit, selected_terms(fit, re_form))
     if newdata is None:
         return fitted_prediction(fit, sel)
     if not isinstance(newdata, pd.DataFrame):

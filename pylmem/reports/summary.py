@@ -126,6 +126,19 @@ def format_vc(fit, digits: int = DIGITS, comp=("Variance", "Std.Dev."), residual
     return print_matrix(cells, [""] * len(cells), cols, right=False)
 
 
+def structure_lines(fit) -> list[str]:
+    """One line per random-effects term with a covariance structure (none for a model
+    without structures): the structure, its correlation parameter and its parameter count."""
+    smap = getattr(fit.dev, "smap", None)
+    if smap is None:
+        return []
+    out = []
+    for s, p, t in zip(smap.structures, smap.split(fit.theta), fit.design.terms):
+        if s.kind != "us":
+            out.append(f" {t.name}: {s.describe(p, fit.sigma)}")
+    return ["Covariance structures:"] + out if out else []
+
+
 def _groups_line(fit) -> list[str]:
     grp = "; ".join(f"{k}, {v}" for k, v in fit.n_groups.items())
     lines = cat_fill([f"Number of obs: {fit.n_obs}, groups: ", grp])
@@ -304,6 +317,7 @@ class Summary:
         out.append("")
         out.append("Random effects:")
         out += format_vc(fit, digits)
+        out += structure_lines(fit)
         out += _groups_line(fit)
         p = len(fit.fixef)
         if p > 0:

@@ -236,6 +236,9 @@ def build_plan(formula, ddf, *, factors=(), verbose=None, complete_rows=False):
                 list(range(Xs.shape[1])), fixef_names, offset_exprs=offset_exprs)
     terms = []
     for spec, expr, renames, _ in rand:
+        if getattr(spec, "structure", "us") != "us":
+            raise ValueError(f"covariance structure {spec.structure} on ({spec.expr} | "
+                             f"{spec.name}) is not supported for a Dask DataFrame yet: fit in memory")
         Zs, zcols, zspec, term_indices = build_matrix(expr, sample)
         names = [r_column_name(c, expr, renames) for c in zcols]
         col_groups = [list(range(Zs.shape[1]))] if spec.correlated else \
