@@ -80,6 +80,8 @@ class ModelDesign:
     offset_exprs: list = field(default_factory=list)  # offset(expr) terms and offset= column
     offset_arg: str = None       # the offset= argument as lme4 prints it (" Offset:" line)
     aliases: dict = field(default_factory=dict)  # data column -> the name formulaic saw
+    frame: pd.DataFrame = None   # the columns the model reads, rows used, model order (R's
+    #                              model.frame: lmerTest's type III contrasts are built on it)
 
     def with_aliases(self, data: pd.DataFrame) -> pd.DataFrame:
         """``data`` plus the aliased copies of columns whose names formulaic reserves."""
@@ -353,4 +355,5 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                        offset=None if off is None else off[order], weights_name=w_name,
                        offset_exprs=offset_exprs,
                        offset_arg=None if o_all is None else (o_name or "<array>"),
-                       aliases=aliases)
+                       aliases=aliases,
+                       frame=data[[c for c in data.columns if c in used]].iloc[order])
