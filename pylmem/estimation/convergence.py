@@ -85,6 +85,49 @@ def _fd_grad_hess(f, x, h):
     return g, H
 
 
+def _pinv_solve(H, g):
+    """H⁺g, dropping eigen-directions with |eigenvalue| below 1e-8 of the largest (None if H
+    is not finite)."""
+    if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+        return None
+    ev, V = np.linalg.eigh(0.5 * (H + H.T))
+    keep = np.abs(ev) > 1e-8 * max(float(np.abs(ev).max()), 1e-300)
+    return V[:, keep] @ ((V[:, keep].T @ g) / ev[keep])
+
+
+def _check_interior(Hf, gf, xf) -> list:
+    """The second-order check on the interior coordinates: H positive semi-definite (to
+    the finite-difference noise) and a small scaled gradient H⁺g.  Directions along which
+    d is flat (collinear random slopes: |eigenvalue| below 1e-4 of the largest, the noise
+    of the forward differences) are left out of H⁺ (a pseudo-inverse) and only need a
+    small gradient; they make the fit nearly unidentifiable, not unconverged."""
+    out = []
+    ev, V = np.linalg.eigh(0.5 * (Hf + Hf.T))
+    big = max(float(np.abs(ev).max()), 1e-300)
+    flat = np.abs(ev) <= 1e-4 * big   # the forward differences' O(h) noise (h = 1e-4)
+    neg = (ev < 0) & ~flat
+    if neg.any():
+        out.append("Model failed to converge: degenerate Hessian with "
+                   f"{int(neg.sum())} negative eigenvalue(s)")
+        return out
+    if flat.any() or ev.max() / ev.min() > 1e12:
+        ratio = np.inf if flat.any() else ev.max() / ev.min()
+        out.append("Model is nearly unidentifiable: very large eigenvalue ratio "
+                   f"({ratio:.2g}) - rescale variables?")
+    gv = V.T @ gf
+    # the Newton step relative to the coordinate's size (x is O(1) unless a variance ratio
+    # is huge, where d is flat in x and only the relative step counts)
+    step = V[:, ~flat] @ (gv[~flat] / ev[~flat])
+    scaled = np.abs(step) / np.maximum(1.0, np.abs(xf))
+    worst = float(scaled.max()) if scaled.size else 0.0
+    if flat.any():
+        worst = max(worst, float(np.abs(gv[flat]).max()))
+    if worst > 2e-3:
+        out.append(f"Model failed to converge with max|grad| = {np.abs(gf).max():.3g} "
+                   f"(scaled {worst:.3g}, tol = 0.002)")
+    return out
+
+
 def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> OptSummary:
     """Snap near-zero diagonal θ to 0, polish with a Newton step, and check the optimum.
 
@@ -128,9 +171,8 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
         # stopped on its function tolerance is polished to the optimum)
         for it in range(4):
             gf, Hf = g[free], H[np.ix_(free, free)]
-            try:
-                step = np.linalg.solve(Hf, gf)
-            except np.linalg.LinAlgError:
+            step = _pinv_solve(Hf, gf)
+            if step is None:
                 break
             t2 = x.copy()
             t2[free] -= step
@@ -150,24 +192,8 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
         gf, Hf = g[free], H[np.ix_(free, free)]
         if not np.all(np.isfinite(Hf)):
             warnings.append("Model failed to converge: the Hessian is not finite")
-            ev = None
         else:
-            ev = np.linalg.eigvalsh(Hf)
-        if ev is None:
-            pass
-        elif ev.min() <= 0:
-            warnings.append("Model failed to converge: degenerate Hessian with "
-                            f"{int((ev <= 0).sum())} negative eigenvalue(s)")
-        else:
-            if ev.max() / ev.min() > 1e12:
-                warnings.append("Model is nearly unidentifiable: very large eigenvalue ratio "
-                                f"({ev.max() / ev.min():.2g}) - rescale variables?")
-            # the Newton step relative to the coordinate's size (x is O(1) unless a
-            # variance ratio is huge, where d is flat in x and only the relative step counts)
-            scaled = np.abs(np.linalg.solve(Hf, gf)) / np.maximum(1.0, np.abs(x[free]))
-            if scaled.max() > 2e-3:
-                warnings.append(f"Model failed to converge with max|grad| = {np.abs(gf).max():.3g} "
-                                f"(scaled {scaled.max():.3g}, tol = 0.002)")
+            warnings += _check_interior(Hf, gf, x[free])
         # d is nearly flat in a huge variance ratio and a local quadratic model misjudges it:
         # probe ±10% along the large coordinates; a lower d there means the optimiser stopped short
         big = np.flatnonzero(free & (np.abs(x) > 10))

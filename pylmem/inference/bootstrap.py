@@ -35,6 +35,7 @@ from ..util.progress import Progress
 from ..util.threads import single_thread
 from .lrt import check_same_data
 from .plots import plot_bootstrap
+from ..util.checks import check_level
 
 _SIM_CHUNK = 1000      # replicates drawn per block (the stream does not depend on the model)
 
@@ -401,8 +402,7 @@ class BootstrapResult:
         ``boot.type="perc"``), "basic" (2θ̂ − the percentile limits) or "norm" (θ̂ − bias
         ± z·sd).  Failed replicates (NaN) are left out, with a warning that counts them.
         """
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        level = check_level(level)
         method = {"perc": "percentile"}.get(method, method)
         if method not in ("percentile", "basic", "norm"):
             raise ValueError(f"method must be 'percentile', 'basic' or 'norm', got {method!r}")

@@ -35,6 +35,7 @@ from ..numerics.crossprod import CrossProducts, TermStats
 from ..numerics.deviance import ProfiledDeviance
 from ..util.threads import one_blas_thread
 from .bootstrap import bootstrap
+from ..util.checks import check_level, check_names
 
 
 def ci_columns(level: float) -> list[str]:
@@ -392,16 +393,14 @@ def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None
     profile, see module docstring) or "boot" (parametric bootstrap,
     :func:`pylmem.inference.bootstrap.bootstrap`).  ``parm``: a subset of row names.
     """
-    m = str(method).lower()
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if not isinstance(method, str):
+        raise ValueError(f"confint: method must be 'Wald', 'profile' or 'boot', got {method!r}")
+    m = method.lower()
+    level = check_level(level)
     cols = ci_columns(level)
     names = sdcor_names(fit.dev.qs) + [".sigma"] + list(fit.design.fixef_names)
     if parm is not None:
-        parm = [parm] if isinstance(parm, str) else list(parm)
-        bad = [p for p in parm if p not in names]
-        if bad:
-            raise ValueError(f"confint: unknown parameter(s) {bad}; the parameters are {names}")
+        parm = check_names(parm, "parm", names)
     if m == "wald":
         z = stats.norm.ppf((1 + level) / 2)
         nv = len(names) - fit.design.n_fixef

@@ -26,6 +26,7 @@ from scipy.stats import norm
 from ..numerics import batched as B
 from ..util.threads import threads_for_block
 from .newdata import combine_rows, fitted_prediction, newdata_rows, selected_terms
+from ..util.checks import check_level
 
 _CHUNK = 4096   # rows per block of the solve (bounds the m × rows dense work array)
 
@@ -218,8 +219,7 @@ def predict_with_se(fit, newdata=None, *, re_form=None, allow_new_levels=True, s
     """
     if interval not in (None, "confidence", "prediction"):
         raise ValueError(f"interval must be None, 'confidence' or 'prediction', got {interval!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    level = check_level(level)
     sel = selected_terms(fit, re_form)
     if newdata is None:
         point = fitted_prediction(fit, sel)
