@@ -400,7 +400,7 @@ def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None
     cols = ci_columns(level)
     names = sdcor_names(fit.dev.qs) + [".sigma"] + list(fit.design.fixef_names)
     if parm is not None:
-        parm = check_names(parm, "parm", names)
+        parm = check_names(parm, "parm", names, "parameter")
     if m == "wald":
         z = stats.norm.ppf((1 + level) / 2)
         nv = len(names) - fit.design.n_fixef

@@ -31,8 +31,8 @@ def check_bool(value, name: str) -> bool:
     return bool(value)
 
 
-def check_names(value, name: str, allowed) -> list:
-    """A name or a list of names, each one of ``allowed``."""
+def check_names(value, name: str, allowed, what: str = "name") -> list:
+    """A name or a list of names, each one of ``allowed`` (``what``: the kind of name)."""
     allowed = list(allowed)
     if isinstance(value, str):
         value = [value]
@@ -41,6 +41,6 @@ def check_names(value, name: str, allowed) -> list:
                          f"{', '.join(map(str, allowed))}), got {value!r}")
     bad = [v for v in value if v not in allowed]
     if bad:
-        raise ValueError(f"{name} names {', '.join(map(repr, bad))}, not among: "
-                         f"{', '.join(map(str, allowed))}")
+        raise ValueError(f"{name}: unknown {what}(s) {', '.join(map(repr, bad))}; the {what}s "
+                         f"are: {', '.join(map(str, allowed))}")
     return list(value)
