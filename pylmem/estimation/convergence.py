@@ -34,6 +34,7 @@ class OptSummary:
     hessian: np.ndarray | None = None
     trace: list = field(default_factory=list)  # objective at each evaluation
     singular: bool = False
+    escape: np.ndarray | None = None   # a point of lower d found off the boundary (restart there)
 
 
 def _fd_hessian(grad, x, h, g0):
@@ -151,6 +152,57 @@ def _check_interior(Hf, gf, xf) -> list:
     return out
 
 
+def _probe(co, x, obj, dirs, diag, both=False):
+    """The first point x + a v (a growing, each direction v in turn; also −v if ``both``)
+    where d is lower than ``obj`` by more than its rounding; None if there is none."""
+    tol = 1e-8 * max(1.0, abs(obj))
+    scale = max(1.0, float(np.abs(x).max()))
+    for v in dirs:
+        for a in (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0):
+            for sgn in ((1.0, -1.0) if both else (1.0,)):
+                t2 = x + sgn * a * scale * v
+                t2[diag] = np.maximum(t2[diag], 0.0)
+                if co.f(t2) < obj - tol:
+                    return t2
+    return None
+
+
+def _flat_descent(co, x, obj, Hf, free, diag):
+    """Directions of the interior Hessian whose eigenvalue is negative or too small to be
+    told from the finite differences' noise are judged by d itself: a lower d along one
+    of them (either sign) is a point to restart from; none means a flat direction (an
+    unidentifiable combination, such as collinear random slopes)."""
+    ev, V = np.linalg.eigh(0.5 * (Hf + Hf.T))
+    big = max(float(np.abs(ev).max()), 1e-300)
+    dirs = []
+    for j in np.flatnonzero(ev <= 1e-4 * big)[:6]:
+        v = np.zeros(len(x))
+        v[free] = V[:, j]
+        dirs.append(v)
+    return _probe(co, x, obj, dirs, diag, both=True) if dirs else None
+
+
+def _boundary_descent(co, x, obj, g, H, at_bound, diag):
+    """The first- and second-order conditions on the boundary: a feasible direction along
+    which d decreases (the gradient pointing into the interior, or negative curvature over
+    the zero columns of T and the free coordinates).  Returns a point of lower d, or None.
+    A direction is only reported when d is lower at a point along it, so a true boundary
+    optimum is never called unconverged."""
+    dirs = []
+    gb = np.where(at_bound, np.minimum(g, 0.0), g)    # bound coordinates may only grow
+    if np.abs(gb).max() > 1e-6 and (g[at_bound] < -1e-6).any():
+        dirs.append(-gb / np.linalg.norm(gb))
+    if H is not None and np.all(np.isfinite(H)):
+        ev, V = np.linalg.eigh(0.5 * (H + H.T))
+        big = max(float(np.abs(ev).max()), 1e-300)
+        for j in np.flatnonzero(ev < -1e-4 * big)[:3]:
+            v = V[:, j] * (1.0 if V[at_bound, j].sum() >= 0 else -1.0)
+            v = np.where(at_bound, np.maximum(v, 0.0), v)
+            if np.abs(v[at_bound]).max() > 0:
+                dirs.append(v / np.linalg.norm(v))
+    return _probe(co, x, obj, dirs, diag)
+
+
 def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> OptSummary:
     """Snap near-zero diagonal θ to 0, polish with a Newton step, and check the optimum.
 
@@ -176,7 +228,7 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
     free = ~at_bound
     h = 1e-4 * np.maximum(np.abs(x), 1e-2)
     warnings: list = []
-    g = H = None
+    g = H = escape = None
     if not np.isfinite(obj):
         warnings.append("Model failed to converge: the deviance is not finite at the optimum")
     elif free.any():
@@ -219,6 +271,12 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
             warnings.append("Model failed to converge: the Hessian is not finite")
         else:
             warnings += _check_interior(Hf, gf, x[free])
+            escape = _flat_descent(co, x, obj, Hf, free, diag)
+            if escape is not None:
+                warnings = [w for w in warnings if not w.startswith("Model is nearly")]
+                if not any(w.startswith("Model failed") for w in warnings):
+                    warnings.append("Model failed to converge: the deviance still decreases "
+                                    "along a direction of (nearly) zero curvature")
         # d is nearly flat in a huge variance ratio and a local quadratic model misjudges it:
         # probe ±10% along the large coordinates; a lower d there means the optimiser stopped short
         big = np.flatnonzero(free & (np.abs(x) > 10))
@@ -233,6 +291,11 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
             else:
                 continue
             break
+    if escape is None and at_bound.any() and np.isfinite(obj) and g is not None:
+        escape = _boundary_descent(co, x, obj, g, H, at_bound, diag)
+        if escape is not None:
+            warnings.append("Model failed to converge: the deviance still decreases off the "
+                            "boundary (a zero variance component is not the optimum)")
     singular = bool(at_bound.any())
     if singular:
         warnings.append("boundary (singular) fit: a variance component is estimated as zero "
@@ -242,7 +305,7 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
     return OptSummary(method=method, theta_start=np.asarray(theta0, float), theta=theta,
                       objective=float(obj), n_evals=dev.n_evals, converged=converged,
                       message=message, warnings=warnings, gradient=g, hessian=H, trace=trace,
-                      singular=singular)
+                      singular=singular, escape=escape)
 
 
 def check_em_optimum(dev, em_result) -> OptSummary:
