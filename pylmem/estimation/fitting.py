@@ -101,23 +101,24 @@ def _to_user_scale(design, dev_fit, opt, c, reml):
     """The fit of the weights w/c moved to the user's weights w: θ / √c (σ² × c follows
     from the cross-products); the likelihood, β, the fitted values and the optimiser's
     record in its scaled coordinates are unchanged."""
+    name = f"weights column {design.weights_name!r}" if design.weights_name else "weights"
+    msg = (f"the {name} (geometric mean {c:.3g}) times the data overflow or underflow "
+           "floating point: divide the weights by a constant (the fit does not depend on "
+           "their scale, only σ does)")
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         cp = crossproducts(*W.scaled(design))
+    if not (np.isfinite(cp.WtW).all() and all(np.isfinite(t.ZtZ).all() for t in cp.terms)):
+        raise ValueError(msg)
     dev = ProfiledDeviance(cp, dev_fit.qs, dev_fit.n_levels, reml=reml)
     dev.log_weights = W.log_weight_sum(design)
     dev.n_evals = dev_fit.n_evals
     opt.theta = opt.theta / np.sqrt(c)
     opt.theta_start = opt.theta_start / np.sqrt(c)
-    ok = np.isfinite(cp.WtW).all()
-    if ok:
-        try:
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                ok = np.isfinite(dev.objective_from(dev.factor(opt.theta)))
-        except (np.linalg.LinAlgError, FloatingPointError, ValueError):
-            ok = False
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            ok = np.isfinite(dev.objective_from(dev.factor(opt.theta)))
+    except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+        ok = False
     if not ok:
-        name = f"weights column {design.weights_name!r}" if design.weights_name else "weights"
-        raise ValueError(f"the {name} (geometric mean {c:.3g}) times the data overflow or "
-                         "underflow floating point: divide the weights by a constant (the fit "
-                         "does not depend on their scale, only σ does)")
+        raise ValueError(msg)
     return cp, dev, opt
