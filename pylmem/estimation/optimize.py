@@ -174,7 +174,7 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
 
 def _em_start(design, co):
     """x from the accelerated EM's optimum (one vector term; ML, a fine start for REML)."""
-    r = fit_em(design, tol=1e-5, max_iter=200)   # a start: L-BFGS-B polishes it
+    r = fit_em(design, tol=1e-7, max_iter=100)   # a start: L-BFGS-B polishes it
     T = psd_cholesky(r.omega / r.sigma2)
     return co.from_theta(theta_from_lower(T))
 
