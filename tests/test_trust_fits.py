@@ -37,7 +37,7 @@ def simulated(seed=1, G=20, m=10):
     x = rng.normal(size=G * m)
     b = rng.normal(size=(G, 2)) * [1.0, 0.5]
     y = 1 + 2 * x + b[g, 0] + b[g, 1] * x + rng.normal(size=G * m)
-    return pd.DataFrame(dict(y=y, x=x, g=g, w=rng.uniform(0.2, 5.0, G * m)))
+    return pd.DataFrame({"y": y, "x": x, "g": g, "w": rng.uniform(0.2, 5.0, G * m)})
 
 
 # ------------------------------------------------------------------ weights' scale
@@ -135,8 +135,8 @@ def test_huge_response_and_numbers_as_text_are_named():
 def test_kenward_roger_of_a_weighted_fit_uses_the_weighted_sigma():
     fits = [pylmem.lmer(FORM, SLEEP_W.assign(wk=SLEEP_W.w * k), weights="wk") for k in (1, 1000)]
     for f in fits:
-        P, Q, Kk = K._kr_parts(f)
-        Pd, Qd, Kd = K._kr_parts_dense(f)          # Σ = ZΩZ' + σ²W⁻¹ formed densely
+        P, _, Kk = K._kr_parts(f)
+        Pd, _, Kd = K._kr_parts_dense(f)          # Σ = ZΩZ' + σ²W⁻¹ formed densely
         for a, b in zip(P, Pd):
             np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12 * np.abs(b).max())
         np.testing.assert_allclose(Kk, Kd, rtol=1e-8)
@@ -243,7 +243,7 @@ def test_q10_rank3_term_leaves_the_boundary_basin_as_lme4():
 def test_a_failed_fit_says_so_in_warnings_summary_and_json():
     d = simulated()
     f = quiet(pylmem.lmer, "y ~ x + (x | g)", d, reml=False, method="em",
-              em_options=dict(max_iter=2, tol=1e-14))
+              em_options={"max_iter": 2, "tol": 1e-14})
     assert not f.converged
     assert any("did not converge" in w for w in f.warnings)
     assert "convergence code: 1 (failed)" in str(f.summary())
@@ -277,6 +277,14 @@ def test_satterthwaite_df_of_balanced_designs_are_exact(formula, df):
      r"n_iter must be an integer >= 0, got None"),
     (lambda f: pylmem.em(f.design.y, f.design.terms[0].codes, f.design.X, tol="1e-6"),
      "tol must be a positive number"),
+    (lambda f: f.hat_matrix(max_n="a"), "max_n must be an integer"),
+    (lambda f: f.profile(which="x"), "which: unknown parameter"),
+    (lambda f: f.tidy(effects=3), "effects must be a name or a list of names"),
+    (lambda f: f.icc(by_group="x"), "by_group must be True or False"),
+    (lambda f: pylmem.lmer(FORM, pylmem.datasets.load("sleepstudy"), factors=3),
+     "factors must be a column name or a list"),
+    (lambda f: pylmem.lmer(FORM, pylmem.datasets.load("sleepstudy"), verbose="yes"),
+     "verbose must be None, True or False"),
 ])
 def test_public_arguments_are_checked_by_name(call, msg):
     f = pylmem.lmer(FORM, pylmem.datasets.load("sleepstudy"))

@@ -57,6 +57,8 @@ def estimate(design: ModelDesign, *, reml=True, method="profiled", verbose=None,
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
     if method == "em" and reml:
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
+    if verbose is not None and not isinstance(verbose, (bool, np.bool_)):
+        raise ValueError(f"verbose must be None, True or False, got {verbose!r}")
     if em_options is not None and not isinstance(em_options, dict):
         raise ValueError(f"em_options must be a dict, got {em_options!r}")
     # prior weights enter the fit divided by their geometric mean c (exact: the likelihood

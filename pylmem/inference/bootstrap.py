@@ -31,11 +31,11 @@ from ..model.covariance import sdcor_from_theta, sdcor_names
 from ..model.weights import reject_weighted
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
 from ..numerics.replicates import BatchedDeviance, minimize_batch
+from ..util.checks import check_level
 from ..util.progress import Progress
 from ..util.threads import single_thread
 from .lrt import check_same_data
 from .plots import plot_bootstrap
-from ..util.checks import check_level
 
 _SIM_CHUNK = 1000      # replicates drawn per block (the stream does not depend on the model)
 

@@ -33,9 +33,9 @@ from ..model.covariance import (
 )
 from ..numerics.crossprod import CrossProducts, TermStats
 from ..numerics.deviance import ProfiledDeviance
+from ..util.checks import check_level, check_names
 from ..util.threads import one_blas_thread
 from .bootstrap import bootstrap
-from ..util.checks import check_level, check_names
 
 
 def ci_columns(level: float) -> list[str]:
@@ -341,7 +341,8 @@ class Profile:
     def __init__(self, fit, which=None, zmax=None, n_points=8):
         self.profiler = pr = _Profiler(fit)
         names = pr.names
-        idx = range(len(names)) if which is None else [names.index(w) for w in which]
+        idx = range(len(names)) if which is None else \
+            [names.index(w) for w in check_names(which, "which", names, "parameter")]
         zmax = stats.norm.ppf(1 - 0.01 / 2) if zmax is None else zmax
         rows = []
         self.limits = {}

@@ -246,6 +246,11 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                          "use an ordinary linear model for fixed effects only")
     if isinstance(factors, str):
         factors = (factors,)
+    try:
+        factors = tuple(factors)
+    except TypeError:
+        raise ValueError("factors must be a column name or a list of column names, "
+                         f"got {factors!r}") from None
     data = data.copy()
     if len(data) == 0:
         raise ValueError("the data have no rows")

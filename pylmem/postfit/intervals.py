@@ -24,9 +24,9 @@ import scipy.sparse as sp
 from scipy.stats import norm
 
 from ..numerics import batched as B
+from ..util.checks import check_level
 from ..util.threads import threads_for_block
 from .newdata import combine_rows, fitted_prediction, newdata_rows, selected_terms
-from ..util.checks import check_level
 
 _CHUNK = 4096   # rows per block of the solve (bounds the m × rows dense work array)
 

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 
+from ..util.checks import check_bool
+
 
 def variance_components(fit) -> dict:
     """σ²_f, σ²_r per term (dict), σ²_ε of the R² / ICC formulas above."""
@@ -45,6 +47,7 @@ def r2(fit) -> pd.Series:
 
 def icc(fit, by_group: bool = False) -> pd.Series:
     """Intraclass correlation: adjusted and conditional (or one per term, ``by_group``)."""
+    by_group = check_bool(by_group, "by_group")
     v = variance_components(fit)
     vr = sum(v["random"].values())
     if by_group:

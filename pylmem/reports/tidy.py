@@ -89,6 +89,9 @@ def tidy(fit, effects=("ran_pars", "fixed"), conf_int: bool = False,
     """broom.mixed's ``tidy(fit, effects=, conf.int=)`` as a pandas DataFrame."""
     if isinstance(effects, str):
         effects = (effects,)
+    if not isinstance(effects, (list, tuple)):
+        raise ValueError(f"effects must be a name or a list of names among "
+                         f"{', '.join(EFFECTS)}, got {effects!r}")
     bad = [e for e in effects if e not in EFFECTS]
     if bad:
         raise ValueError(f"effects must be among {', '.join(EFFECTS)}, got {', '.join(bad)}")
