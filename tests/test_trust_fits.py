@@ -276,7 +276,7 @@ def test_satterthwaite_df_of_balanced_designs_are_exact(formula, df):
     (lambda f: pylmem.em(f.design.y, f.design.terms[0].codes, f.design.X, n_iter=None),
      r"n_iter must be an integer >= 0, got None"),
     (lambda f: pylmem.em(f.design.y, f.design.terms[0].codes, f.design.X, tol="1e-6"),
-     "tol must be a positive number"),
+     "tol must be positive or None"),
     (lambda f: f.hat_matrix(max_n="a"), "max_n must be an integer"),
     (lambda f: f.profile(which="x"), "which: unknown parameter"),
     (lambda f: f.tidy(effects=3), "effects must be a name or a list of names"),

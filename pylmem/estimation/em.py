@@ -691,7 +691,7 @@ def _check_opts(n_iter, tol, max_iter):
     check_count(n_iter, "n_iter", 0)
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
                             or not tol > 0):
-        raise ValueError(f"tol must be a positive number or None, got {tol!r}")
+        raise ValueError(f"tol must be positive or None, got {tol!r}")
     check_count(max_iter, "max_iter", 1)
 
 
