@@ -290,3 +290,36 @@ def test_public_arguments_are_checked_by_name(call, msg):
     f = pylmem.lmer(FORM, pylmem.datasets.load("sleepstudy"))
     with pytest.raises(ValueError, match=msg):
         call(f)
+
+
+class _Quadratic:
+    """A stand-in for the optimiser's coordinates: d(x) given as a function."""
+
+    def __init__(self, f):
+        self.f = f
+
+
+def test_flat_and_boundary_checks_trust_only_a_lower_deviance():
+    from pylmem.estimation.convergence import _boundary_descent, _flat_descent
+
+    x = np.array([0.0, 0.0, 1.0])
+    diag = np.array([False, True, False])
+    free = ~diag
+    # a direction of negative curvature too small for the eigenvalue test: d decreases
+    co = _Quadratic(lambda z: 10 * z[0] ** 2 - 1e-3 * z[2] ** 2)
+    H = np.diag([20.0, 0.0, -2e-3])
+    assert _flat_descent(co, x, co.f(x), H[np.ix_(free, free)], free, diag) is not None
+    # a flat direction (collinear slopes): d does not change, no restart
+    co = _Quadratic(lambda z: 10 * z[0] ** 2 + 0.0 * z[2])
+    H = np.diag([20.0, 0.0, 0.0])
+    assert _flat_descent(co, x, co.f(x), H[np.ix_(free, free)], free, diag) is None
+    # the gradient points into the interior at a zero variance: not the optimum
+    co = _Quadratic(lambda z: 10 * z[0] ** 2 - 0.1 * z[1] + z[1] ** 2)
+    g = np.array([0.0, -0.1, 0.0])
+    at_bound = diag & (x <= 0)
+    got = _boundary_descent(co, x, co.f(x), g, np.diag([20.0, 2.0, 0.0]), at_bound, diag)
+    assert got is not None and got[1] > 0 and co.f(got) < co.f(x)
+    # a true boundary optimum (d grows off the boundary) is left alone
+    co = _Quadratic(lambda z: 10 * z[0] ** 2 + 0.1 * z[1] + z[1] ** 2)
+    g = np.array([0.0, 0.1, 0.0])
+    assert _boundary_descent(co, x, co.f(x), g, np.diag([20.0, 2.0, 0.0]), at_bound, diag) is None
