@@ -34,6 +34,7 @@ class OptSummary:
     hessian: np.ndarray | None = None
     trace: list = field(default_factory=list)  # objective at each evaluation
     singular: bool = False
+    escape: np.ndarray | None = None   # a point of lower d found off the boundary (restart there)
 
 
 # Hand-written on purpose: scipy.optimize.approx_fprime(x, grad, h) forms the same forward
@@ -89,6 +90,124 @@ def _fd_grad_hess(f, x, h):
     return g, H
 
 
+def _pinv_solve(H, g):
+    """H⁺g, dropping eigen-directions with |eigenvalue| below 1e-8 of the largest (None if H
+    is not finite)."""
+    if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+        return None
+    ev, V = np.linalg.eigh(0.5 * (H + H.T))
+    keep = np.abs(ev) > 1e-8 * max(float(np.abs(ev).max()), 1e-300)
+    return V[:, keep] @ ((V[:, keep].T @ g) / ev[keep])
+
+
+def _gradient_polish(co, x, obj, g, H, free, diag, steps=3):
+    """Newton steps on the analytic gradient's zero once d itself is flat to rounding: a
+    step is kept when it shrinks |g| and does not raise d beyond its rounding (1e-13).
+    θ̂ to ~1e-10 instead of ~1e-7: the Satterthwaite and Kenward–Roger df read it."""
+    for _ in range(steps):
+        gf = g[free]
+        if not np.abs(gf).max() > 1e-12:
+            break
+        step = _pinv_solve(H[np.ix_(free, free)], gf)
+        if step is None:
+            break
+        t2 = x.copy()
+        t2[free] -= step
+        if not np.all(t2[diag] >= 0):
+            break
+        o2, g2 = co.fg(t2)
+        if not (np.isfinite(o2) and o2 <= obj + 1e-13 * max(1.0, abs(obj))
+                and np.abs(g2[free]).max() < np.abs(gf).max()):
+            break
+        x, obj, g = t2, o2, np.asarray(g2, float)
+    return x, obj, g
+
+
+def _check_interior(Hf, gf, xf) -> list:
+    """The second-order check on the interior coordinates: H positive semi-definite (to
+    the finite-difference noise) and a small scaled gradient H⁺g.  Directions along which
+    d is flat (collinear random slopes: |eigenvalue| below 1e-4 of the largest, the noise
+    of the forward differences) are left out of H⁺ (a pseudo-inverse) and only need a
+    small gradient; they make the fit nearly unidentifiable, not unconverged."""
+    out = []
+    ev, V = np.linalg.eigh(0.5 * (Hf + Hf.T))
+    big = max(float(np.abs(ev).max()), 1e-300)
+    flat = np.abs(ev) <= 1e-4 * big   # the forward differences' O(h) noise (h = 1e-4)
+    neg = (ev < 0) & ~flat
+    if neg.any():
+        out.append("Model failed to converge: degenerate Hessian with "
+                   f"{int(neg.sum())} negative eigenvalue(s)")
+        return out
+    if flat.any() or ev.max() / ev.min() > 1e12:
+        ratio = np.inf if flat.any() else ev.max() / ev.min()
+        out.append("Model is nearly unidentifiable: very large eigenvalue ratio "
+                   f"({ratio:.2g}) - rescale variables?")
+    gv = V.T @ gf
+    # the Newton step relative to the coordinate's size (x is O(1) unless a variance ratio
+    # is huge, where d is flat in x and only the relative step counts)
+    step = V[:, ~flat] @ (gv[~flat] / ev[~flat])
+    scaled = np.abs(step) / np.maximum(1.0, np.abs(xf))
+    worst = float(scaled.max()) if scaled.size else 0.0
+    if flat.any():
+        worst = max(worst, float(np.abs(gv[flat]).max()))
+    if worst > 2e-3:
+        out.append(f"Model failed to converge with max|grad| = {np.abs(gf).max():.3g} "
+                   f"(scaled {worst:.3g}, tol = 0.002)")
+    return out
+
+
+def _probe(co, x, obj, dirs, diag, both=False):
+    """The first point x + a v (a growing, each direction v in turn; also −v if ``both``)
+    where d is lower than ``obj`` by more than 1e-7 relative (well above the rounding and
+    the optimiser's tolerance; a missed optimum is 1e-6 and more); None if there is none."""
+    tol = 1e-7 * max(1.0, abs(obj)) + 1e-6
+    scale = max(1.0, float(np.abs(x).max()))
+    for v in dirs:
+        for a in (1e-3, 1e-2, 0.1, 0.3, 1.0):
+            for sgn in ((1.0, -1.0) if both else (1.0,)):
+                t2 = x + sgn * a * scale * v
+                t2[diag] = np.maximum(t2[diag], 0.0)
+                if co.f(t2) < obj - tol:
+                    return t2
+    return None
+
+
+def _flat_descent(co, x, obj, Hf, free, diag):
+    """Directions of the interior Hessian whose eigenvalue is negative or too small to be
+    told from the finite differences' noise are judged by d itself: a lower d along one
+    of them (either sign) is a point to restart from; none means a flat direction (an
+    unidentifiable combination, such as collinear random slopes)."""
+    ev, V = np.linalg.eigh(0.5 * (Hf + Hf.T))
+    big = max(float(np.abs(ev).max()), 1e-300)
+    dirs = []
+    for j in np.flatnonzero(ev <= 1e-4 * big)[:3]:
+        v = np.zeros(len(x))
+        v[free] = V[:, j]
+        dirs.append(v)
+    return _probe(co, x, obj, dirs, diag, both=True) if dirs else None
+
+
+def _boundary_descent(co, x, obj, g, H, at_bound, diag):
+    """The first- and second-order conditions on the boundary: a feasible direction along
+    which d decreases (the gradient pointing into the interior, or negative curvature over
+    the zero columns of T and the free coordinates).  Returns a point of lower d, or None.
+    A direction is only reported when d is lower at a point along it, so a true boundary
+    optimum is never called unconverged."""
+    dirs = []
+    gb = np.where(at_bound, np.minimum(g, 0.0), g)    # bound coordinates may only grow
+    if np.abs(gb).max() > 1e-6 and (g[at_bound] < -1e-6).any():
+        dirs.append(-gb / np.linalg.norm(gb))
+    if H is not None and np.all(np.isfinite(H)):
+        ev, V = np.linalg.eigh(0.5 * (H + H.T))
+        big = max(float(np.abs(ev).max()), 1e-300)
+        for j in np.flatnonzero(ev < -1e-4 * big)[:3]:
+            v = V[:, j] * (1.0 if V[at_bound, j].sum() >= 0 else -1.0)
+            v = np.where(at_bound, np.maximum(v, 0.0), v)
+            if np.abs(v[at_bound]).max() > 0:
+                dirs.append(v / np.linalg.norm(v))
+    return _probe(co, x, obj, dirs, diag)
+
+
 def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> OptSummary:
     """Snap near-zero diagonal θ to 0, polish with a Newton step, and check the optimum.
 
@@ -114,7 +233,7 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
     free = ~at_bound
     h = 1e-4 * np.maximum(np.abs(x), 1e-2)
     warnings: list = []
-    g = H = None
+    g = H = escape = None
     if not np.isfinite(obj):
         warnings.append("Model failed to converge: the deviance is not finite at the optimum")
     elif free.any():
@@ -132,9 +251,8 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
         # stopped on its function tolerance is polished to the optimum)
         for it in range(4):
             gf, Hf = g[free], H[np.ix_(free, free)]
-            try:
-                step = np.linalg.solve(Hf, gf)
-            except np.linalg.LinAlgError:
+            step = _pinv_solve(Hf, gf)
+            if step is None:
                 break
             t2 = x.copy()
             t2[free] -= step
@@ -151,27 +269,19 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
             g = g.copy()
             g[free] = gf
             break
+        if dev.has_gradient:
+            x, obj, g = _gradient_polish(co, x, obj, g, H, free, diag)
         gf, Hf = g[free], H[np.ix_(free, free)]
         if not np.all(np.isfinite(Hf)):
             warnings.append("Model failed to converge: the Hessian is not finite")
-            ev = None
         else:
-            ev = np.linalg.eigvalsh(Hf)
-        if ev is None:
-            pass
-        elif ev.min() <= 0:
-            warnings.append("Model failed to converge: degenerate Hessian with "
-                            f"{int((ev <= 0).sum())} negative eigenvalue(s)")
-        else:
-            if ev.max() / ev.min() > 1e12:
-                warnings.append("Model is nearly unidentifiable: very large eigenvalue ratio "
-                                f"({ev.max() / ev.min():.2g}) - rescale variables?")
-            # the Newton step relative to the coordinate's size (x is O(1) unless a
-            # variance ratio is huge, where d is flat in x and only the relative step counts)
-            scaled = np.abs(np.linalg.solve(Hf, gf)) / np.maximum(1.0, np.abs(x[free]))
-            if scaled.max() > 2e-3:
-                warnings.append(f"Model failed to converge with max|grad| = {np.abs(gf).max():.3g} "
-                                f"(scaled {scaled.max():.3g}, tol = 0.002)")
+            warnings += _check_interior(Hf, gf, x[free])
+            escape = _flat_descent(co, x, obj, Hf, free, diag)
+            if escape is not None:
+                warnings = [w for w in warnings if not w.startswith("Model is nearly")]
+                if not any(w.startswith("Model failed") for w in warnings):
+                    warnings.append("Model failed to converge: the deviance still decreases "
+                                    "along a direction of (nearly) zero curvature")
         # d is nearly flat in a huge variance ratio and a local quadratic model misjudges it:
         # probe ±10% along the large coordinates; a lower d there means the optimiser stopped short
         big = np.flatnonzero(free & (np.abs(x) > 10))
@@ -186,6 +296,11 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
             else:
                 continue
             break
+    if escape is None and at_bound.any() and np.isfinite(obj) and g is not None:
+        escape = _boundary_descent(co, x, obj, g, H, at_bound, diag)
+        if escape is not None:
+            warnings.append("Model failed to converge: the deviance still decreases off the "
+                            "boundary (a zero variance component is not the optimum)")
     singular = bool(at_bound.any())
     if singular:
         warnings.append("boundary (singular) fit: a variance component is estimated as zero "
@@ -195,7 +310,7 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
     return OptSummary(method=method, theta_start=np.asarray(theta0, float), theta=theta,
                       objective=float(obj), n_evals=dev.n_evals, converged=converged,
                       message=message, warnings=warnings, gradient=g, hessian=H, trace=trace,
-                      singular=singular)
+                      singular=singular, escape=escape)
 
 
 def check_em_optimum(dev, em_result) -> OptSummary:

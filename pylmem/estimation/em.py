@@ -97,11 +97,14 @@ plain seed map to find the MLE.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from ..util.checks import check_count
 
 __all__ = ["EMResult", "em", "fit_em"]
 
@@ -685,12 +688,11 @@ def _result(prob, out, *, simplified, mask, names, re_names, labels):
 
 
 def _check_opts(n_iter, tol, max_iter):
-    if int(n_iter) != n_iter or n_iter < 0:
-        raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
-    if tol is not None and not (tol > 0):
+    check_count(n_iter, "n_iter", 0)
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
+                            or not tol > 0):
         raise ValueError(f"tol must be positive or None, got {tol!r}")
-    if int(max_iter) != max_iter or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    check_count(max_iter, "max_iter", 1)
 
 
 def _check_identifiable(y, X, G):

@@ -60,28 +60,45 @@ def estimate(design: ModelDesign, *, reml=True, method="profiled", verbose=None,
         raise ValueError(f"method must be 'profiled' or 'em', got {method!r}")
     if method == "em" and reml:
         raise ValueError("method='em' fits by maximum likelihood: pass reml=False")
+    if verbose is not None and not isinstance(verbose, (bool, np.bool_)):
+        raise ValueError(f"verbose must be None, True or False, got {verbose!r}")
     if em_options is not None and not isinstance(em_options, dict):
         raise ValueError(f"em_options must be a dict, got {em_options!r}")
-    cp = crossproducts(*W.scaled(design)) if cp is None else cp
-    check_residual_variance(cp, design.response)
-    dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
+    # prior weights enter the fit divided by their geometric mean c (exact: the likelihood
+    # of y does not change, only σ² and θ rescale), so the optimiser sees the same problem
+    # whatever the weights' scale; the state is then formed on the user's scale (lme4's σ, θ)
+    # (covariance structures: their parameters do not rescale with θ, so fitted as given)
+    smap = structure_map(design.terms)
+    fit_design, c = (design, 1.0) if cp is not None or not smap.trivial else W.normalised(design)
+    if cp is None:
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow: a clear error below
+            cp_fit = crossproducts(*W.scaled(fit_design))
+    else:
+        cp_fit = cp
+    check_residual_variance(cp_fit, design.response)
+    dev = ProfiledDeviance(cp_fit, [t.q for t in design.terms], [t.n_levels for t in design.terms],
                            reml=reml)
-    dev.log_weights = W.log_weight_sum(design)
+    dev.log_weights = W.log_weight_sum(fit_design)
+    if theta0 is not None and c != 1.0:
+        theta0 = np.asarray(theta0, float) * np.sqrt(c)
     progress = Progress(verbose=verbose, label="lmer")
     em_result = None
-    smap = structure_map(design.terms)
-    if not smap.trivial:   # covariance structures: d(θ(φ)), fitted in φ
+    if not smap.trivial:   # covariance structures: d(θ(φ)), fitted in φ (weights as given)
         dev, opt, em_result = _fit_structured(design, dev, smap, method, em_options, theta0,
                                               verbose, progress)
     elif method == "em":
-        em_result = fit_em(W.scaled_design(design), **(em_options or {}))   # √w rows, y − offset
+        em_result = fit_em(W.scaled_design(fit_design), **(em_options or {}))   # √w rows, y − offset
         opt = check_em_optimum(dev, em_result)
     else:
         # one BLAS thread unless the dense rest block is large enough to gain from more
         with threads_for_block(dev.m):
-            opt = optimize_theta(dev, design, theta0=theta0, verbose=verbose,
+            opt = optimize_theta(dev, fit_design, theta0=theta0, verbose=verbose,
                                  callback=progress.update)
     progress.close()
+    check_exact_fit(dev, opt, cp_fit, design.response)
+    cp = cp_fit
+    if c != 1.0:
+        cp, dev, opt = _to_user_scale(design, dev, opt, c, reml)
     check_exact_fit(dev, opt, cp, design.response)
     fit = cls(design, cp, dev, opt, reml=reml, method=method, em_result=em_result)
     fit.fit_seconds = time.perf_counter() - t0
@@ -155,3 +172,30 @@ def _check_correlation_bounds(sdev, smap, opt, design):
     opt.warnings += notes
     opt.singular = True
     return opt
+
+
+def _to_user_scale(design, dev_fit, opt, c, reml):
+    """The fit of the weights w/c moved to the user's weights w: θ / √c (σ² × c follows
+    from the cross-products); the likelihood, β, the fitted values and the optimiser's
+    record in its scaled coordinates are unchanged."""
+    name = f"weights column {design.weights_name!r}" if design.weights_name else "weights"
+    msg = (f"the {name} (geometric mean {c:.3g}) times the data overflow or underflow "
+           "floating point: divide the weights by a constant (the fit does not depend on "
+           "their scale, only σ does)")
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        cp = crossproducts(*W.scaled(design))
+    if not (np.isfinite(cp.WtW).all() and all(np.isfinite(t.ZtZ).all() for t in cp.terms)):
+        raise ValueError(msg)
+    dev = ProfiledDeviance(cp, dev_fit.qs, dev_fit.n_levels, reml=reml)
+    dev.log_weights = W.log_weight_sum(design)
+    dev.n_evals = dev_fit.n_evals
+    opt.theta = opt.theta / np.sqrt(c)
+    opt.theta_start = opt.theta_start / np.sqrt(c)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            ok = np.isfinite(dev.objective_from(dev.factor(opt.theta)))
+    except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(msg)
+    return cp, dev, opt

@@ -37,6 +37,7 @@ from ..model.design import require_rows
 from ..model.weights import reject_weighted
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
 from ..numerics.replicates import BatchedDeviance, minimize_batch
+from ..util.checks import check_level
 from ..util.progress import Progress
 from ..util.threads import single_thread
 from .lrt import check_same_data, nesting_problem
@@ -423,8 +424,7 @@ class BootstrapResult:
         ``boot.type="perc"``), "basic" (2θ̂ − the percentile limits) or "norm" (θ̂ − bias
         ± z·sd).  Failed replicates (NaN) are left out, with a warning that counts them.
         """
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        level = check_level(level)
         method = {"perc": "percentile"}.get(method, method)
         if method not in ("percentile", "basic", "norm"):
             raise ValueError(f"method must be 'percentile', 'basic' or 'norm', got {method!r}")

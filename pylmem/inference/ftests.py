@@ -139,12 +139,109 @@ def _factor_matrix(expr, numeric, df, cats):
     return np.asarray(model_matrix(f"0 + {expr}", df).to_numpy(dtype=float))
 
 
+def _cell_names(expr, numeric, width, cats):
+    """R's column names of one factor of a term (``Frequency3``, ``sens2``, ``poly(sens2, 2)1``)."""
+    if not numeric:
+        return [f"{expr}{lev}" for lev in cats[expr]]
+    return [expr] if width == 1 else [f"{expr}{k + 1}" for k in range(width)]
+
+
+def _term_cells(t, df, cats):
+    """All cells of term ``t`` on the rows of ``df`` (R's ``model.matrix(~ 0 + term)``: the
+    first factor varies fastest), their names, and whether each factor is a one-column
+    numeric variable (lmerTest's containment counts only those as numeric)."""
+    n = len(df)
+    M, names, numeric = np.ones((n, 1)), [""], []
+    for expr, num in t.factors:
+        F = _factor_matrix(expr, num, df, cats)
+        fn = _cell_names(expr, num, F.shape[1], cats)
+        M = np.einsum("nj,ni->nji", F, M).reshape(n, -1)
+        names = [f"{b}:{a}" if b else a for a in fn for b in names]
+        numeric.append((expr, num and F.shape[1] == 1))
+    return M, names, numeric
+
+
+def _contains_r(a, b, num) -> bool:
+    """lmerTest's term_contain: a's variables strictly inside b's, the same one-column
+    numeric variables (a matrix term such as ``poly(x, 2)`` counts as a factor there)."""
+    va, vb = {e for e, _ in a.factors}, {e for e, _ in b.factors}
+    na = {e for e, k in num[a.label] if k}
+    nb = {e for e, k in num[b.label] if k}
+    return va < vb and na == nb
+
+
 def contrasts_type3(fit) -> dict:
-    """lmerTest's type III hypotheses (see module docstring)."""
+    """lmerTest's type III hypotheses (see module docstring), built on the rows of the fit
+    as lmerTest builds them on the model frame: a cell that no row has (an empty
+    Frequency x Income cell) is a zero column, and lmerTest's message about missing
+    cells is issued as a warning."""
     d = fit.design
     terms = fixed_terms(d)
     if d.n_fixef <= 1 or len(terms) <= 1:
         return contrasts_type1(fit)
+    if getattr(d, "frame", None) is None:
+        return _contrasts_type3_grid(fit)
+    spec = d.fixed_spec
+    state = getattr(spec, "encoder_state", {}) or {}
+    cats = {e: list(st[1]["categories"]) for e, st in state.items()
+            if "CATEGORICAL" in str(st[0]).upper()}
+    df = d.frame.reset_index(drop=True)
+    X = d.X
+    blocks, names, owner, num = [], [], [], {}
+    has_int = "(Intercept)" in d.fixef_names
+    if has_int:
+        blocks.append(np.ones((len(df), 1)))
+        names.append("(Intercept)")
+        owner.append(None)
+    for t in terms:
+        M, nm, num[t.label] = _term_cells(t, df, cats)
+        blocks.append(M)
+        names += nm
+        owner += [t.label] * M.shape[1]
+    rdX = np.hstack(blocks)
+    empty = np.flatnonzero(np.all(rdX == 0, axis=0))
+    if len(empty):
+        warnings.warn(f"Missing cells for: {', '.join(names[i] for i in empty)}. "
+                      "Interpret type III hypotheses with care.", UserWarning, stacklevel=4)
+    L = np.linalg.lstsq(X, rdX, rcond=None)[0].T          # (cells, p): zapsmall(t(ginv(X) rdX))
+    L = zapsmall(L, 7)
+    owner = np.asarray(owner, dtype=object)
+    rows = []
+    pos = {n: i for i, n in enumerate(d.fixef_names)}
+    col_term = {}
+    for t in terms:
+        for c in t.cols:
+            col_term[c] = t.label
+    for j in range(d.n_fixef):
+        if has_int and j == pos.get("(Intercept)"):
+            rows.append(0)
+            continue
+        cand = np.flatnonzero(owner == col_term.get(j))
+        diff = np.abs(rdX[:, cand] - X[:, [j]]).max(axis=0)
+        hit = cand[diff <= 1e-10 * max(1.0, np.abs(X[:, j]).max())]
+        if not len(hit):
+            raise ValueError(f"column {d.fixef_names[j]} is not a cell of its term")
+        rows.append(hit[0])
+    for t in sorted(terms, key=lambda t: -t.order):
+        cont = [u for u in terms if _contains_r(t, u, num)]
+        if cont:
+            Y = L[:, t.cols]
+            Xc = L[:, [c for u in cont for c in u.cols]]
+            coef = np.linalg.lstsq(Xc, Y, rcond=None)[0]
+            L[:, t.cols] = zapsmall(Y - Xc @ coef, 7)
+    Lx = L[rows]                                             # (p, p)
+    out = {}
+    for t in terms:
+        C = Lx[:, t.cols].T
+        out[t.label] = C[np.abs(C).sum(axis=1) > 1e-8]
+    return out
+
+
+def _contrasts_type3_grid(fit) -> dict:
+    """Type III hypotheses from a synthetic grid of every cell (a design without its model
+    frame, e.g. one assembled from Dask partitions)."""
+    d = fit.design
+    terms = fixed_terms(d)
     if all(all(num for _, num in t.factors) for t in terms):
         return {t.label: np.eye(d.n_fixef)[t.cols] for t in terms}
     rng = np.random.default_rng(20261125)
@@ -155,22 +252,18 @@ def contrasts_type3(fit) -> dict:
     rn = [r_column_name(c, d.parsed.fixed, d.parsed.renames) for c in names]
     keep = [rn.index(n) for n in d.fixef_names]
     Xs = Xs_all[:, keep]
-    blocks, owner = [], []
-    has_int = "(Intercept)" in d.fixef_names
-    if has_int:
+    blocks = []
+    if "(Intercept)" in d.fixef_names:
         blocks.append(np.ones((len(df), 1)))
-        owner.append(None)
     for t in terms:
         M = np.ones((len(df), 1))
         for expr, num in t.factors:
             F = _factor_matrix(expr, num, df, cats)
             M = (M[:, :, None] * F[:, None, :]).reshape(len(df), -1)
         blocks.append(M)
-        owner.extend([t.label] * M.shape[1])
     rdX = np.hstack(blocks)
     L = np.linalg.lstsq(Xs, rdX, rcond=None)[0].T          # (m, p)
     L[np.abs(L) < 1e-9 * max(1.0, np.abs(L).max())] = 0.0
-    # the cells that are columns of X: identical columns on the grid
     rows = []
     for j in range(d.n_fixef):
         diff = np.abs(rdX - Xs[:, [j]]).max(axis=0)
@@ -178,7 +271,6 @@ def contrasts_type3(fit) -> dict:
         if not len(hit):
             raise ValueError(f"column {d.fixef_names[j]} is not a cell of its term")
         rows.append(hit[0])
-    by_label = {t.label: t for t in terms}
     for t in sorted(terms, key=lambda t: -t.order):
         cont = [u for u in terms if _contains(t, u)]
         if cont:
@@ -188,11 +280,11 @@ def contrasts_type3(fit) -> dict:
             R = Y - Xc @ coef
             R[np.abs(R) < 1e-9 * max(1.0, np.abs(Y).max())] = 0.0
             L[:, t.cols] = R
-    Lx = L[rows]                                             # (p, p)
+    Lx = L[rows]
     out = {}
-    for label, t in by_label.items():
+    for t in terms:
         C = Lx[:, t.cols].T
-        out[label] = C[np.abs(C).sum(axis=1) > 1e-8]
+        out[t.label] = C[np.abs(C).sum(axis=1) > 1e-8]
     return out
 
 

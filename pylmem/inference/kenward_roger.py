@@ -20,6 +20,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..model.covariance import refuse_structured
+from ..model.weights import scaled
 from ..util.threads import one_blas_thread
 
 KR_MAX_M = 8000   # random effects (m × m dense matrices)
@@ -53,8 +54,10 @@ def _kr_generators(fit):
             gens.append((Z @ EE, Z))
             gamma.append(Om[i, j])
     n = fit.n_obs
+    w = getattr(d, "weights", None)
     I = sp.identity(n, format="csr")
-    gens.append((I, I))
+    # prior weights: the residual covariance is σ² W⁻¹ (pbkrtest uses σ² I: see docs/inference.md)
+    gens.append((I if w is None else sp.diags(1.0 / w, format="csr"), I))
     gamma.append(fit.sigma2)
     return gens, np.asarray(gamma)
 
@@ -70,10 +73,12 @@ def _kr_parts(fit):
     M₁ = Z'Σ⁻¹Z; the residual generator uses Z'Σ⁻²X, Z'Σ⁻²Z, X'Σ⁻²X, X'Σ⁻³X.
     """
     d = fit.design
-    X = d.X
+    # with prior weights, the rows scaled by √w: Σ̃ = W^½ΣW^½ = Z̃ΩZ̃' + σ²I, and every
+    # quantity of the KR formulas (X'Σ⁻¹X, X'Σ⁻¹G_rΣ⁻¹X, tr(Σ⁻¹G_rΣ⁻¹G_s)) is unchanged by it
+    _, X, terms = scaled(d)
     n = fit.n_obs
     s2 = fit.sigma2
-    Z = sp.hstack([t.sparse() for t in d.terms], format="csr")
+    Z = sp.hstack([t.sparse() for t in terms], format="csr")
     Lam = sp.block_diag([sp.kron(sp.identity(t.n_levels), sp.csr_matrix(T))
                          for t, T in zip(d.terms, fit.factor.T)], format="csr")
     m = Z.shape[1]

@@ -34,6 +34,7 @@ from ..model.covariance import (
 )
 from ..numerics.crossprod import CrossProducts, TermStats
 from ..numerics.deviance import ProfiledDeviance
+from ..util.checks import check_level, check_names
 from ..util.threads import one_blas_thread
 from .bootstrap import bootstrap
 
@@ -347,7 +348,8 @@ class Profile:
     def __init__(self, fit, which=None, zmax=None, n_points=8):
         self.profiler = pr = _Profiler(fit)
         names = pr.names
-        idx = range(len(names)) if which is None else [names.index(w) for w in which]
+        idx = range(len(names)) if which is None else \
+            [names.index(w) for w in check_names(which, "which", names, "parameter")]
         zmax = stats.norm.ppf(1 - 0.01 / 2) if zmax is None else zmax
         rows = []
         self.limits = {}
@@ -435,16 +437,14 @@ def confint(fit, method="profile", level=0.95, *, parm=None, nsim=500, seed=None
     pandas.DataFrame
         Columns "2.5 %" and "97.5 %" (for ``level=0.95``), one row per parameter.
     """
-    m = str(method).lower()
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if not isinstance(method, str):
+        raise ValueError(f"confint: method must be 'Wald', 'profile' or 'boot', got {method!r}")
+    m = method.lower()
+    level = check_level(level)
     cols = ci_columns(level)
     names = sdcor_names(fit.dev.qs) + [".sigma"] + list(fit.design.fixef_names)
     if parm is not None:
-        parm = [parm] if isinstance(parm, str) else list(parm)
-        bad = [p for p in parm if p not in names]
-        if bad:
-            raise ValueError(f"confint: unknown parameter(s) {bad}; the parameters are {names}")
+        parm = check_names(parm, "parm", names, "parameter")
     if m == "wald":
         z = stats.norm.ppf((1 + level) / 2)
         nv = len(names) - fit.design.n_fixef

@@ -84,6 +84,8 @@ class ModelDesign:
     offset_arg: str = None       # the offset= argument as lme4 prints it (" Offset:" line)
     aliases: dict = field(default_factory=dict)  # data column -> the name formulaic saw
     factors: tuple = ()          # columns made categorical by factors= (levels.factor_labels)
+    frame: pd.DataFrame = None   # the columns the model reads, rows used, model order (R's
+    #                              model.frame: lmerTest's type III contrasts are built on it)
 
     def with_aliases(self, data: pd.DataFrame) -> pd.DataFrame:
         """``data`` plus the aliased copies of columns whose names formulaic reserves."""
@@ -132,6 +134,36 @@ def _check_finite(M: np.ndarray, names, what: str) -> None:
     if bad.any():
         cols = [f"{names[j]!r} ({int(bad[:, j].sum())} rows)" for j in np.flatnonzero(bad.any(axis=0))]
         raise ValueError(f"non-finite values (inf) in the {what} column(s) {', '.join(cols)}")
+
+
+_MISSING_TOKENS = {".", "", "na", "n/a", "nan", "null", "none", "-", "?", "missing", "#n/a"}
+
+
+def _check_numbers_as_text(data: pd.DataFrame, cols) -> None:
+    """A text column of numbers with a few missing-value tokens ('.', 'NA', '') would be read
+    as a factor with one level per value: an error naming the column and the tokens."""
+    for c in sorted(cols, key=str):
+        if c not in data.columns:
+            continue
+        col = data[c]
+        if not (col.dtype == object or pd.api.types.is_string_dtype(col)) or \
+                isinstance(col.dtype, pd.CategoricalDtype):
+            continue
+        v = col.dropna()
+        if not len(v) or not all(isinstance(x, str) for x in v.iloc[:1000]):
+            continue
+        num = pd.to_numeric(v, errors="coerce")
+        text = v[num.isna()]
+        if not len(text) or len(text) == len(v):
+            continue
+        tokens = sorted(set(text.str.strip()))
+        if len(tokens) <= 3 and all(t.lower() in _MISSING_TOKENS for t in tokens):
+            raise ValueError(
+                f"column {c!r} holds numbers and {len(text)} text value(s) "
+                f"{', '.join(map(repr, tokens))} that look like missing values, so it would be "
+                f"a factor with one level per number: mark them missing (e.g. "
+                f"pd.read_csv(..., na_values={tokens!r}) or pd.to_numeric(..., errors='coerce'))"
+                f", or name it in factors= if {c!r} is meant as a factor")
 
 
 def _drop_rank_deficient(X: np.ndarray, names: list[str]):
@@ -245,6 +277,11 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                          "use an ordinary linear model for fixed effects only")
     if isinstance(factors, str):
         factors = (factors,)
+    try:
+        factors = tuple(factors)
+    except TypeError:
+        raise ValueError("factors must be a column name or a list of column names, "
+                         f"got {factors!r}") from None
     data = data.copy()
     if len(data) == 0:
         raise ValueError("the data have no rows")
@@ -267,6 +304,7 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
         raise ValueError(f"response column {parsed.response!r} is not numeric "
                          f"(dtype {data[parsed.response].dtype})")
     used = {parsed.response}
+    expr_cols: set = set()
     fixed_vars = required_variables(parsed.fixed, data)
     _check_columns(sorted(fixed_vars), data, f"the fixed part '{parsed.fixed}'")
     used |= set(fixed_vars) | W.offset_variables(offset_exprs, data) | ({o_name} - {None})
@@ -275,17 +313,26 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
         _check_columns(sorted(expr_vars), data, f"the random term ({spec.expr} | {spec.name})")
         _check_columns(list(spec.group), data, f"the random term ({spec.expr} | {spec.name})")
         used |= set(expr_vars) | set(spec.group)
+        expr_cols |= set(expr_vars)
 
+    _check_numbers_as_text(data, (set(fixed_vars) | expr_cols) - set(factors))
     used_cols = [c for c in data.columns if c in used]
     na = data[used_cols].isna().any(axis=1).to_numpy()
+    # an offset that evaluates to NaN (log of a negative or missing t) is a missing value,
+    # as an NaN in an offset column: the row is dropped and counted (R's na.omit)
+    off = W.evaluate_offset(offset_exprs, data)
+    if off is not None:
+        na = na | np.isnan(off)
+    if o_all is not None:
+        na = na | np.isnan(o_all)
     n_dropped = int(na.sum())
     if n_dropped:
         data = data.loc[~na]
         w_all = None if w_all is None else w_all[~na]
         o_all = None if o_all is None else o_all[~na]
+        off = None if off is None else off[~na]
     if w_all is not None:
         W.check_weights(w_all, w_name)
-    off = W.evaluate_offset(offset_exprs, data)
     if o_all is not None:
         off = o_all if off is None else off + o_all
         offset_exprs = offset_exprs + [o_name if o_name else "<offset array>"]
@@ -350,7 +397,8 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
                        offset=None if off is None else off[order], weights_name=w_name,
                        offset_exprs=offset_exprs,
                        offset_arg=None if o_all is None else (o_name or "<array>"),
-                       aliases=aliases, factors=tuple(factors))
+                       aliases=aliases, factors=tuple(factors),
+                       frame=data[[c for c in data.columns if c in used]].iloc[order])
 
 
 def apply_cov_mask(design: ModelDesign, cov_mask) -> ModelDesign:

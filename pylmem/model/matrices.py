@@ -77,9 +77,18 @@ def required_variables(expr: str, data: pd.DataFrame) -> set:
     if spec is not None:
         return spec.required_variables
     try:
-        return set(Formula(expr).required_variables)
+        out = set(Formula(expr).required_variables)
     except Exception as e:  # formulaic's syntax errors carry colour codes and markers
         raise formulaic_error(e, expr) from None
+    # formulaic leaves out the arguments of some transforms (``poly(x, 2)``): add the data
+    # columns named as variables (not called as functions) in the expression
+    import re
+
+    for c in data.columns:
+        if isinstance(c, str) and c not in out and \
+                re.search(rf"(?<![\w.`]){re.escape(c)}(?![\w.`(])", expr):
+            out.add(c)
+    return out
 
 
 def build_matrix(expr: str, data: pd.DataFrame):

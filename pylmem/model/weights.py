@@ -61,7 +61,8 @@ def evaluate_offset(exprs, data: pd.DataFrame) -> np.ndarray | None:
             v = data[e]
         else:
             try:
-                v = data.eval(e.replace("^", "**"), engine="python")
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    v = data.eval(e.replace("^", "**"), engine="python")
             except Exception as err:
                 raise ValueError(f"cannot evaluate offset({e}) on the data: {err}") from err
         v = np.asarray(pd.to_numeric(pd.Series(np.asarray(v)), errors="coerce"), dtype=float)
@@ -71,17 +72,49 @@ def evaluate_offset(exprs, data: pd.DataFrame) -> np.ndarray | None:
     return total
 
 
+def _numeric(v, label: str) -> np.ndarray:
+    """``v`` as floats; text that is not a number is an error naming ``label`` (missing
+    values stay NaN and are dropped with the row)."""
+    s = pd.Series(np.asarray(v, dtype=object) if not isinstance(v, pd.Series) else v)
+    if pd.api.types.is_bool_dtype(s) or not (pd.api.types.is_numeric_dtype(s)
+                                              or s.dtype == object or pd.api.types.is_string_dtype(s)):
+        raise ValueError(f"{label} is not numeric (dtype {s.dtype})")
+    out = pd.to_numeric(s, errors="coerce")
+    bad = out.isna() & s.notna()
+    if bad.any():
+        ex = s[bad].iloc[0]
+        raise ValueError(f"{label} is not numeric: {int(bad.sum())} value(s) are text that is "
+                         f"not a number (e.g. {ex!r})")
+    return out.to_numpy(dtype=float)
+
+
 def as_column(values, data: pd.DataFrame, what: str):
-    """``values`` given as a column name or an array (one value per row of ``data``):
-    returns (column name or None, float array in the data's row order)."""
+    """``values`` given as a column name, a Series (aligned on the data's index) or an array
+    (one value per row of ``data``): returns (column name or None, float array in the
+    data's row order)."""
     if values is None:
         return None, None
     if isinstance(values, str):
         if values not in data.columns:
             raise ValueError(f"{what} column {values!r} not in the data "
                              f"(columns: {', '.join(map(str, data.columns))})")
-        return values, pd.to_numeric(data[values], errors="coerce").to_numpy(dtype=float)
-    a = np.asarray(values, dtype=float).ravel()
+        return values, _numeric(data[values], f"{what} column {values!r}")
+    if isinstance(values, pd.Series):
+        if len(values) != len(data):
+            raise ValueError(f"{what} has {len(values)} values but the data has {len(data)} rows")
+        if not values.index.equals(data.index):
+            if not (values.index.is_unique and data.index.is_unique
+                    and values.index.sort_values().equals(data.index.sort_values())):
+                raise ValueError(f"{what} is a Series whose index does not match the data's "
+                                 "index: align it (or pass .to_numpy() to use it by position)")
+            values = values.reindex(data.index)    # by index label, as pandas aligns
+        return None, _numeric(values.to_numpy(), what)
+    a = np.asarray(values)
+    if a.dtype.kind in "OUS":
+        a = _numeric(a.ravel(), what)
+    elif a.dtype.kind == "b":
+        raise ValueError(f"{what} is not numeric (dtype bool)")
+    a = np.asarray(a, dtype=float).ravel()
     if a.shape != (len(data),):
         raise ValueError(f"{what} has {a.size} values but the data has {len(data)} rows")
     return None, a
@@ -99,6 +132,28 @@ def check_weights(w: np.ndarray, name: str) -> None:
                 kinds.append(f"{int(m.sum())} {k}")
         raise ValueError(f"{label} has {int(bad.sum())} row(s) with a zero, negative or "
                          f"non-finite weight ({', '.join(kinds)}): prior weights must be > 0")
+    light = int((w < 1e-15 * w.max()).sum()) if len(w) else 0
+    if 2 * light > len(w):
+        raise ValueError(f"{label} puts {light} of {len(w)} rows below 1e-15 of the largest "
+                         "weight: in double precision those rows carry no information and the "
+                         "few heavy rows fit themselves exactly; cap the ratio of the weights")
+
+
+def normalised(design):
+    """(design with weights w / c, c): c the geometric mean of the weights (1 without).
+
+    The likelihood of y is the same for weights w and w / c (σ² scales by c and θ by
+    1/√c), so fitting the normalised weights makes the optimisation independent of their
+    scale, and weights of 1e-300 or 1e300 are as well scaled as weights near 1."""
+    w = getattr(design, "weights", None)
+    if w is None:
+        return design, 1.0
+    c = float(np.exp(np.mean(np.log(w))))
+    if c == 1.0 or not np.isfinite(c) or c <= 0:
+        return design, 1.0
+    from dataclasses import replace
+
+    return replace(design, weights=w / c), c
 
 
 def log_weight_sum(design) -> float:

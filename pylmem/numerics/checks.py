@@ -8,8 +8,31 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_finite_products(cp, response: str) -> None:
+    """Cross-products that overflow (|y| ~ 1e160: y² > 1e308) would pass for an exact fit:
+    name the column whose squares overflow."""
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    W = cp.WtW if cen is None else cen[2]
+    d = np.diag(W)
+    bad = ~np.isfinite(d)
+    terms_bad = [k for k, t in enumerate(getattr(cp, "terms", [])) if not np.isfinite(t.ZtZ).all()]
+    if not bad.any() and not terms_bad:
+        return
+    if bad[-1]:
+        what = f"the response {response!r}"
+    elif bad.any():
+        what = f"fixed-effects column {int(np.flatnonzero(bad)[0]) + 1}"
+    else:
+        what = f"random-effects term {terms_bad[0] + 1}"
+    raise ValueError(f"{what} (times the weights, if any) has values whose squares overflow "
+                     "floating point (|value| > ~1e154): rescale it (e.g. divide by a power "
+                     "of 10) and fit again")
+
+
 def check_residual_variance(cp, response: str) -> None:
     """The response must not be fitted exactly by the fixed effects (σ² would be 0)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        check_finite_products(cp, response)
     cen = cp.centred() if hasattr(cp, "centred") else None
     W = cp.WtW if cen is None else cen[2]   # about the column means: no cancellation in ȳ²
     p = W.shape[0] - 1

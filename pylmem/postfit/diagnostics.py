@@ -83,7 +83,9 @@ def subset_design(design, keep: np.ndarray):
                    row_labels=design.row_labels[keep],
                    order=np.argsort(np.argsort(kept_pos, kind="stable"), kind="stable"),
                    weights=None if design.weights is None else design.weights[keep],
-                   offset=None if design.offset is None else design.offset[keep])
+                   offset=None if design.offset is None else design.offset[keep],
+                   frame=None if getattr(design, "frame", None) is None
+                   else design.frame.iloc[np.flatnonzero(keep)])
 
 
 def _var_comp(fit) -> pd.Series:

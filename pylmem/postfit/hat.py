@@ -10,6 +10,7 @@ import scipy.linalg as sla
 
 from ..model.weights import scaled
 from ..numerics import batched as B
+from ..util.checks import check_count
 
 
 def hat_trace(fit) -> float:
@@ -42,6 +43,7 @@ def hat_trace(fit) -> float:
 def hat_matrix(fit, max_n: int = 5000) -> np.ndarray:
     """The n × n hat matrix P (rows/columns in the data's row order); small n only."""
     n = fit.n_obs
+    max_n = check_count(max_n, "max_n", 1)
     if n > max_n:
         raise ValueError(f"hat_matrix forms an n × n matrix; n = {n} exceeds max_n = {max_n}")
     _, Xs, terms = scaled(fit.design)   # rows scaled by √w for a weighted fit

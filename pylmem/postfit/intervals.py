@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from scipy.stats import norm
 
 from ..numerics import batched as B
+from ..util.checks import check_level
 from ..util.threads import threads_for_block
 from .newdata import combine_rows, fitted_prediction, newdata_rows, selected_terms
 
@@ -218,8 +219,7 @@ def predict_with_se(fit, newdata=None, *, re_form=None, allow_new_levels=False, 
     """
     if interval not in (None, "confidence", "prediction"):
         raise ValueError(f"interval must be None, 'confidence' or 'prediction', got {interval!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    level = check_level(level)
     sel = selected_terms(fit, re_form)
     if newdata is None:
         point = fitted_prediction(fit, sel)

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 
+from ..util.checks import check_bool
+
 
 def _components_from_statistics(fit):
     """var(Xβ̂) and mean z'Ωz per term from the cross-products alone (a Dask fit keeps no
@@ -67,6 +69,7 @@ def r2(fit) -> pd.Series:
 
 def icc(fit, by_group: bool = False) -> pd.Series:
     """Intraclass correlation: adjusted and conditional (or one per term, ``by_group``)."""
+    by_group = check_bool(by_group, "by_group")
     v = variance_components(fit)
     vr = sum(v["random"].values())
     if by_group:

@@ -199,7 +199,9 @@ def _warning_lines(fit, summary: bool) -> list[str]:
     head = f"optimizer ({getattr(fit.optsum, 'method', 'pylmem')}) convergence code: {conv} " \
            f"({'OK' if conv == 0 else 'failed'})"
     if summary:
-        return [f"{head} ; 0 optimizer warnings; {len(msgs)} lme4 warnings"]
+        # lme4's summary: the messages of a fit that failed its convergence check follow
+        failed = [] if fit.converged else [m for m in msgs if not m.startswith("boundary")]
+        return [f"{head} ; 0 optimizer warnings; {len(msgs)} lme4 warnings"] + failed
     return [head] + msgs + [""]
 
 

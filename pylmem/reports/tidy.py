@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from ..util.checks import check_level
+
 COLUMNS = ["effect", "group", "level", "term", "estimate", "std.error", "statistic", "df",
            "p.value", "conf.low", "conf.high"]
 EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
@@ -87,9 +89,15 @@ def tidy(fit, effects=("ran_pars", "fixed"), conf_int: bool = False,
     """broom.mixed's ``tidy(fit, effects=, conf.int=)`` as a pandas DataFrame."""
     if isinstance(effects, str):
         effects = (effects,)
+    if not isinstance(effects, (list, tuple)):
+        raise ValueError(f"effects must be a name or a list of names among "
+                         f"{', '.join(EFFECTS)}, got {effects!r}")
     bad = [e for e in effects if e not in EFFECTS]
     if bad:
         raise ValueError(f"effects must be among {', '.join(EFFECTS)}, got {', '.join(bad)}")
+    conf_level = check_level(conf_level, "conf_level")
+    if not isinstance(conf_int, (bool, np.bool_)):
+        raise ValueError(f"conf_int must be True or False, got {conf_int!r}")
     z = norm.ppf(0.5 + conf_level / 2)
     parts = []
     for e in ("fixed", "ran_pars", "ran_vals", "ran_coefs"):   # broom.mixed's order

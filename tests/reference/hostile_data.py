@@ -27,12 +27,12 @@ def crossed(seed=1, n=300):
     return pd.DataFrame(dict(y=y, a=a, b=b))
 
 
-def q10(seed=5, G=60, m=20):
+def q10(seed=5, G=60, m=20, rank=5):
     rng = np.random.default_rng(seed)
     a = np.repeat(np.arange(G), m)
     n = G * m
     X = rng.normal(size=(n, 9))
-    b = rng.normal(size=(G, 5)) @ rng.normal(size=(10, 5)).T      # rank-5 covariance
+    b = rng.normal(size=(G, rank)) @ rng.normal(size=(10, rank)).T      # rank-r covariance
     Z = np.column_stack([np.ones(n), X])
     y = 1 + np.einsum("nq,nq->n", Z, b[a]) + rng.normal(size=n)
     d = pd.DataFrame(X, columns=[f"x{i}" for i in range(9)])
@@ -48,6 +48,7 @@ def main():
     d.assign(x=d.x + 1e4).to_csv(OUT / "shift_x_1e4.csv", index=False, float_format="%.17g")
     crossed().to_csv(OUT / "crossed_1e5.csv", index=False, float_format="%.17g")
     q10().to_csv(OUT / "q10_rank5.csv", index=False, float_format="%.17g")
+    q10(seed=2, G=30, m=20, rank=3).to_csv(OUT / "q10_rank3.csv", index=False, float_format="%.17g")
 
 
 if __name__ == "__main__":
