@@ -271,7 +271,7 @@ def test_satterthwaite_df_of_balanced_designs_are_exact(formula, df):
     (lambda f: f.tidy(conf_int=True, conf_level=95), r"conf_level must be in \(0, 1\)"),
     (lambda f: f.tidy(conf_int="yes"), "conf_int must be True or False"),
     (lambda f: f.predict(level="0.9", interval="confidence"), "level must be a number"),
-    (lambda f: f.anova(type="a string"), "type must be 1 or 3"),
+    (lambda f: f.anova(type="a string"), "type must be 1, 2 or 3"),
     (lambda f: f.anova(ddf="foo"), "ddf must be"),
     (lambda f: pylmem.em(f.design.y, f.design.terms[0].codes, f.design.X, n_iter=None),
      r"n_iter must be an integer >= 0, got None"),
