@@ -47,12 +47,12 @@ def main(argv=None) -> int:
         def ll(f):
             return float(f.logLik()), -1
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     f = fit()
-    t = time.perf_counter() - t0
+    t, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     val, nev = ll(f)
-    print(f"{args.case} [{args.lib}]: {t:.3f} s, peak RSS +{(rss1 - rss0) / 1024:.0f} MiB "
+    print(f"{args.case} [{args.lib}]: {t:.3f} s (CPU {cpu:.3f} s), peak RSS +{(rss1 - rss0) / 1024:.0f} MiB "
           f"(total {rss1 / 1024:.0f} MiB), logLik {val:.10f}, evals {nev}")
     if not args.no_profile:
         pr = cProfile.Profile()

@@ -41,15 +41,17 @@ _DENSE_FRACTION = 0.15
 _DENSE_MAX_M = 8000
 _GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
 _PAIR_CHUNK = 2_000_000  # pairs per chunk when forming K for a dense block
-_HEAVY_FACTOR = 15.0     # ~ (time of one K entry) / (time of one BLAS flop), halved
-# the cost model of the choice between K and the BLAS-3 path for a dense rest block
-# (seconds, measured with one BLAS thread on the benchmark machine, see benchmarks/RESULTS.md)
-_T_K_ENTRY = 1.0e-9      # one entry of K in the per-θ sparse mat-vec
-_T_K_SETUP = 6.0e-8      # forming one entry of K (pairs, sort, sum of duplicates), once
-_T_SYRK = 5.0e-11        # one multiply-add of dsyrk
-_T_ELEM = 1.5e-9         # one element of a per-θ numpy pass over the rest-block rows
+_HEAVY_FACTOR = None     # a level is "heavy" when factor × cnt² > m² q0; None: the cost model
+# the cost model of the choice between K and BLAS-3 rank-k updates for a dense rest block
+# (CPU seconds, measured with one BLAS thread on the benchmark machine by
+# benchmarks/calibrate_rest.py; only their ratios matter)
+_T_K_ENTRY = 2.3e-9      # one entry of K in the per-θ sparse mat-vec
+_T_K_SETUP = 2.5e-7      # forming one entry of K (pairs, sort, sum of duplicates), once
+_T_SYRK = 6.2e-11        # one multiply-add of dsyrk
+_T_ELEM = 2.0e-9         # one element of a per-θ numpy pass over the rest-block rows
 _T_DENSE_PASS = 2.0e-8   # per m² entry: the K path's dense passes (tril, Λ sandwich) per θ
-_N_EVAL = 100            # evaluations the set-up is amortised over
+_T_BLAS_CALL = 2.0e-4    # the BLAS-3 path's fixed cost per θ (Λ_R'Z_R'Z_RΛ_R by sparse products)
+_N_EVAL = 60             # evaluations the set-up is amortised over
 _BLAS = None             # None: by the cost model; True / False: always / never (tests)
 _BLAS_MAX_BYTES = 2.0e9  # the dense copy of A = Z_R'Z_0 and its per-θ image
 
@@ -62,13 +64,22 @@ def blas_costs(seg_counts, m: int, L0: int, q0: int) -> tuple[float, float]:
     The K path's entries per level are ~ cnt²/2; the BLAS-3 path is one ``dsyrk`` with
     m² L0 q0 / 2 multiply-adds plus passes over the (L0 q0, m) image of A.
     """
-    c = np.asarray(seg_counts, dtype=float)
+    per_level_k, per_level_rank = _level_costs(seg_counts, m, q0)
     m2 = float(m) * m
-    per_level_k = c * (c + 1) / 2 * (_T_K_ENTRY + _T_K_SETUP / _N_EVAL)
-    per_level_rank = m2 * q0 / 2 * _T_SYRK + m * q0 * (q0 + 1) * _T_ELEM
     k_path = float(np.minimum(per_level_k, per_level_rank).sum()) + m2 * _T_DENSE_PASS
-    blas = float(L0) * per_level_rank + m2 * 3 * _T_ELEM
+    blas = float(L0) * per_level_rank + m2 * 3 * _T_ELEM + _T_BLAS_CALL
     return k_path, blas
+
+
+def _level_costs(seg_counts, m: int, q0: int):
+    """Per first-term level: seconds per θ of its K entries (set-up amortised) and of its
+    rank-q0 BLAS update.  A level with cnt entries of A has ~cnt²/2 pairs; for q0 > 1 the
+    symmetric M_j merges them to ~(q0 + 1)/(2 q0) of that (measured: ~0.35-0.75)."""
+    c = np.asarray(seg_counts, dtype=float)
+    merge = 1.0 if q0 == 1 else 0.5
+    per_level_k = merge * c * (c + 1) / 2 * (_T_K_ENTRY + _T_K_SETUP / _N_EVAL)
+    per_level_rank = float(m) * m * q0 / 2 * _T_SYRK + m * q0 * (q0 + 1) * _T_ELEM
+    return per_level_k, per_level_rank
 
 
 def choose_blas(seg_counts, m: int, L0: int, q0: int) -> bool:
@@ -301,7 +312,11 @@ class RestStructure:
         # go to one dense rank-k update, the others to K
         self._Ad = self._heavy = None
         if backend == "dense" and len(seg_counts):
-            heavy = _HEAVY_FACTOR * seg_counts.astype(float) ** 2 > float(m) * m * q0
+            if _HEAVY_FACTOR is None:
+                per_k, per_rank = _level_costs(seg_counts, m, q0)
+                heavy = per_k > per_rank
+            else:
+                heavy = _HEAVY_FACTOR * seg_counts.astype(float) ** 2 > float(m) * m * q0
             cap = _GEMM_MAX // max(m * q0, 1)
             if heavy.sum() > cap:
                 keep = np.argsort(-seg_counts, kind="stable")[:cap]
@@ -505,6 +520,7 @@ class RestStructure:
         self._lam_src = np.concatenate(lsrc)
         self.K = None
         self.zz = None
+        self._Ad = self._heavy = None
         self.nnz = m * m
         self.diag_idx = np.arange(m) * (m + 1)
         self.density = est_density
