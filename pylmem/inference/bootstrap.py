@@ -30,7 +30,13 @@ from ..estimation.fitting import estimate
 from ..model.covariance import sdcor_from_theta, sdcor_names
 from ..model.weights import reject_weighted
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
-from ..numerics.replicates import BatchedDeviance, minimize_batch
+from ..numerics.replicates import (
+    MULTI_MAX_M,
+    BatchedDeviance,
+    BatchedMultiDeviance,
+    minimize_batch,
+    newton_polish,
+)
 from ..util.progress import Progress
 from ..util.threads import single_thread
 from .lrt import check_same_data
@@ -158,6 +164,7 @@ class _Engine:
         self.p = d.n_fixef
         self.k = len(fit.theta)
         self.batched = len(d.terms) == 1
+        self.multi = False
         if self.batched:
             cp, p = fit.cp, self.p
             st = cp.terms[0]
@@ -171,6 +178,70 @@ class _Engine:
             # at 1000, 0.12 s at 250)
             self.sub = int(np.clip(40_000 // (self.t.q ** 2 * self.t.n_levels), 128, _SIM_CHUNK))
             self._start(fit)
+        m = sum(t.q * t.n_levels for t in d.terms[1:])
+        self.multi = len(d.terms) > 1 and 0 < m <= MULTI_MAX_M
+        if self.multi:
+            self._start_multi(fit, m)
+
+    # ------------------------------------------------------------- several terms, lock-step
+    def _start_multi(self, fit, m):
+        """The multi-term lock-step refits: the shared cross-products of
+        :class:`BatchedMultiDeviance`, Z' as one sparse matrix (for Z'y of a block), θ0 = θ̂
+        and an inverse Hessian from differences of the batched gradient at the fit's y."""
+        d = fit.design
+        self.bdm = bd = BatchedMultiDeviance(fit.cp, [t.q for t in d.terms],
+                                             [t.n_levels for t in d.terms], reml=self.reml)
+        import scipy.sparse as sp
+
+        self.Zt = sp.hstack([t.sparse() for t in d.terms], format="csc").T.tocsr()
+        # per replicate the (q0, q0, L0) and (m, L0 q0) arrays: sub-blocks stay ~ 4 M entries
+        self.sub_multi = int(np.clip(4_000_000 // max(m * (m + d.terms[0].n_levels * d.terms[0].q)
+                                                      * (2 * bd.k + 1), 1), 8, _SIM_CHUNK))
+        k = bd.k
+        th = fit.theta.copy()
+        di = bd.diag_index()
+        scale = self._multi_scale(fit)
+        th[di] = np.maximum(np.abs(th[di]), 0.05 / scale[di])
+        self.mscale = scale
+        Zy, Xty, yty = self._responses_multi(np.repeat(fit.design.y[None, :], k + 1, axis=0))
+        h = 1e-3 * np.maximum(np.abs(th), 0.1)
+        pts = np.repeat(th[:, None], k + 1, axis=1)
+        pts[np.arange(k), np.arange(k) + 1] += h
+        _, g, _, _ = bd.evaluate(pts, Zy, Xty, yty)
+        H = (g[:, 1:] - g[:, :1]) / h[None, :]
+        w, V = np.linalg.eigh(0.5 * (H + H.T))
+        w = np.maximum(w, 1e-6 * max(w.max(), 1e-12))
+        self.mtheta0, self.mHinv0 = th, (V / w) @ V.T
+
+    def _multi_scale(self, fit):
+        """RMS of the Z column of each θ entry's row (the scale of the rows of T_k)."""
+        out = []
+        for t, rows in zip(fit.design.terms, self.bdm.rows):
+            s = np.sqrt(np.mean(t.Z ** 2, axis=0))
+            out.append(np.where(s > 0, s, 1.0)[rows])
+        return np.concatenate(out)
+
+    def _responses_multi(self, Y):
+        """Zy (L0 q0 + m, R) packed as :class:`BatchedMultiDeviance` reads it, X'Y, y'y."""
+        return np.asarray(self.Zt @ Y.T), (Y @ self.fit.design.X).T, np.einsum("rn,rn->r", Y, Y)
+
+    def _batched_multi(self, Y, theta, beta, sigma, obj, status, nu):
+        """Lock-step refits of a sub-block; the accepted ones (converged, interior) are
+        filled in place; returns their mask (the others are refitted one by one)."""
+        bd = self.bdm
+        Zy, Xty, yty = self._responses_multi(Y)
+        x, f, b, pw, conv = minimize_batch(bd, self.mtheta0, self.mHinv0, Zy, Xty, yty)
+        # the BFGS decrement leaves θ ~1e-5 off along flat directions: one Newton step
+        x, f, b, pw = newton_polish(bd, x, f, Zy, Xty, yty)
+        x = bd.canonical(x)
+        di = bd.diag_index()
+        interior = np.all(x[di] * self.mscale[di, None] > 1e-3, axis=0)
+        ok = conv & interior & np.isfinite(f)
+        theta[ok], beta[ok] = x[:, ok].T, b[:, ok].T
+        sigma[ok] = np.sqrt(pw[ok] / nu)
+        obj[ok] = f[ok]
+        status[ok] = "ok"
+        return ok
 
     def _responses(self, Y):
         """Zy (q, L, R), X'Y (p, R), y'y (R,) of a block of responses Y (R, n), model order."""
@@ -266,6 +337,13 @@ class _Engine:
                 sl = slice(a, min(a + self.sub, R))
                 fitted[sl] = self._batched(Y[sl], theta[sl], beta[sl], sigma[sl], obj[sl],
                                            status[sl], nu)
+            todo = np.flatnonzero(~fitted)
+        elif self.multi:
+            fitted = np.zeros(R, bool)
+            for a in range(0, R, self.sub_multi):
+                sl = slice(a, min(a + self.sub_multi, R))
+                fitted[sl] = self._batched_multi(Y[sl], theta[sl], beta[sl], sigma[sl], obj[sl],
+                                                 status[sl], nu)
             todo = np.flatnonzero(~fitted)
         for r in todo:
             try:
