@@ -10,8 +10,11 @@
   (:mod:`pylmem.numerics.replicates`: the profiled deviance with a replicate axis and a lock-step
   BFGS from θ̂); replicates that end near the boundary are refitted, still batched, with
   the vanishing variance held at 0 (kept when the regular fitter's snapping rule would
-  keep it); the few that converge in neither way, and every replicate of a model with
-  several terms, are refitted one by one by the regular optimiser.  Singular, unconverged
+  keep it); the few that converge in neither way are refitted one by one by the regular
+  optimiser.  A model with several terms and a rest block of at most ``MULTI_MAX_M`` rows
+  runs in lock step too (:class:`~pylmem.numerics.replicates.BatchedMultiDeviance`: the
+  cross-products of X and Z shared, BFGS with batched central-difference gradients, one
+  Newton step); its boundary and unconverged replicates are refitted one by one.  Singular, unconverged
   and failed replicates are counted and reported (``status``), never dropped.
 * :func:`pb_anova` — pbkrtest's ``PBmodcomp``: the parametric-bootstrap likelihood-ratio
   test of a smaller model m0 against m1, simulating under m0.
