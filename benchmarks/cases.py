@@ -216,7 +216,7 @@ def simulate_three_level(n_region: int = 50, n_school: int = 40, n_class: int = 
                          "school": _labels("s", sch % n_school), "class": _labels("c", cls % n_class)})
 
 
-def simulate_growth_sex(n_subj: int = 27, seed: int = 20241008) -> pd.DataFrame:
+def simulate_growth_sex(n_subj: int = 27, seed: int = 20241012) -> pd.DataFrame:
     """``distance ~ sex * age + (age | subject)``, shaped like nlme's Orthodont: 27 subjects
     (16 M, 11 F) measured at ages 8, 10, 12, 14 (108 rows)."""
     rng = np.random.default_rng(seed)
