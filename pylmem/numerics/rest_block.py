@@ -50,7 +50,7 @@ _T_K_SETUP = 2.5e-7      # forming one entry of K (pairs, sort, sum of duplicate
 _T_SYRK = 6.2e-11        # one multiply-add of dsyrk
 _T_ELEM = 2.0e-9         # one element of a per-θ numpy pass over the rest-block rows
 _T_DENSE_PASS = 2.0e-8   # per m² entry: the K path's dense passes (tril, Λ sandwich) per θ
-_T_BLAS_CALL = 2.0e-4    # the BLAS-3 path's fixed cost per θ (Λ_R'Z_R'Z_RΛ_R by sparse products)
+_T_BLAS_CALL = 5.0e-4    # the BLAS-3 path's fixed cost per θ (Λ_R'Z_R'Z_RΛ_R by sparse products)
 _N_EVAL = 60             # evaluations the set-up is amortised over
 _BLAS = None             # None: by the cost model; True / False: always / never (tests)
 _BLAS_MAX_BYTES = 2.0e9  # the dense copy of A = Z_R'Z_0 and its per-θ image
@@ -521,6 +521,8 @@ class RestStructure:
         self.K = None
         self.zz = None
         self._Ad = self._heavy = None
+        self._zz_low = None
+        self._diag_rc = np.arange(m)
         self.nnz = m * m
         self.diag_idx = np.arange(m) * (m + 1)
         self.density = est_density
@@ -562,11 +564,20 @@ class RestStructure:
             X = self._lam_t_dense(T, self._lam_t_dense(T, Xf).T).T
             X[np.arange(m), np.arange(m)] += 1.0
             return np.asfortranarray(X)
-        Lam = self._lam_sparse(T)
-        S = (Lam.T @ self._ZZ @ Lam).tocoo()
-        low = S.row >= S.col
-        X[S.row[low], S.col[low]] += S.data[low]
-        X[np.arange(m), np.arange(m)] += 1.0
+        if all(q == 1 for q in self.qs[1:]):     # scalar rest terms: s_a s_b (Z_R'Z_R)_ab
+            if getattr(self, "_zz_low", None) is None:
+                S = self._ZZ.tocoo()
+                low = S.row >= S.col
+                self._zz_low = (S.row[low], S.col[low], S.data[low])
+            r_, c_, v_ = self._zz_low
+            sc = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+            X[r_, c_] += v_ * sc[r_] * sc[c_]
+        else:
+            Lam = self._lam_sparse(T)
+            S = (Lam.T @ self._ZZ @ Lam).tocoo()
+            low = S.row >= S.col
+            X[S.row[low], S.col[low]] += S.data[low]
+        X[self._diag_rc, self._diag_rc] += 1.0
         return X
 
     def _setup_cholmod(self):
