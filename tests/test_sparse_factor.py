@@ -21,7 +21,7 @@ BACKENDS = {
     "dense_K": dict(_DENSE_M=10**9, _GEMM_MAX=0, _PAIR_CHUNK=97, _BLAS=False),   # K in many chunks
     "dense_rank_k": dict(_DENSE_M=10**9, _GEMM_MAX=10**9, _HEAVY_FACTOR=1e12, _BLAS=False),
     "mixed": dict(_DENSE_M=10**9, _GEMM_MAX=10**9, _BLAS=False),
-    "blas": dict(_DENSE_M=10**9, _BLAS=True),                          # dense all the way (dsyrk)
+    "blas": {"_DENSE_M": 10**9, "_BLAS": True},                          # dense all the way (dsyrk)
     "cholmod": dict(_DENSE_M=0, _DENSE_FRACTION=2.0),
 }
 
@@ -182,11 +182,14 @@ def test_backend_follows_the_structure():
             assert dev.rest.nnz < 20 * dev.m       # no m × m storage
 
 
+@pytest.mark.parametrize("backend", ["dense_K", "blas"])
 @pytest.mark.parametrize("reml", [False, True])
 @pytest.mark.parametrize("model", list(FORMULAS))
-def test_multi_term_gradient_matches_finite_differences(model, reml):
+def test_multi_term_gradient_matches_finite_differences(monkeypatch, model, reml, backend):
     """Analytic ∂d/∂θ for several terms (pylmem/multi_gradient.py) against central
-    differences (h = 1e-6): 1e-6 relative to the largest component."""
+    differences (h = 1e-6): 1e-6 relative to the largest component, on the K map and on
+    the BLAS-3 rest block."""
+    _use(monkeypatch, backend)
     design = build_design(FORMULAS[model], _data())
     cp = crossproducts(design.y, design.X, design.terms)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms], reml=reml)
