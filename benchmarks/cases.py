@@ -163,6 +163,73 @@ def simulate_crossed_scalar(n_obs: int, n_a: int, n_b: int, *, zipf: float = 0.0
     return pd.DataFrame({"y": y, "x": x, "a": _labels("a", a), "b": _labels("b", b)})
 
 
+def simulate_crossed_slopes(n_subj: int = 1000, n_item: int = 500, per_subj: int = 100,
+                            seed: int = 20241005) -> pd.DataFrame:
+    """``y ~ x + (x | subj) + (x | item)``: a random slope on both crossed factors; each
+    subject sees ``per_subj`` random items (so the rest block, items, is dense)."""
+    rng = np.random.default_rng(seed)
+    n = n_subj * per_subj
+    subj = np.repeat(np.arange(n_subj), per_subj)
+    item = rng.integers(0, n_item, n)
+    item[:n_item] = np.arange(n_item)
+    x = rng.normal(0.0, 1.0, n)
+    bs = rng.multivariate_normal(np.zeros(2), [[1.0, -0.1], [-0.1, 0.25]], size=n_subj)
+    bi = rng.multivariate_normal(np.zeros(2), [[0.5, 0.05], [0.05, 0.09]], size=n_item)
+    y = (1.0 + 0.3 * x + bs[subj, 0] + bs[subj, 1] * x + bi[item, 0] + bi[item, 1] * x
+         + rng.normal(0.0, 1.0, n))
+    return pd.DataFrame({"y": y, "x": x, "subj": _labels("s", subj), "item": _labels("i", item)})
+
+
+def simulate_movielens(n_user: int = 6040, n_movie: int = 3706, n_obs: int = 1_000_000,
+                       seed: int = 20241006) -> pd.DataFrame:
+    """``y ~ 1 + (1 | user) + (1 | movie)`` shaped like MovieLens-1M: heavy-tailed activity
+    of users (log-normal) and popularity of movies (Zipf-like), each (user, movie) pair at
+    most about once; ratings a clipped sum of effects."""
+    rng = np.random.default_rng(seed)
+    wu = rng.lognormal(0.0, 1.0, n_user)
+    wm = 1.0 / np.arange(1, n_movie + 1) ** 0.8
+    user = rng.choice(n_user, size=n_obs, p=wu / wu.sum())
+    movie = rng.choice(n_movie, size=n_obs, p=wm / wm.sum())
+    user[:n_user] = np.arange(n_user)
+    movie[:n_movie] = np.arange(n_movie)
+    uu = rng.normal(0.0, 0.45, n_user)
+    um = rng.normal(0.0, 0.5, n_movie)
+    y = np.clip(np.round(3.6 + uu[user] + um[movie] + rng.normal(0.0, 0.9, n_obs)), 1, 5)
+    return pd.DataFrame({"y": y, "user": _labels("u", user), "movie": _labels("m", movie)})
+
+
+def simulate_three_level(n_region: int = 50, n_school: int = 40, n_class: int = 8,
+                         per_class: int = 12, seed: int = 20241007) -> pd.DataFrame:
+    """``y ~ x + (1 | region/school/class)``: classes in schools in regions (labels reused
+    inside their parent, so the nesting is by the formula's ``/``)."""
+    rng = np.random.default_rng(seed)
+    n_s = n_region * n_school
+    n_c = n_s * n_class
+    n = n_c * per_class
+    cls = np.repeat(np.arange(n_c), per_class)
+    sch = cls // n_class
+    reg = sch // n_school
+    x = rng.normal(0.0, 1.0, n)
+    y = (1.0 + 0.4 * x + rng.normal(0, 0.8, n_region)[reg] + rng.normal(0, 0.6, n_s)[sch]
+         + rng.normal(0, 0.4, n_c)[cls] + rng.normal(0.0, 1.0, n))
+    return pd.DataFrame({"y": y, "x": x, "region": _labels("r", reg),
+                         "school": _labels("s", sch % n_school), "class": _labels("c", cls % n_class)})
+
+
+def simulate_growth_sex(n_subj: int = 27, seed: int = 20241012) -> pd.DataFrame:
+    """``distance ~ sex * age + (age | subject)``, shaped like nlme's Orthodont: 27 subjects
+    (16 M, 11 F) measured at ages 8, 10, 12, 14 (108 rows)."""
+    rng = np.random.default_rng(seed)
+    age = np.tile([8.0, 10.0, 12.0, 14.0], n_subj)
+    subj = np.repeat(np.arange(n_subj), 4)
+    male = (np.arange(n_subj) < 16 * n_subj // 27).astype(float)[subj]
+    b = rng.multivariate_normal([0, 0], [[4.0, -0.2], [-0.2, 0.05]], size=n_subj)
+    y = 17.0 + 0.5 * age - 1.0 * male + 0.3 * male * age + b[subj, 0] + b[subj, 1] * age \
+        + rng.normal(0.0, 1.3, len(age))
+    return pd.DataFrame({"distance": y, "age": age, "sex": np.where(male > 0, "Male", "Female"),
+                         "subject": _labels("S", subj)})
+
+
 def _vc2(a="a", b="b"):
     return dict(formula="y ~ x", groups=None, re_formula="0",
                 vc_formula={a: f"0 + C({a})", b: f"0 + C({b})"})
@@ -223,6 +290,17 @@ CASES: dict[str, Case] = {c.name: c for c in [
          lambda: simulate_crossed_scalar(100_000, 60_000, 40_000),
          "simulated, ~49,000 x 37,000 crossed intercepts present, 1e5 obs, ML", large=True,
          statsmodels=_vc2()),
+    Case("crossed_slopes_both_ML", "y ~ x + (x | subj) + (x | item)", False, ("subj", "item"),
+         simulate_crossed_slopes,
+         "simulated, 1,000 subjects x 500 items, 1e5 obs, a slope on both factors, ML"),
+    Case("movielens_ML", "y ~ 1 + (1 | user) + (1 | movie)", False, ("user", "movie"),
+         simulate_movielens, "simulated, MovieLens-1M-shaped, 6,040 users x 3,706 movies, 1e6 obs, ML",
+         large=True, statsmodels=_vc2("user", "movie")),
+    Case("three_level_ML", "y ~ x + (1 | region/school/class)", False, ("region", "school", "class"),
+         simulate_three_level, "simulated, 50 regions / 40 schools / 8 classes x 12, 192k obs, ML"),
+    Case("growth_sex_ML", "distance ~ sex * age + (age | subject)", False, ("subject", "sex"),
+         simulate_growth_sex, "simulated, Orthodont-shaped, 27 subjects x 4 ages, ML",
+         statsmodels=dict(formula="distance ~ sex * age", groups="subject", re_formula="~age")),
 ]}
 
 

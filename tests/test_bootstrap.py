@@ -165,14 +165,41 @@ def test_bootstrap_replicates_equal_full_fits_ml_rats():
     _check_replicates_against_full(fit, res, f, d, [0, 1, 2, 5, 17], theta_atol=5e-5)
 
 
-def test_bootstrap_multi_term_model_regular_path():
-    """Crossed terms: the replicates are refitted one by one (no batched kernel)."""
+def test_bootstrap_multi_term_model_regular_path(monkeypatch):
+    """Crossed terms, the lock-step kernel off: the replicates are refitted one by one."""
+    monkeypatch.setattr(bs, "MULTI_MAX_M", 0)
     d = load("Penicillin")
     f = "diameter ~ 1 + (1 | plate) + (1 | sample)"
     fit = pylmem.lmer(f, d)
     res = fit.bootstrap(4, seed=1)
     assert list(res.t.columns) == [".sig01", ".sig02", ".sigma", "(Intercept)"]
     _check_replicates_against_full(fit, res, f, d, range(4))
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("formula", ["diameter ~ 1 + (1 | plate) + (1 | sample)",
+                                     "y ~ x + (x | a) + (1 | b)", "y ~ x + (1 | c/a)"])
+def test_multi_term_lock_step_replicates_equal_full_fits(formula, reml):
+    """Several terms, small rest block: the replicates advance in lock step (batched
+    deviance, BFGS, one Newton step) and equal full refits of each simulated response
+    (crossed, crossed with a slope, nested; unbalanced random cells)."""
+    if formula.startswith("diameter"):
+        d = load("Penicillin")
+    else:
+        rng = np.random.default_rng(4)
+        n = 300
+        a, b, c = rng.integers(0, 25, n), rng.integers(0, 12, n), rng.integers(0, 5, n)
+        x = rng.normal(size=n)
+        y = 1 + x + rng.normal(size=25)[a] + 0.7 * rng.normal(size=12)[b] + 0.6 * rng.normal(size=5)[c] \
+            + 0.4 * x * rng.normal(size=25)[a] + rng.normal(size=n)
+        d = pd.DataFrame({"y": y, "x": x, "a": a.astype(str), "b": b.astype(str), "c": c.astype(str)})
+    fit = _quiet_lmer(formula, d, reml=reml)
+    eng = bs._Engine(fit, reml)
+    assert eng.multi
+    res = fit.bootstrap(30, seed=3)
+    ok = np.flatnonzero(res.status == "ok")
+    assert len(ok) >= 20
+    _check_replicates_against_full(fit, res, formula, d, list(ok[:4]))
 
 
 # ------------------------------------------------------------------------------ result object
@@ -221,6 +248,7 @@ def test_norm_inter_matches_boot_package_rule():
 
 
 def test_failed_replicates_are_counted_not_dropped(monkeypatch):
+    monkeypatch.setattr(bs, "MULTI_MAX_M", 0)          # the one-by-one refits
     d = load("Penicillin")
     fit = pylmem.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", d)
     real = bs._refit_model_order
@@ -242,6 +270,7 @@ def test_failed_replicates_are_counted_not_dropped(monkeypatch):
 
 
 def test_unconverged_replicates_keep_their_estimates(monkeypatch):
+    monkeypatch.setattr(bs, "MULTI_MAX_M", 0)          # the one-by-one refits
     d = load("Penicillin")
     fit = pylmem.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", d)
     real = bs._refit_model_order

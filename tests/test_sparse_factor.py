@@ -18,9 +18,10 @@ from pylmem.numerics.deviance import ProfiledDeviance
 
 # backend -> (module constants to set); "mixed" sets the heavy threshold per design below
 BACKENDS = {
-    "dense_K": dict(_DENSE_M=10**9, _GEMM_MAX=0, _PAIR_CHUNK=97),   # K formed in many chunks
-    "dense_rank_k": dict(_DENSE_M=10**9, _GEMM_MAX=10**9, _HEAVY_FACTOR=1e12),
-    "mixed": dict(_DENSE_M=10**9, _GEMM_MAX=10**9),
+    "dense_K": dict(_DENSE_M=10**9, _GEMM_MAX=0, _PAIR_CHUNK=97, _BLAS=False),   # K in many chunks
+    "dense_rank_k": dict(_DENSE_M=10**9, _GEMM_MAX=10**9, _HEAVY_FACTOR=1e12, _BLAS=False),
+    "mixed": dict(_DENSE_M=10**9, _GEMM_MAX=10**9, _BLAS=False),
+    "blas": {"_DENSE_M": 10**9, "_BLAS": True},                          # dense all the way (dsyrk)
     "cholmod": dict(_DENSE_M=0, _DENSE_FRACTION=2.0),
 }
 
@@ -91,7 +92,7 @@ def test_deviance_matches_dense_brute_force(monkeypatch, backend, model):
     for reml in (False, True):
         dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms],
                                reml=reml)
-        want = "cholmod" if backend == "cholmod" else "dense"
+        want = {"cholmod": "cholmod", "blas": "blas"}.get(backend, "dense")
         assert dev.rest.backend == want
         if backend == "dense_rank_k":
             assert dev.rest.K is None and dev.rest._Ad is not None
@@ -114,7 +115,7 @@ def test_mixed_backend_really_mixes(monkeypatch):
     assert 0 < len(dev.rest._heavy) < design.terms[0].n_levels
 
 
-@pytest.mark.parametrize("backend", ["dense_K", "cholmod"])
+@pytest.mark.parametrize("backend", ["dense_K", "blas", "cholmod"])
 @pytest.mark.parametrize("model", ["crossed_slope_rest", "three_level", "nested_slope"])
 def test_fit_readers_match_dense(monkeypatch, backend, model):
     """condVar (diagonal blocks of (LL')⁻¹), modes and tr(P) against the dense formulas."""
@@ -181,11 +182,14 @@ def test_backend_follows_the_structure():
             assert dev.rest.nnz < 20 * dev.m       # no m × m storage
 
 
+@pytest.mark.parametrize("backend", ["dense_K", "blas"])
 @pytest.mark.parametrize("reml", [False, True])
 @pytest.mark.parametrize("model", list(FORMULAS))
-def test_multi_term_gradient_matches_finite_differences(model, reml):
+def test_multi_term_gradient_matches_finite_differences(monkeypatch, model, reml, backend):
     """Analytic ∂d/∂θ for several terms (pylmem/multi_gradient.py) against central
-    differences (h = 1e-6): 1e-6 relative to the largest component."""
+    differences (h = 1e-6): 1e-6 relative to the largest component, on the K map and on
+    the BLAS-3 rest block."""
+    _use(monkeypatch, backend)
     design = build_design(FORMULAS[model], _data())
     cp = crossproducts(design.y, design.X, design.terms)
     dev = ProfiledDeviance(cp, [t.q for t in design.terms], [t.n_levels for t in design.terms], reml=reml)
@@ -266,3 +270,83 @@ def test_cholmod_fit_keeps_its_factor_and_pickles(monkeypatch):
     back = pickle.loads(pickle.dumps(fit))
     np.testing.assert_allclose(back.ranef_condvar()["b"], want[0], rtol=1e-10)
     assert back.dev(back.theta) == pytest.approx(fit.objective, rel=1e-12)
+
+
+@pytest.mark.parametrize("reml", [False, True])
+@pytest.mark.parametrize("model", ["crossed", "crossed_slope", "crossed_slope_rest", "nested_slope",
+                                   "three_level", "double_bar"])
+def test_blas_and_k_map_fits_agree(monkeypatch, model, reml):
+    """The BLAS-3 rest block (one dsyrk per θ) fits the same optimum as the K map, on
+    crossed, nested, slope and unbalanced designs (these data: unbalanced random cells)."""
+    df = _data(seed=5)
+    f = FORMULAS[model]
+    _use(monkeypatch, "dense_K")
+    a = pylmem.lmer(f, df, reml=reml)
+    _use(monkeypatch, "blas")
+    b = pylmem.lmer(f, df, reml=reml)
+    assert a.dev.rest.backend == "dense" and b.dev.rest.backend == "blas"
+    assert b.objective <= a.objective + 1e-9 * abs(a.objective)
+    assert b.objective == pytest.approx(a.objective, rel=1e-9)
+    # a boundary fit leaves θ weakly identified along the flat direction: its d is compared
+    tol = 1e-2 if a.is_singular else 1e-5
+    np.testing.assert_allclose(b.theta, a.theta, rtol=1e-4, atol=tol)
+    if not a.is_singular:
+        ca, cb = a.ranef_condvar(), b.ranef_condvar()
+        for k in ca:
+            np.testing.assert_allclose(cb[k], ca[k], rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("reml", [False, True])
+def test_blas_gradient_in_the_optimiser(monkeypatch, reml):
+    """With the BLAS-3 rest block above MIN_M_BLAS rows the optimiser is L-BFGS-B with the
+    analytic gradient; forced here on small data, it reaches BOBYQA's optimum (K map)."""
+    import pylmem.numerics.multi_gradient as MG
+
+    df = _data(seed=8)
+    f = "y ~ x + (x | a) + (x | b)"
+    _use(monkeypatch, "dense_K")
+    a = pylmem.lmer(f, df, reml=reml)
+    assert a.optsum.method.startswith("BOBYQA")
+    _use(monkeypatch, "blas")
+    monkeypatch.setattr(MG, "MIN_M_BLAS", 0)
+    b = pylmem.lmer(f, df, reml=reml)
+    assert b.dev.rest.backend == "blas" and b.optsum.method.startswith("L-BFGS-B")
+    assert b.objective <= a.objective + 1e-9 * abs(a.objective)
+    np.testing.assert_allclose(b.theta, a.theta, rtol=1e-4, atol=1e-5)
+
+
+def test_blas_fit_keeps_its_factor_and_pickles(monkeypatch):
+    """The BLAS-3 path reuses one buffer across θ: the factor a fit keeps must not move."""
+    import pickle
+
+    _use(monkeypatch, "blas")
+    df = _data(seed=9)
+    f = "y ~ x + (x | a) + (x | b)"
+    fit = pylmem.lmer(f, df, reml=False)
+    assert fit.dev.rest.backend == "blas"
+    want = (fit.ranef_condvar()["b"].copy(), fit.ranef["b"].to_numpy().copy(), fit.hat_trace)
+    fit.dev(fit.theta * 1.9)
+    fit.dev.value_and_gradient(fit.theta * 0.7)
+    np.testing.assert_allclose(fit.ranef_condvar()["b"], want[0], rtol=1e-12)
+    np.testing.assert_allclose(fit.ranef["b"].to_numpy(), want[1], rtol=1e-12)
+    back = pickle.loads(pickle.dumps(fit))
+    assert back.dev(back.theta) == pytest.approx(fit.objective, rel=1e-12)
+    np.testing.assert_allclose(back.ranef_condvar()["b"], want[0], rtol=1e-10)
+
+
+def test_cost_model_picks_blas_for_dense_fill():
+    """Crossed slopes on both factors (every subject meets a fifth of the items): the K map
+    would hold ~(items per subject)² entries per subject; the cost model picks the BLAS-3
+    path, whose set-up stores only the dense A (m × L0 q0); sparse crossed stays CHOLMOD."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cases import simulate_crossed_slopes
+
+    d = build_design("y ~ x + (x | subj) + (x | item)", simulate_crossed_slopes(300, 150, 40))
+    cp = crossproducts(d.y, d.X, d.terms)
+    dev = ProfiledDeviance(cp, [2, 2], [t.n_levels for t in d.terms], reml=False)
+    assert dev.rest.backend == "blas" and dev.rest.K is None
+    k_path, blas = SF.blas_costs(np.full(300, 80 * 2), 300, 300, 2)
+    assert blas < k_path

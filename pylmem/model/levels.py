@@ -82,7 +82,13 @@ def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
         levels = np.asarray(per[0][1])
         return codes, levels, values, np.arange(len(levels))[:, None]
     C = np.column_stack([np.asarray(c, dtype=np.int64) for c, _ in per])
-    uniq, codes = np.unique(C, axis=0, return_inverse=True)
+    sizes = [max(len(v), 1) for v in values]
+    if float(np.prod(sizes, dtype=float)) < 2.0 ** 62:   # one int64 key per row (fast sort)
+        radix = np.cumprod([1] + sizes[:0:-1])[::-1]     # column 0 most significant
+        ukey, codes = np.unique(C @ radix, return_inverse=True)
+        uniq = (ukey[:, None] // radix[None, :]) % np.asarray(sizes)[None, :]
+    else:
+        uniq, codes = np.unique(C, axis=0, return_inverse=True)
     labels = np.array([":".join(str(values[j][uniq[i, j]]) for j in range(len(group)))
                        for i in range(len(uniq))], dtype=object)
     order = np.lexsort((np.arange(len(uniq)), labels.astype(str)))

@@ -192,3 +192,226 @@ def minimize_batch(bd: BatchedDeviance, theta0, Hinv0, Zy, Xty, yty, *, max_iter
             conv[stuck] = dec < 100 * tol * np.maximum(1.0, np.abs(f[stuck]))
             active = np.setdiff1d(active, stuck)
     return x, f, beta, pw, conv
+
+
+# ----------------------------------------------------------------------------- several terms
+MULTI_MAX_M = 200          # rest-block size up to which replicates of a multi-term model batch
+
+
+class BatchedMultiDeviance:
+    """d(θ_r) for R responses of a model with several terms and a small rest block.
+
+    The blocked factor of :mod:`pylmem.numerics.deviance`, every replicate at once: the
+    first term level by level (q0, q0, L0, R); the rest block dense, one m × m Cholesky per
+    replicate (a LAPACK stack, m ≤ ``MULTI_MAX_M``); everything that does not depend on
+    the response (Z'Z, Z'X, X'X, A = Z_R'Z_0) is formed once and shared.  The gradient
+    is by central differences of the batched value (all 2k + 1 points in one call), so
+    :func:`minimize_batch` drives it as it drives :class:`BatchedDeviance`.
+
+    ``cp``: the fit's :class:`~pylmem.numerics.crossprod.CrossProducts` (the user's
+    coordinates), ``qs``/``n_levels`` the terms'; per call the responses enter packed as
+    ``Zy`` (L0 q0 + m, R) = [Z_0'y by (level, coefficient); Z_R'y], ``Xty`` (p, R), ``yty`` (R,).
+    """
+
+    def __init__(self, cp, qs, n_levels, *, reml):
+        self.qs, self.n_levels = list(qs), list(n_levels)
+        self.q0, self.L0 = self.qs[0], self.n_levels[0]
+        self.n = int(cp.n)
+        self.reml = bool(reml)
+        r = cp.WtW.shape[0]
+        self.p = p = r - 1
+        q0, L0 = self.q0, self.L0
+        self.G0 = np.ascontiguousarray(cp.terms[0].ZtZ.transpose(1, 2, 0))             # (q0, q0, L0)
+        self.ZX0 = np.ascontiguousarray(cp.terms[0].ZtW[:, :, :p].transpose(1, 2, 0))  # (q0, p, L0)
+        self.XtX = cp.WtW[:p, :p].copy()
+        self.offsets = np.cumsum([0] + [L * q for L, q in zip(self.n_levels[1:], self.qs[1:])])
+        self.m = m = int(self.offsets[-1])
+        A = np.vstack([cp.between[(0, k)].T.toarray() for k in range(1, len(self.qs))])   # (m, L0 q0)
+        self.A = A.reshape(m, L0, q0)
+        ZZ = np.zeros((m, m))
+        for k in range(1, len(self.qs)):
+            a, b = self.offsets[k - 1], self.offsets[k]
+            q, L = self.qs[k], self.n_levels[k]
+            blk = cp.terms[k].ZtZ
+            idx = np.arange(L)
+            ZZ[a:b, a:b].reshape(L, q, L, q)[idx, :, idx, :] = blk
+            for l_ in range(k + 1, len(self.qs)):
+                c, d = self.offsets[l_ - 1], self.offsets[l_]
+                Bkl = cp.between[(k, l_)].toarray()
+                ZZ[a:b, c:d] = Bkl
+                ZZ[c:d, a:b] = Bkl.T
+        self.ZZ = ZZ
+        self.ZXR = np.vstack([t.ZtW[:, :, :p].reshape(-1, p) for t in cp.terms[1:]])     # (m, p)
+        self.rows, self.cols, self.term_of = [], [], []
+        for k, q in enumerate(self.qs):
+            rr, cc = np.tril_indices(q)
+            order = np.lexsort((rr, cc))
+            self.rows.append(rr[order])
+            self.cols.append(cc[order])
+            self.term_of.append(np.full(len(rr), k))
+        self.n_theta = [len(x) for x in self.rows]
+        self.toff = np.cumsum([0] + self.n_theta)
+        self.k = int(self.toff[-1])
+        self.term_of = np.concatenate(self.term_of)
+        self._rows_all = np.concatenate(self.rows)
+        self._cols_all = np.concatenate(self.cols)
+        # Λ_R = ⊕ I_L ⊗ T_k: entry (s + a, s + b) of level block s is θ entry (a, b) of term k
+        lr, lc, lt = [], [], []
+        for k in range(1, len(self.qs)):
+            q, L, a0 = self.qs[k], self.n_levels[k], self.offsets[k - 1]
+            base = a0 + np.arange(L)[:, None] * q
+            lr.append((base + self.rows[k][None, :]).ravel())
+            lc.append((base + self.cols[k][None, :]).ravel())
+            lt.append(np.tile(self.toff[k] + np.arange(self.n_theta[k]), L))
+        self._lam_r, self._lam_c, self._lam_t = np.concatenate(lr), np.concatenate(lc), np.concatenate(lt)
+
+    @staticmethod
+    def pack(Z0y, ZRy):
+        """Zy of :meth:`evaluate` from Z_0'y (L0, q0, R) and Z_R'y (m, R)."""
+        return np.concatenate([Z0y.reshape(-1, Z0y.shape[-1]), ZRy], axis=0)
+
+    def _T(self, theta, k):
+        q = self.qs[k]
+        T = np.zeros((q, q, theta.shape[1]))
+        T[self.rows[k], self.cols[k]] = theta[self.toff[k]:self.toff[k + 1]]
+        return T
+
+    def value(self, theta, Zy, Xty, yty):
+        """Criterion (R,), β̂ (p, R), r² (R,); NaN where a factor is not positive definite."""
+        q0, L0, m, p = self.q0, self.L0, self.m, self.p
+        r = p + 1
+        R = theta.shape[1]
+        T0 = self._T(theta, 0)
+        TtG = np.einsum("jar,jbg->abgr", T0, self.G0)
+        A00 = np.einsum("ajgr,jbr->abgr", TtG, T0)
+        idx = np.arange(q0)
+        A00[idx, idx] += 1.0
+        L0f = _cholesky(A00)                                           # (q0, q0, L0, R)
+        Z0y = Zy[:L0 * q0].reshape(L0, q0, R).transpose(1, 0, 2)       # (q0, L0, R)
+        rhs = np.empty((q0, r, L0, R))
+        rhs[:, :p] = np.einsum("jar,jcg->acgr", T0, self.ZX0)
+        rhs[:, p] = np.einsum("jar,jgr->agr", T0, Z0y)
+        C0 = B.solve_lower_soa(L0f, rhs)                               # (q0, r, L0, R)
+        # N_j = T0 L0_j⁻ᵀ: N'_j = L0_j⁻¹ T0'
+        Nt = B.solve_lower_soa(L0f, np.ascontiguousarray(
+            np.broadcast_to(T0.transpose(1, 0, 2)[:, :, None, :], (q0, q0, L0, R))))  # (q0, q0, L0, R)
+        # A_j N_j (m, L0, q0, R): Σ_u A[:, j, u] N_j[u, v] = Σ_u A[:, j, u] Nt[v, u, j]
+        AN = np.einsum("mju,vujr->mjvr", self.A, Nt).reshape(m, L0 * q0, R)
+        Lam = np.zeros((R, m, m))                                      # Λ_R per replicate
+        Lam[:, self._lam_r, self._lam_c] = theta[self._lam_t].T
+        ANr = AN.transpose(2, 0, 1)                                    # (R, m, L0 q0)
+        X = self.ZZ[None] - ANr @ ANr.transpose(0, 2, 1)
+        S = Lam.transpose(0, 2, 1) @ X @ Lam
+        S[:, np.arange(m), np.arange(m)] += 1.0
+        ok = np.all(np.isfinite(L0f[idx, idx]), axis=(0, 1))
+        S[~ok] = np.eye(m)
+        try:
+            LR = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:
+            LR = np.full_like(S, np.nan)
+            for i in range(R):
+                try:
+                    LR[i] = np.linalg.cholesky(S[i])
+                except np.linalg.LinAlgError:
+                    ok[i] = False
+                    LR[i] = np.eye(m)
+        # B_R = Λ_R'(Z_R'W − A V), V_j = N_j C0_j
+        ZRy = Zy[L0 * q0:]                                             # (m, R)
+        ZRW = np.empty((R, m, r))
+        ZRW[:, :, :p] = self.ZXR[None]
+        ZRW[:, :, p] = ZRy.T
+        C0r = C0.transpose(3, 2, 0, 1).reshape(R, L0 * q0, r)          # (R, (j, u), r)
+        # A V = Σ_j A_j N_j C0_j = AN (R, m, L0 q0) @ C0 by (j, v)
+        BR = Lam.transpose(0, 2, 1) @ (ZRW - ANr @ C0r)
+        CR = np.linalg.solve(LR, BR)                                   # L_R⁻¹ B_R (R, m, r)
+        SW = np.empty((r, r, R))
+        SW[:p, :p] = self.XtX[:, :, None]
+        SW[:p, p] = Xty
+        SW[p, :p] = Xty
+        SW[p, p] = yty
+        SW -= np.einsum("acgr,adgr->cdr", C0, C0)
+        SW -= np.einsum("rmc,rmd->cdr", CR, CR)
+        LW = _cholesky(SW)
+        logdet = 2.0 * np.log(L0f[idx, idx]).sum(axis=(0, 1)) \
+            + 2.0 * np.log(np.abs(np.diagonal(LR, axis1=1, axis2=2))).sum(axis=1)
+        pw = LW[p, p] ** 2
+        beta = B.solve_lower_t_soa(LW[:p, :p], LW[p, :p][:, None, :])[:, 0, :] if p else np.zeros((0, R))
+        if self.reml:
+            nu = self.n - p
+            val = logdet + 2.0 * np.log(LW[np.arange(p), np.arange(p)]).sum(axis=0) \
+                + nu * (1.0 + np.log(2 * np.pi * pw / nu))
+        else:
+            nu = self.n
+            val = logdet + nu * (1.0 + np.log(2 * np.pi * pw / nu))
+        val = np.where(ok & np.isfinite(val), val, np.nan)
+        return val, beta, pw
+
+    def evaluate(self, theta, Zy, Xty, yty, *, gradient=True, h=None):
+        """Criterion (R,), gradient (k, R) by central differences (step ``h``, default
+        1e-5 · max(|θ|, 0.1)), β̂ (p, R), r² (R,); the value is +inf where not finite."""
+        k, R = self.k, theta.shape[1]
+        if not gradient:
+            v, b, pw = self.value(theta, Zy, Xty, yty)
+            return np.where(np.isfinite(v), v, np.inf), None, b, pw
+        hh = 1e-5 * np.maximum(np.abs(theta), 0.1) if h is None else np.broadcast_to(h, theta.shape)
+        pts = np.repeat(theta[:, None, :], 2 * k + 1, axis=1)         # (k, 2k + 1, R)
+        for i in range(k):
+            pts[i, 1 + i] += hh[i]
+            pts[i, 1 + k + i] -= hh[i]
+        n_pts = 2 * k + 1
+        v, b, pw = self.value(pts.reshape(k, -1), np.tile(Zy, (1, n_pts)), np.tile(Xty, (1, n_pts)),
+                              np.tile(yty, n_pts))
+        v = v.reshape(n_pts, R)
+        g = (v[1:1 + k] - v[1 + k:]) / (2 * hh)
+        val = v[0]
+        bad = ~np.isfinite(val) | ~np.all(np.isfinite(g), axis=0)
+        val = np.where(bad, np.inf, val)
+        g = np.where(bad[None], 0.0, g)
+        return val, g, b.reshape(-1, n_pts, R)[:, 0], pw.reshape(n_pts, R)[0]
+
+    def canonical(self, theta):
+        """Flip columns of each T_k with a negative diagonal (T_k T_k' unchanged)."""
+        theta = theta.copy()
+        for k, q in enumerate(self.qs):
+            rows, cols, o = self.rows[k], self.cols[k], self.toff[k]
+            for j in range(q):
+                neg = theta[o + np.flatnonzero((rows == j) & (cols == j))[0]] < 0
+                sel = o + np.flatnonzero(cols == j)
+                theta[np.ix_(sel, neg)] *= -1.0
+        return theta
+
+    def diag_index(self):
+        return np.flatnonzero(self._rows_all == self._cols_all)
+
+
+def newton_polish(bd, x, f, Zy, Xty, yty, *, rel_h=1e-4):
+    """One Newton step per replicate with the Hessian from forward differences of the
+    gradient (as the regular fitter's convergence check polishes its optimum), kept where
+    it does not raise d by more than 1e-12 |d|.  ``x`` (k, R), ``f`` (R,).
+
+    Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,).
+    """
+    k, R = x.shape
+    h = rel_h * np.maximum(np.abs(x), 0.1)                            # (k, R)
+    pts = np.repeat(x[:, None, :], k + 1, axis=1)                     # (k, k + 1, R)
+    for i in range(k):
+        pts[i, 1 + i] += h[i]
+    tile = (1, k + 1)
+    _, g, _, _ = bd.evaluate(pts.reshape(k, -1), np.tile(Zy, tile), np.tile(Xty, tile),
+                             np.tile(yty, k + 1))
+    g = g.reshape(k, k + 1, R)
+    g0 = g[:, 0]
+    H = (g[:, 1:] - g0[:, None]) / h[None, :, :]                      # H[:, i] = ∂g/∂x_i
+    H = 0.5 * (H + H.transpose(1, 0, 2))
+    Hr = H.transpose(2, 0, 1)
+    w = np.linalg.eigvalsh(Hr)
+    pd_ = np.all(w > 0, axis=1) & np.all(np.isfinite(g0), axis=0)
+    step = np.zeros((k, R))
+    if pd_.any():
+        step[:, pd_] = np.linalg.solve(Hr[pd_], g0[:, pd_].T[:, :, None])[:, :, 0].T
+    x2 = x - step
+    f2, _, b2, pw2 = bd.evaluate(x2, Zy, Xty, yty, gradient=False)
+    _, _, b1, pw1 = bd.evaluate(x, Zy, Xty, yty, gradient=False)
+    take = pd_ & np.isfinite(f2) & (f2 <= f + 1e-12 * np.abs(f))
+    x_out = np.where(take[None], x2, x)
+    return x_out, np.where(take, f2, f), np.where(take[None], b2, b1), np.where(take, pw2, pw1)

@@ -41,7 +41,55 @@ _DENSE_FRACTION = 0.15
 _DENSE_MAX_M = 8000
 _GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
 _PAIR_CHUNK = 2_000_000  # pairs per chunk when forming K for a dense block
-_HEAVY_FACTOR = 15.0     # ~ (time of one K entry) / (time of one BLAS flop), halved
+_HEAVY_FACTOR = None     # a level is "heavy" when factor × cnt² > m² q0; None: the cost model
+# the cost model of the choice between K and BLAS-3 rank-k updates for a dense rest block
+# (CPU seconds, measured with one BLAS thread on the benchmark machine by
+# benchmarks/calibrate_rest.py; only their ratios matter)
+_T_K_ENTRY = 2.3e-9      # one entry of K in the per-θ sparse mat-vec
+_T_K_SETUP = 2.5e-7      # forming one entry of K (pairs, sort, sum of duplicates), once
+_T_SYRK = 6.2e-11        # one multiply-add of dsyrk
+_T_ELEM = 2.0e-9         # one element of a per-θ numpy pass over the rest-block rows
+_T_DENSE_PASS = 2.0e-8   # per m² entry: the K path's dense passes (tril, Λ sandwich) per θ
+_T_BLAS_CALL = 5.0e-4    # the BLAS-3 path's fixed cost per θ (Λ_R'Z_R'Z_RΛ_R by sparse products)
+_N_EVAL = 60             # evaluations the set-up is amortised over
+_BLAS = None             # None: by the cost model; True / False: always / never (tests)
+_BLAS_MAX_BYTES = 2.0e9  # the dense copy of A = Z_R'Z_0 and its per-θ image
+
+
+def blas_costs(seg_counts, m: int, L0: int, q0: int) -> tuple[float, float]:
+    """Estimated seconds per evaluation (set-up amortised over ``_N_EVAL``) of the two
+    paths for a dense rest block: (K map with heavy levels by a rank-k update, BLAS-3).
+
+    ``seg_counts``: entries of A = Z_R'Z_0 per first-term level (the levels' neighbours).
+    The K path's entries per level are ~ cnt²/2; the BLAS-3 path is one ``dsyrk`` with
+    m² L0 q0 / 2 multiply-adds plus passes over the (L0 q0, m) image of A.
+    """
+    per_level_k, per_level_rank = _level_costs(seg_counts, m, q0)
+    m2 = float(m) * m
+    k_path = float(np.minimum(per_level_k, per_level_rank).sum()) + m2 * _T_DENSE_PASS
+    blas = float(L0) * per_level_rank + m2 * 3 * _T_ELEM + _T_BLAS_CALL
+    return k_path, blas
+
+
+def _level_costs(seg_counts, m: int, q0: int):
+    """Per first-term level: seconds per θ of its K entries (set-up amortised) and of its
+    rank-q0 BLAS update.  A level with cnt entries of A has ~cnt²/2 pairs; for q0 > 1 the
+    symmetric M_j merges them to ~(q0 + 1)/(2 q0) of that (measured: ~0.35-0.75)."""
+    c = np.asarray(seg_counts, dtype=float)
+    merge = 1.0 if q0 == 1 else 0.5
+    per_level_k = merge * c * (c + 1) / 2 * (_T_K_ENTRY + _T_K_SETUP / _N_EVAL)
+    per_level_rank = float(m) * m * q0 / 2 * _T_SYRK + m * q0 * (q0 + 1) * _T_ELEM
+    return per_level_k, per_level_rank
+
+
+def choose_blas(seg_counts, m: int, L0: int, q0: int) -> bool:
+    """Whether a dense rest block is formed by the BLAS-3 path (:func:`blas_costs`)."""
+    if _BLAS is not None:
+        return bool(_BLAS)
+    if 2 * 8.0 * m * L0 * q0 > _BLAS_MAX_BYTES or not len(seg_counts):
+        return False
+    k_path, blas = blas_costs(seg_counts, m, L0, q0)
+    return blas < k_path
 
 
 def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
@@ -245,6 +293,8 @@ class RestStructure:
         if backend is None:
             backend = "dense" if (m <= _DENSE_M or (est_density >= _DENSE_FRACTION and m <= _DENSE_MAX_M)) \
                 else "cholmod"
+            if backend == "dense" and choose_blas(seg_counts, m, L0, q0):
+                backend = "blas"
         if backend == "cholmod":
             try:
                 import cvxopt.cholmod  # noqa: F401
@@ -252,6 +302,9 @@ class RestStructure:
                 backend = "dense"
         self.backend = backend
         self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
+        if backend == "blas":
+            self._setup_blas(cp, est_density)
+            return
         nq = q0 * (q0 + 1) // 2
         # dense: a first-term level j with many rest neighbours (cnt_j entries of A) costs
         # cnt_j²/2 K entries (~20 flops' time each) against m² q0 flops of a BLAS rank-q0
@@ -259,7 +312,11 @@ class RestStructure:
         # go to one dense rank-k update, the others to K
         self._Ad = self._heavy = None
         if backend == "dense" and len(seg_counts):
-            heavy = _HEAVY_FACTOR * seg_counts.astype(float) ** 2 > float(m) * m * q0
+            if _HEAVY_FACTOR is None:
+                per_k, per_rank = _level_costs(seg_counts, m, q0)
+                heavy = per_k > per_rank
+            else:
+                heavy = _HEAVY_FACTOR * seg_counts.astype(float) ** 2 > float(m) * m * q0
             cap = _GEMM_MAX // max(m * q0, 1)
             if heavy.sum() > cap:
                 keep = np.argsort(-seg_counts, kind="stable")[:cap]
@@ -416,6 +473,113 @@ class RestStructure:
         cm.options["supernodal"] = 2
         self._setup_cholmod()
 
+    def _setup_blas(self, cp, est_density):
+        """The dense BLAS-3 path (``backend="blas"``): A' = Z_0'Z_R as a dense (L0, q0, m)
+        array, Z_R'Z_R as a sparse m × m matrix, the pattern of Λ_R; nothing larger.
+
+        Per θ: B_j = N_j' A_j' (a batched product, written into a buffer kept here),
+        B ← B Λ_R in place, X = Λ_R'Z_R'Z_RΛ_R + I − B'B by one ``dsyrk`` on the lower
+        triangle of a Fortran array that LAPACK then factorises in place.
+        """
+        m, L0, q0 = self.m, self.L0, self.q0
+        rq, rL = self.qs[1:], self.n_levels[1:]
+        self._At = np.ascontiguousarray(self.A.T.toarray().reshape(L0, q0, m))
+        self._A_dense = self._At.transpose(2, 0, 1)      # (m, L0, q0) view for the gradient
+        self._B = None
+        # Z_R'Z_R, both triangles: diagonal blocks per level, and the blocks between terms
+        rows, cols, vals = [], [], []
+        for k in range(len(rq)):
+            Lk, qk = rL[k], rq[k]
+            g, a_, b_ = np.meshgrid(np.arange(Lk), np.arange(qk), np.arange(qk), indexing="ij")
+            rows.append(self.offsets[k] + g.ravel() * qk + a_.ravel())
+            cols.append(self.offsets[k] + g.ravel() * qk + b_.ravel())
+            vals.append(cp.terms[k + 1].ZtZ.ravel())
+            for l in range(k + 1, len(rq)):
+                Bkl = cp.between[(k + 1, l + 1)].tocoo()
+                hi = self.offsets[l] + Bkl.col.astype(np.int64)
+                lo = self.offsets[k] + Bkl.row.astype(np.int64)
+                rows += [hi, lo]
+                cols += [lo, hi]
+                vals += [Bkl.data, Bkl.data]
+        self._ZZ = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                 shape=(m, m))
+        self._ZZ.sum_duplicates()
+        # Λ_R = ⊕_k I_{L_k} ⊗ T_k: its entries' positions, and where each takes its value
+        lr, lc, lsrc = [], [], []
+        tpos = 0
+        self._lam_src_off = []
+        for k in range(len(rq)):
+            Lk, qk = rL[k], rq[k]
+            a_, b_ = np.tril_indices(qk)
+            g = np.repeat(np.arange(Lk), len(a_))
+            lr.append(self.offsets[k] + g * qk + np.tile(a_, Lk))
+            lc.append(self.offsets[k] + g * qk + np.tile(b_, Lk))
+            lsrc.append(tpos + np.tile(a_ * qk + b_, Lk))
+            tpos += qk * qk
+        self._lam_rows, self._lam_cols = np.concatenate(lr), np.concatenate(lc)
+        self._lam_src = np.concatenate(lsrc)
+        self.K = None
+        self.zz = None
+        self._Ad = self._heavy = None
+        self._zz_low = None
+        self._diag_rc = np.arange(m)
+        self.nnz = m * m
+        self.diag_idx = np.arange(m) * (m + 1)
+        self.density = est_density
+        self.groups = None
+
+    def _lam_sparse(self, T):
+        """Λ_R as a sparse m × m matrix (CSR) at θ."""
+        tv = np.concatenate([Tk.ravel() for Tk in T[1:]])
+        return sp.csr_matrix((tv[self._lam_src], (self._lam_rows, self._lam_cols)), shape=(self.m, self.m))
+
+    def _blas_image(self, T, N):
+        """B (L0 q0, m) with B_j = N_j' A_j' (and B ← B Λ_R unless the gradient keeps X
+        before the sandwich): in a buffer reused across θ."""
+        m, L0, q0 = self.m, self.L0, self.q0
+        if self._B is None or self._B.shape != self._At.shape:
+            self._B = np.empty_like(self._At)
+        Bf = self._B
+        if q0 == 1:
+            np.multiply(self._At[:, 0, :], N[:, None], out=Bf[:, 0, :])
+        else:
+            np.matmul(N.transpose(0, 2, 1), self._At, out=Bf)
+        Bm = Bf.reshape(L0 * q0, m)
+        if self.keep_pre:
+            return Bm
+        return self.fold_lam(T, Bm)
+
+    def _schur_blas(self, T, N):
+        m = self.m
+        Bm = self._blas_image(T, N)
+        X = np.empty((m, m), order="F")
+        # X = −B'B on the lower triangle (beta = 0: X's contents are not read)
+        X = dsyrk(-1.0, Bm.T, beta=0.0, c=X, trans=0, lower=1, overwrite_c=1)
+        if self.keep_pre:                        # for the gradient: X before the Λ_R sandwich
+            S = self._ZZ.tocoo()
+            low = S.row >= S.col
+            X[S.row[low], S.col[low]] += S.data[low]
+            Xf = np.tril(X) + np.tril(X, -1).T
+            self.last_pre = Xf
+            X = self._lam_t_dense(T, self._lam_t_dense(T, Xf).T).T
+            X[np.arange(m), np.arange(m)] += 1.0
+            return np.asfortranarray(X)
+        if all(q == 1 for q in self.qs[1:]):     # scalar rest terms: s_a s_b (Z_R'Z_R)_ab
+            if getattr(self, "_zz_low", None) is None:
+                S = self._ZZ.tocoo()
+                low = S.row >= S.col
+                self._zz_low = (S.row[low], S.col[low], S.data[low])
+            r_, c_, v_ = self._zz_low
+            sc = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+            X[r_, c_] += v_ * sc[r_] * sc[c_]
+        else:
+            Lam = self._lam_sparse(T)
+            S = (Lam.T @ self._ZZ @ Lam).tocoo()
+            low = S.row >= S.col
+            X[S.row[low], S.col[low]] += S.data[low]
+        X[self._diag_rc, self._diag_rc] += 1.0
+        return X
+
     def _setup_cholmod(self):
         """The cvxopt matrix of the pattern and CHOLMOD's symbolic factorization (AMD)."""
         import cvxopt.cholmod as cm
@@ -429,10 +593,15 @@ class RestStructure:
         state = dict(self.__dict__)
         state.pop("_vals", None)
         state.pop("_symbolic", None)
+        state.pop("_B", None)
+        state.pop("_A_dense", None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if self.backend == "blas":
+            self._B = None
+            self._A_dense = self._At.transpose(2, 0, 1)
         if self.backend == "cholmod":
             self._setup_cholmod()
 
@@ -455,10 +624,44 @@ class RestStructure:
             q, L = self.qs[k + 1], self.n_levels[k + 1]
             Tk = T[k + 1]
             if q == 1:
-                out[a:b] = Tk[0, 0] * M[a:b]
-            else:
-                out[a:b] = np.einsum("ji,ljc->lic", Tk, M[a:b].reshape(L, q, -1)).reshape(L * q, -1)
+                np.multiply(M[a:b], Tk[0, 0], out=out[a:b])
+            else:      # (Λ'M)[l, i] = Σ_{j ≥ i} T[j, i] M[l, j]: q(q+1)/2 passes, no einsum
+                Mv = M[a:b].reshape((L, q) + M.shape[1:])
+                Ov = out[a:b].reshape((L, q) + M.shape[1:])
+                for i in range(q):
+                    np.multiply(Mv[:, i], Tk[i, i], out=Ov[:, i])
+                    for j in range(i + 1, q):
+                        if Tk[j, i] != 0.0:
+                            Ov[:, i] += Tk[j, i] * Mv[:, j]
         return out
+
+    def fold_lam(self, T, Bm):
+        """B ← B Λ_R in place, for a dense B (rows, m) (C order)."""
+        tmp = None
+        rows = Bm.shape[0]
+        for k in range(len(self.qs) - 1):
+            a, b = self.offsets[k], self.offsets[k + 1]
+            Tk = T[k + 1]
+            q = Tk.shape[0]
+            if q == 1:
+                Bm[:, a:b] *= Tk[0, 0]
+                continue
+            V = Bm[:, a:b].reshape(rows, -1, q)         # (rows, L_k, q) view
+            if tmp is None or tmp.shape != V.shape[:2]:
+                tmp = np.empty(V.shape[:2])
+            for i in range(q):                          # (B Λ)[:, l, i] = Σ_{j ≥ i} B[:, l, j] T[j, i]
+                V[:, :, i] *= Tk[i, i]
+                for j in range(i + 1, q):
+                    if Tk[j, i] != 0.0:
+                        np.multiply(V[:, :, j], Tk[j, i], out=tmp)
+                        V[:, :, i] += tmp
+        return Bm
+
+    def dense_At(self):
+        """A' = Z_0'Z_R as a dense (L0, q0, m) C-ordered array (kept by the BLAS-3 path)."""
+        if getattr(self, "_At", None) is None:
+            self._At = np.ascontiguousarray(self.dense_A().transpose(1, 2, 0))
+        return self._At
 
     def schur_values(self, T, L0s):
         """Entries of A_RR on the pattern (group order), and the per-level N_j = T0 L0_j⁻ᵀ."""
@@ -466,12 +669,16 @@ class RestStructure:
         T0 = T[0]
         if q0 == 1:
             N = (T0[0, 0] / L0s[0, 0])                  # (L0,)
-            vecM = N * N
         else:
             # N_j = T0 L0_j^{-T}: solve L0_j X = T0' then transpose
             rhs = np.ascontiguousarray(np.broadcast_to(T0.T[:, :, None], L0s.shape))
             X = B.solve_lower_soa(L0s, rhs)                    # L0^{-1} T0'  (q, q, G)
             N = X.transpose(2, 1, 0)                           # (G, q, q): T0 L0^{-T}
+        if self.backend == "blas":
+            return self._schur_blas(T, N), N
+        if q0 == 1:
+            vecM = N * N
+        else:
             vecM = np.einsum("gik,gjk->gij", N, N)[:, self._triu[0], self._triu[1]].ravel()
         x = self.zz - self.K @ vecM if self.K is not None else self.zz.copy()
         X = x.reshape(self.m, self.m) if self.groups is None else None
@@ -516,6 +723,9 @@ class RestStructure:
         """(RestCholesky, N) at θ: raises LinAlgError when A_RR is not positive definite."""
         x, N = self.schur_values(T, L0s)
         m = self.m
+        if self.backend == "blas":            # x: lower-valid Fortran array, factorised in place
+            Lr = sla.cholesky(x, lower=True, check_finite=False, overwrite_a=True)
+            return RestCholesky(m, 2.0 * float(np.log(np.diag(Lr)).sum()), dense=Lr), N
         if self.backend == "dense":
             # x is lower-valid and C-ordered: its transpose is an upper-valid Fortran array,
             # which LAPACK factors in place as U'U (L = U')
