@@ -369,7 +369,25 @@ class LmerFit(FitState):
         return single_anova(self, type=type, ddf=ddf)
 
     def ls_means(self, which=None, *, level=0.95, ddf="Satterthwaite", pairwise=False, data=None):
-        """lmerTest's least-squares means: see :func:`pylmem.inference.lsmeans.ls_means`."""
+        """lmerTest's least-squares means: see :func:`pylmem.inference.lsmeans.ls_means`.
+
+        Parameters
+        ----------
+        which : str or list of str, optional
+            Factor terms of the fixed part (default every term made only of factors).
+        level : float
+            Confidence level of the limits.
+        ddf : {"Satterthwaite", "Kenward-Roger"}
+            Denominator degrees of freedom.
+        pairwise : bool
+            Pairwise differences of the means instead of the means.
+        data : DataFrame, optional
+            The data, when the fit's own columns are not enough to form the grid.
+
+        Returns
+        -------
+        LSMeansTable
+        """
         return ls_means(self, which, level=level, ddf=ddf, pairwise=pairwise, data=data)
 
     # ------------------------------------------------------------------ diagnostics, measures

@@ -239,6 +239,9 @@ def ls_means(fit, which=None, *, level=0.95, ddf="Satterthwaite", pairwise=False
         Columns ``term``, ``levels``, then lmerTest's ``Estimate``, ``Std. Error``, ``df``,
         ``t value``, ``lower``, ``upper``, ``Pr(>|t|)``.
     """
+    from ..model.design import require_rows
+
+    require_rows(fit.design, "ls_means")
     ddf = normalize_ddf(ddf) or "Satterthwaite"
     if not 0 < float(level) < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
