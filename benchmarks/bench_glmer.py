@@ -27,11 +27,12 @@ REF = Path(__file__).resolve().parents[1] / "tests" / "reference" / "glmer_data"
 
 def _cases():
     cbpp = load("cbpp")
+    cbpp = cbpp.assign(fail=cbpp["size"] - cbpp["incidence"])   # mixedlm's cbind takes columns
     va = pd.read_csv(REF / "VerbAgg.csv", dtype={"id": str, "item": str})
     ie = load("InstEval")
     ie = ie.assign(good=(ie["y"] >= 4).astype(int))
     return {
-        "cbpp": ("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, "binomial"),
+        "cbpp": ("cbind(incidence, fail) ~ period + (1 | herd)", cbpp, "binomial"),
         "verbagg": ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", va, "binomial"),
         "insteval": ("good ~ service + (1 | s) + (1 | d) + (1 | dept)", ie, "binomial"),
     }

@@ -25,6 +25,7 @@ from ..numerics.pirls import PIRLS_TOL, PirlsProblem, PirlsResult
 from .convergence import _fd_grad_hess
 
 GRAD_TOL = 1e-4      # max |H⁻¹ g| on the free coordinates (lme4 checks 1e-3 on its scale)
+STAGE1_FTOL = 1e-2   # the start of stage 2: its Newton steps take it from ~1e-2 of the deviance
 
 
 @dataclass
@@ -260,7 +261,7 @@ def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None, start=None) -> G
             o1.pirls_tol, prob._tol_canonical = 1e-8, 1e-6
         try:
             x1 = _bobyqa(o1, np.asarray(theta0, float), lower1, np.full(nt, 0.25),
-                         ftol=1e-7 if nagq == 0 else 1e-4)
+                         ftol=1e-7 if nagq == 0 else STAGE1_FTOL)
         finally:
             prob._tol_canonical, o1.pirls_tol = prob_tol, PIRLS_TOL
         v1, r1 = o1.evaluate(x1)

@@ -43,6 +43,7 @@ MAX_HALVINGS = 30
 DENSE_REST_M = 1500            # the rest block is dense (LAPACK) up to this size ...
 DENSE_REST_ENTRIES = 5_000_000  # ... and while B (m × the first term's columns) stays small
 SPARSE_B_MIN_M = 400           # a sparse B: the dense rest pays from this size on
+PAIR_MAX = 20_000_000          # pairs of B's entries kept for B̃B̃' (else a sparse product)
 
 
 @dataclass
@@ -223,6 +224,23 @@ class _TwoLevel:
             # CSR data order equals ukey's order (row-major, sorted): slots index the data
             self._bcol = ukey % self.N0
             self._nb = len(ukey)
+            # B̃B̃' = Σ_j b̃_j b̃_j' over the first term's levels j: the pairs of B's entries in
+            # one column, each to its entry of the (lower) m × m result, found once; per step
+            # one product per pair and a bincount (6x faster than a sparse product on InstEval)
+            self._pairs = None
+            brow = ukey // self.N0
+            perm = np.argsort(self._bcol, kind="stable")              # entries by column
+            cols = self._bcol[perm]
+            starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+            counts = np.diff(np.r_[starts, len(cols)])
+            if int((counts * (counts + 1) // 2).sum()) <= PAIR_MAX:
+                from .rest_block import _segment_pairs
+
+                e, f = _segment_pairs(starts, counts)
+                ia, ib = perm[e], perm[f]
+                hi = np.maximum(brow[ia], brow[ib])
+                lo = np.minimum(brow[ia], brow[ib])
+                self._pairs = (ia, ib, hi * self.m + lo)
         ra, rb = np.tril_indices(sr)
         self.ra, self.rb = ra, rb
         hi, lo = np.maximum(cr[:, ra], cr[:, rb]), np.minimum(cr[:, ra], cr[:, rb])
@@ -254,7 +272,12 @@ class _TwoLevel:
                                minlength=self._nb)
             Bt = self._B.copy()
             Bt.data = vals / L0[:, 0, 0][self._bcol]                      # B̃ = B L0⁻ᵀ
-            Cv -= np.tril((Bt @ Bt.T).toarray())
+            if self._pairs is not None:
+                ia, ib, slot = self._pairs
+                Cv -= np.bincount(slot, weights=Bt.data[ia] * Bt.data[ib],
+                                  minlength=self.m * self.m).reshape(self.m, self.m)
+            else:
+                Cv -= np.tril((Bt @ Bt.T).toarray())
             try:
                 LS = cholesky(Cv, lower=True, check_finite=False, overwrite_a=True)
             except np.linalg.LinAlgError as e:
