@@ -68,16 +68,27 @@ class ScalarReplicates:
                 dz = zl * du[:, self.codes]
                 dec = (du * du).sum(axis=1) + (w * dz * dz).sum(axis=1)
                 step = np.ones(len(u))
+                ut = u + du
+                etat = eta + dz
+                mut = fam.linkinv(etat)
+                pt = -2.0 * llf(mut) + (ut * ut).sum(axis=1)
+                # halve only the points whose deviance rose (and did not only round up at
+                # the mode: a decrement below the tolerance counts as converged)
+                bad = ~(pt <= pdev + 1e-12 * (1.0 + np.abs(pdev))) & (dec >= self.tol)
+                idx = np.flatnonzero(bad)
                 for _ in range(MAX_HALVINGS):
-                    ut = u + step[:, None] * du
-                    etat = eta + step[:, None] * dz
-                    mut = fam.linkinv(etat)
-                    pt = -2.0 * llf(mut) + (ut * ut).sum(axis=1)
-                    bad = ~(pt <= pdev + 1e-12 * (1.0 + np.abs(pdev)))
-                    if not bad.any():
+                    if not len(idx):
                         break
-                    step[bad] *= 0.5
-                ok = ~bad
+                    step[idx] *= 0.5
+                    ut[idx] = u[idx] + step[idx, None] * du[idx]
+                    etat[idx] = eta[idx] + step[idx, None] * dz[idx]
+                    mut[idx] = fam.linkinv(etat[idx])
+                    pt[idx] = -2.0 * self._llf(mut[idx], rows[idx]) + (ut[idx] ** 2).sum(axis=1)
+                    still = ~(pt[idx] <= pdev[idx] + 1e-12 * (1.0 + np.abs(pdev[idx])))
+                    idx = idx[still]
+                bad = np.zeros(len(u), bool)
+                bad[idx] = True
+                ok = ~bad & (pt <= pdev + 1e-12 * (1.0 + np.abs(pdev)))
                 u[ok], eta[ok], mu[ok], pdev[ok] = ut[ok], etat[ok], mut[ok], pt[ok]
                 if np.all((dec * step < self.tol) | bad):
                     break
