@@ -18,12 +18,13 @@ from scipy import stats
 
 from ..model.design import ModelDesign
 from ..numerics.pirls import PirlsProblem
+from .accessors import VARCORR_COLUMNS, ModelAccessors, varcorr_rows
 from .glmm import GlmmOptimum
 
 RESIDUAL_TYPES = ("deviance", "pearson", "response", "working")
 
 
-class GlmmState:
+class GlmmState(ModelAccessors):
     """A fitted GLMM: state and lme4's accessors.
 
     Parameters
@@ -64,24 +65,6 @@ class GlmmState:
         return self._formula
 
     @property
-    def n_obs(self) -> int:
-        """Number of observations used."""
-        return self.design.n_obs
-
-    @property
-    def n_dropped(self) -> int:
-        """Rows dropped for missing values (or no trials)."""
-        return self.design.n_dropped
-
-    @property
-    def n_groups(self) -> dict:
-        """Number of levels of each grouping factor (lme4's ngrps)."""
-        out: dict = {}
-        for t in self.design.terms:
-            out.setdefault(":".join(t.group), t.n_levels)
-        return out
-
-    @property
     def converged(self) -> bool:
         """True when the optimum passed the gradient and Hessian check."""
         return bool(self.opt.converged)
@@ -107,11 +90,6 @@ class GlmmState:
         return self.opt.beta
 
     @property
-    def fixef(self) -> pd.Series:
-        """The fixed effects β̂, named (lme4's fixef)."""
-        return pd.Series(self.beta, index=self.design.fixef_names, name="Estimate")
-
-    @property
     def T(self) -> list:
         """The relative covariance factors T_k of the terms (Ω_k = T_k T_k')."""
         return self.prob.split_theta(self.theta)
@@ -125,18 +103,7 @@ class GlmmState:
     @property
     def varcorr(self) -> pd.DataFrame:
         """lme4's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor (no Residual row)."""
-        rows = []
-        for name, C in self.cov_re.items():
-            sd = np.sqrt(np.diag(C.to_numpy()))
-            names = list(C.index)
-            for i, a in enumerate(names):
-                rows.append((name, a, None, C.iloc[i, i], sd[i]))
-            for j in range(len(names)):
-                for i in range(j + 1, len(names)):
-                    den = sd[i] * sd[j]
-                    rows.append((name, names[j], names[i], C.iloc[i, j],
-                                 C.iloc[i, j] / den if den > 0 else np.nan))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        return pd.DataFrame(varcorr_rows(self.cov_re), columns=VARCORR_COLUMNS)
 
     @property
     def sigma(self) -> float:
@@ -228,13 +195,6 @@ class GlmmState:
         return pd.Series(2 * stats.norm.sf(np.abs(self.zvalues.to_numpy())),
                          index=self.design.fixef_names, name="Pr(>|z|)")
 
-    @property
-    def corr_fixef(self) -> pd.DataFrame:
-        """Correlations of the fixed-effects estimates."""
-        V = self.vcov.to_numpy()
-        s = np.sqrt(np.diag(V))
-        return pd.DataFrame(V / np.outer(s, s), index=self.vcov.index, columns=self.vcov.columns)
-
     # ------------------------------------------------------------------ random effects
     @cached_property
     def modes(self) -> list:
@@ -246,12 +206,6 @@ class GlmmState:
             out.append(u[off:off + n].reshape(t.n_levels, t.q) @ T.T)
             off += n
         return out
-
-    @property
-    def ranef(self) -> dict:
-        """Conditional modes of the random effects: name -> DataFrame levels × coefficients."""
-        return {t.name: pd.DataFrame(b, index=pd.Index(t.levels, name=t.name), columns=t.coef_names)
-                for t, b in zip(self.design.terms, self.modes)}
 
     @cached_property
     def _inv_diag_blocks(self) -> list:
@@ -290,19 +244,6 @@ class GlmmState:
         return {t.name: np.einsum("ik,gkl,jl->gij", T, D, T)
                 for t, T, D in zip(self.design.terms, self.T, self._inv_diag_blocks)}
 
-    @property
-    def coef(self) -> dict:
-        """Fixed plus random effects per level (lme4's coef)."""
-        out = {}
-        fe = self.fixef
-        for name, re in self.ranef.items():
-            df = pd.DataFrame(np.repeat(fe.to_numpy()[None, :], len(re), axis=0),
-                              index=re.index, columns=fe.index)
-            for c in re.columns:
-                df[c] = df[c] + re[c] if c in df.columns else re[c]
-            out[name] = df
-        return out
-
     # ------------------------------------------------------------------ fitted values
     def eta_model_order(self) -> np.ndarray:
         """The linear predictor o + Xβ̂ + Zb̂ in model order.
@@ -321,23 +262,6 @@ class GlmmState:
         numpy.ndarray
         """
         return self.family.linkinv(self.eta_model_order())
-
-    def data_series(self, a: np.ndarray, name: str) -> pd.Series:
-        """A per-row array in model order as a Series in the data's row order.
-
-        Parameters
-        ----------
-        a : numpy.ndarray
-            One value per row, model order.
-        name : str
-            The Series' name.
-
-        Returns
-        -------
-        pandas.Series
-        """
-        d = self.design
-        return pd.Series(d.to_data_order(a), index=d.to_data_order(d.row_labels), name=name)
 
     @property
     def fitted(self) -> pd.Series:

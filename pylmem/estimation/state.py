@@ -24,11 +24,12 @@ import scipy.sparse as sp
 from ..model.design import ModelDesign
 from ..numerics import batched as B
 from ..numerics.deviance import Factor, ProfiledDeviance
+from .accessors import VARCORR_COLUMNS, ModelAccessors, varcorr_rows
 from .convergence import OptSummary
 from .coords import Coordinates
 
 
-class FitState:
+class FitState(ModelAccessors):
     """A fitted linear mixed model: state and lme4's accessors (fixef, ranef, VarCorr, logLik).
 
     Parameters
@@ -67,24 +68,6 @@ class FitState:
     def formula(self) -> str:
         """The model's formula, as given."""
         return self.design.formula
-
-    @property
-    def n_obs(self) -> int:
-        """Number of observations used (lme4's ``nobs``): rows with missing values excluded."""
-        return self.design.n_obs
-
-    @property
-    def n_dropped(self) -> int:
-        """Rows dropped for missing values."""
-        return self.design.n_dropped
-
-    @property
-    def n_groups(self) -> dict:
-        """Number of levels of each grouping factor (lme4's ngrps)."""
-        out: dict = {}
-        for t in self.design.terms:
-            out.setdefault(":".join(t.group), t.n_levels)
-        return out
 
     @property
     def converged(self) -> bool:
@@ -128,11 +111,6 @@ class FitState:
         return self.factor.beta()
 
     @property
-    def fixef(self) -> pd.Series:
-        """The fixed effects β̂ (lme4's ``fixef``), indexed by the model matrix's column names."""
-        return pd.Series(self.beta, index=self.design.fixef_names, name="Estimate")
-
-    @property
     def sigma2(self) -> float:
         """The residual variance σ̂²: pwrss / (n − p) for REML, pwrss / n for ML."""
         n, p = self.n_obs, self.design.n_fixef
@@ -154,20 +132,9 @@ class FitState:
     @property
     def varcorr(self) -> pd.DataFrame:
         """lme4's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor."""
-        rows = []
-        for name, C in self.cov_re.items():
-            sd = np.sqrt(np.diag(C.to_numpy()))
-            names = list(C.index)
-            for i, a in enumerate(names):
-                rows.append((name, a, None, C.iloc[i, i], sd[i]))
-            for j in range(len(names)):
-                for i in range(j + 1, len(names)):
-                    den = sd[i] * sd[j]
-                    # lme4's order: var1 the earlier coefficient, var2 the later one
-                    rows.append((name, names[j], names[i], C.iloc[i, j],
-                                 C.iloc[i, j] / den if den > 0 else np.nan))
+        rows = varcorr_rows(self.cov_re)
         rows.append(("Residual", None, None, self.sigma2, self.sigma))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
     @property
     def n_params(self) -> int:
@@ -225,13 +192,6 @@ class FitState:
         """t statistics β̂ / se(β̂) (lme4's summary column ``t value``)."""
         return pd.Series(self.beta / self.stderr.to_numpy(), index=self.design.fixef_names, name="t value")
 
-    @property
-    def corr_fixef(self) -> pd.DataFrame:
-        """Correlation matrix of β̂ (lme4's "Correlation of Fixed Effects")."""
-        V = self.vcov.to_numpy()
-        s = np.sqrt(np.diag(V))
-        return pd.DataFrame(V / np.outer(s, s), index=self.vcov.index, columns=self.vcov.columns)
-
     # ------------------------------------------------------------------ random effects
     @cached_property
     def modes(self):
@@ -244,12 +204,6 @@ class FitState:
             out.append(uR[off:off + n].reshape(t.n_levels, t.q) @ T.T)
             off += n
         return out
-
-    @property
-    def ranef(self) -> dict:
-        """Conditional modes of the random effects (BLUPs): name -> DataFrame levels × coefs."""
-        return {t.name: pd.DataFrame(b, index=pd.Index(t.levels, name=t.name), columns=t.coef_names)
-                for t, b in zip(self.design.terms, self.modes)}
 
     @cached_property
     def inv_diag_blocks(self):
@@ -307,22 +261,6 @@ class FitState:
             out[t.name] = V
         return out
 
-    @property
-    def coef(self) -> dict:
-        """Fixed plus random effects per level (lme4's coef)."""
-        out = {}
-        fe = self.fixef
-        for name, re in self.ranef.items():
-            df = pd.DataFrame(np.repeat(fe.to_numpy()[None, :], len(re), axis=0),
-                              index=re.index, columns=fe.index)
-            for c in re.columns:
-                if c in df.columns:
-                    df[c] = df[c] + re[c]
-                else:
-                    df[c] = re[c]
-            out[name] = df
-        return out
-
     # ------------------------------------------------------------------ fitted values
     def fitted_model_order(self) -> np.ndarray:
         """Conditional fitted values Xβ̂ + offset + Zb̂ in model order (rows sorted by the
@@ -338,24 +276,6 @@ class FitState:
         for t, b in zip(self.design.terms, self.modes):
             fit = fit + np.einsum("nq,nq->n", t.Z, b[t.codes])
         return fit
-
-    def data_series(self, a: np.ndarray, name: str) -> pd.Series:
-        """A per-row array in model order as a Series in the data's row order.
-
-        Parameters
-        ----------
-        a : numpy.ndarray
-            One value per used row, in model order.
-        name : str
-            The Series' name.
-
-        Returns
-        -------
-        pandas.Series
-            Indexed by the data's index labels of the rows used.
-        """
-        d = self.design
-        return pd.Series(d.to_data_order(a), index=d.to_data_order(d.row_labels), name=name)
 
     @property
     def fitted(self) -> pd.Series:
