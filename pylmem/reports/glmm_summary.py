@@ -24,7 +24,7 @@ from ..util.rformat import (
     signif_stars,
     zapsmall,
 )
-from .summary import COR_MAX, DIGITS, _corr_fixef_lines, _groups_line, format_vc
+from .summary import COR_MAX, DIGITS, PrintedLines, _corr_fixef_lines, _groups_line, format_vc
 
 
 def _title(fit) -> list[str]:
@@ -110,7 +110,7 @@ def glmm_short_repr(fit, data_name=None) -> str:
     return "\n".join(lines)
 
 
-class GlmmSummary:
+class GlmmSummary(PrintedLines):
     """``summary(glmer(...))``; ``str()`` prints it in lme4's layout.
 
     Attributes: ``fixed`` (Estimate, Std. Error, z value, Pr(>|z|)), ``random``
@@ -171,11 +171,3 @@ class GlmmSummary:
             out += w
         return out
 
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_pretty_(self, p, cycle):  # IPython
-        p.text(str(self))

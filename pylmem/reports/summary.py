@@ -272,7 +272,26 @@ def short_repr(fit, data_name=None) -> str:
     return "\n".join(lines)
 
 
-class Summary:
+class PrintedLines:
+    """Printing of a report made of ``lines()``: str, repr, IPython and notebooks."""
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(str(self))
+
+    def _repr_html_(self) -> str:
+        """The printed summary, for notebooks (lme4's layout needs a fixed-width font)."""
+        import html
+
+        return "<pre>" + html.escape(str(self)) + "</pre>"
+
+
+class Summary(PrintedLines):
     """lme4's ``summary(lmer(...))``; ``str()`` prints it in lme4's layout.
 
     Attributes (DataFrames): ``random`` (lme4's ``as.data.frame(VarCorr)``),
@@ -341,17 +360,4 @@ class Summary:
         out += _warning_lines(fit, summary=False)
         return out
 
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
 
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_pretty_(self, p, cycle):  # IPython
-        p.text(str(self))
-
-    def _repr_html_(self) -> str:
-        """The printed summary, for notebooks (lme4's layout needs a fixed-width font)."""
-        import html
-
-        return "<pre>" + html.escape(str(self)) + "</pre>"
