@@ -36,7 +36,7 @@ def _stencil(d: int, h: float):
 
 
 def fit_replicates(prob, Y, theta, beta, beta_scale, *, h: float = 1e-3, iters: int = 15,
-                   prob_u0=None):
+                   prob_u0=None, hessian=None):
     """Fit the model of ``prob`` to each row of Y (R, n; model order).
 
     Returns
@@ -65,6 +65,14 @@ def fit_replicates(prob, Y, theta, beta, beta_scale, *, h: float = 1e-3, iters: 
         return dev, Uo
 
     Hkeep = np.zeros((R, d, d))
+    H0 = None
+    if hessian is not None:     # the original fit's Hessian (θ, β), in these coordinates
+        S = np.r_[1.0, bs]
+        H0 = np.asarray(hessian, float) * np.outer(S, S)
+        if H0.shape == (d, d) and np.all(np.linalg.eigvalsh(H0) > 0):
+            Hkeep[:] = H0
+        else:
+            H0 = None
     U[:] = np.asarray(prob_u0, float) if prob_u0 is not None else 0.0
     nd = 1 + 2 * d
     for it in range(iters):
@@ -74,7 +82,7 @@ def fit_replicates(prob, Y, theta, beta, beta_scale, *, h: float = 1e-3, iters: 
         # the full stencil (gradient and Hessian) first and every third round; between them
         # the gradient and the Hessian's diagonal, its off-diagonal kept (a chord step, which
         # converges to the same stationary point at a third of the evaluations)
-        full = it % 3 == 0
+        full = it % 3 == (2 if H0 is not None else 0)
         Pk = P if full else nd
         pts = (x[act, None, :] + offs[None, :Pk, :]).reshape(-1, d)
         rows = np.repeat(act, Pk)

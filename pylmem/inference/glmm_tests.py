@@ -176,7 +176,8 @@ def glmm_bootstrap(fit, nsim: int, seed=None) -> GlmmBootstrap:
     todo = np.arange(nsim)
     if prob.single and prob.qs[0] == 1 and fit.nagq == 1 and prob.p:
         se = np.sqrt(np.diag(fit.vcov_conditional))
-        th, be, _, ok = fit_replicates(prob, Y, fit.theta, fit.beta, se, prob_u0=fit.opt.res.u)
+        th, be, _, ok = fit_replicates(prob, Y, fit.theta, fit.beta, se, prob_u0=fit.opt.res.u,
+                                       hessian=fit.opt.hessian)
         est[ok] = np.c_[th[ok], be[ok]]
         todo = np.flatnonzero(~ok)
     failed = 0

@@ -43,9 +43,46 @@ class ScalarReplicates:
     def _segsum(self, M):
         return np.add.reduceat(M, self.starts, axis=1)
 
+    def _step(self, rows, Y, zl, u, eta, mu, pdev):
+        """One PIRLS step (with step-halving) at the points ``rows``; returns the new
+        (u, η, μ, pdev) and which points have converged."""
+        fam = self.family
+        mueta = fam.mu_eta(eta)
+        w = self.wt * mueta * mueta / fam.variance(mu)
+        r = zl * u[:, self.codes] + (Y - mu) / mueta
+        A = 1.0 + self._segsum(w * zl * zl)
+        du = self._segsum(w * zl * r) / A - u
+        dz = zl * du[:, self.codes]
+        dec = (du * du).sum(axis=1) + (w * dz * dz).sum(axis=1)
+        step = np.ones(len(u))
+        ut = u + du
+        etat = eta + dz
+        mut = fam.linkinv(etat)
+        pt = -2.0 * self._llf(mut, rows) + (ut * ut).sum(axis=1)
+        # halve only the points whose deviance rose (and did not only round up at the mode:
+        # a decrement below the tolerance counts as converged)
+        tiny = 1e-12 * (1.0 + np.abs(pdev))
+        idx = np.flatnonzero(~(pt <= pdev + tiny) & (dec >= self.tol))
+        for _ in range(MAX_HALVINGS):
+            if not len(idx):
+                break
+            step[idx] *= 0.5
+            ut[idx] = u[idx] + step[idx, None] * du[idx]
+            etat[idx] = eta[idx] + step[idx, None] * dz[idx]
+            mut[idx] = fam.linkinv(etat[idx])
+            pt[idx] = -2.0 * self._llf(mut[idx], rows[idx]) + (ut[idx] ** 2).sum(axis=1)
+            idx = idx[~(pt[idx] <= pdev[idx] + tiny[idx])]
+        bad = np.zeros(len(u), bool)
+        bad[idx] = True
+        ok = ~bad & (pt <= pdev + tiny)
+        u, eta, mu, pdev = u.copy(), eta.copy(), mu.copy(), pdev.copy()
+        u[ok], eta[ok], mu[ok], pdev[ok] = ut[ok], etat[ok], mut[ok], pt[ok]
+        return u, eta, mu, pdev, (dec * step < self.tol) | bad
+
     def laplace(self, rows, theta, beta, u0, maxit: int = 60):
         """Laplace deviances at K points: replicate ``rows[k]``, θ_k (K,), β_k (K, p), start
-        u0 (K, L).  Returns (deviance (K,), modes (K, L)); inf where PIRLS fails."""
+        u0 (K, L).  Returns (deviance (K,), modes (K, L)); inf where PIRLS fails.  Points
+        leave the iteration as they converge."""
         fam = self.family
         rows = np.asarray(rows)
         Y = self.Y[rows]
@@ -59,39 +96,14 @@ class ScalarReplicates:
         mu = fam.linkinv(eta)
         pdev = -2.0 * llf(mu) + (u * u).sum(axis=1)
         with np.errstate(all="ignore"):
+            act = np.arange(len(u))
             for _ in range(maxit):
-                mueta = fam.mu_eta(eta)
-                w = self.wt * mueta * mueta / fam.variance(mu)
-                r = zl * u[:, self.codes] + (Y - mu) / mueta
-                A = 1.0 + self._segsum(w * zl * zl)
-                du = self._segsum(w * zl * r) / A - u
-                dz = zl * du[:, self.codes]
-                dec = (du * du).sum(axis=1) + (w * dz * dz).sum(axis=1)
-                step = np.ones(len(u))
-                ut = u + du
-                etat = eta + dz
-                mut = fam.linkinv(etat)
-                pt = -2.0 * llf(mut) + (ut * ut).sum(axis=1)
-                # halve only the points whose deviance rose (and did not only round up at
-                # the mode: a decrement below the tolerance counts as converged)
-                bad = ~(pt <= pdev + 1e-12 * (1.0 + np.abs(pdev))) & (dec >= self.tol)
-                idx = np.flatnonzero(bad)
-                for _ in range(MAX_HALVINGS):
-                    if not len(idx):
-                        break
-                    step[idx] *= 0.5
-                    ut[idx] = u[idx] + step[idx, None] * du[idx]
-                    etat[idx] = eta[idx] + step[idx, None] * dz[idx]
-                    mut[idx] = fam.linkinv(etat[idx])
-                    pt[idx] = -2.0 * self._llf(mut[idx], rows[idx]) + (ut[idx] ** 2).sum(axis=1)
-                    still = ~(pt[idx] <= pdev[idx] + 1e-12 * (1.0 + np.abs(pdev[idx])))
-                    idx = idx[still]
-                bad = np.zeros(len(u), bool)
-                bad[idx] = True
-                ok = ~bad & (pt <= pdev + 1e-12 * (1.0 + np.abs(pdev)))
-                u[ok], eta[ok], mu[ok], pdev[ok] = ut[ok], etat[ok], mut[ok], pt[ok]
-                if np.all((dec * step < self.tol) | bad):
+                if not len(act):
                     break
+                ua, ea, ma, pa, done = self._step(rows[act], Y[act], zl[act], u[act], eta[act],
+                                                  mu[act], pdev[act])
+                u[act], eta[act], mu[act], pdev[act] = ua, ea, ma, pa
+                act = act[~done]
             eta = base + zl * u[:, self.codes]
             mu = fam.linkinv(eta)
             mueta = fam.mu_eta(eta)
