@@ -219,6 +219,20 @@ def _check(x, g, H, step, lower):
     return True, "converged: gradient and Hessian checked"
 
 
+def _checked(obj, x, lower, *, rounds=4, restarts=()):
+    """Polish and check; while the check fails, restart from the point reached with each of
+    ``restarts`` in turn (an optimiser ``(obj, x, lower) -> x``), polish and check again.
+    Returns (x, g, H, converged, message)."""
+    x, _, g, H, st = _polish(obj, x, lower, rounds=rounds)
+    ok, msg = _check(x, g, H, st, lower)
+    for run in restarts:
+        if ok:
+            break
+        x, _, g, H, st = _polish(obj, run(obj, x, lower), lower)
+        ok, msg = _check(x, g, H, st, lower)
+    return x, g, H, ok, msg
+
+
 def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None, start=None) -> GlmmOptimum:
     """Fit a GLMM by the stages of the module docstring.
 
@@ -279,12 +293,7 @@ def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None, start=None) -> G
         se = np.ones(0)
     if nagq == 0:
         obj = o1
-        x, f0, g, H, st = _polish(o1, x1, lower1)
-        ok, msg = _check(x, g, H, st, lower1)
-        if not ok:
-            x2 = _nelder_mead(o1, x, lower1)
-            x, f0, g, H, st = _polish(o1, x2, lower1)
-            ok, msg = _check(x, g, H, st, lower1)
+        x, g, H, ok, msg = _checked(o1, x1, lower1, restarts=(_nelder_mead,))
         v, res = o1.evaluate(x)
         theta, beta = x.copy(), res.beta.copy()
         Huser = None
@@ -296,16 +305,9 @@ def fit_glmm(prob: PirlsProblem, *, nagq: int = 1, theta0=None, start=None) -> G
         # the nAGQ = 0 optimum is close to the Laplace one: Newton steps on the
         # finite-difference Hessian first (a few Hessians, ~(d + 1)(d + 2)/2 evaluations each),
         # BOBYQA from there only when they do not reach a checked optimum
-        x, f0, g, H, st = _polish(obj, x0, lower, rounds=6)
-        ok, msg = _check(x, g, H, st, lower)
-        if not ok:
-            x = _bobyqa(obj, x, lower, np.r_[np.full(nt, 0.1), np.full(p, 0.5)])
-            x, f0, g, H, st = _polish(obj, x, lower)
-            ok, msg = _check(x, g, H, st, lower)
-        if not ok:
-            x2 = _nelder_mead(obj, x, lower)
-            x, f0, g, H, st = _polish(obj, x2, lower)
-            ok, msg = _check(x, g, H, st, lower)
+        step = np.r_[np.full(nt, 0.1), np.full(p, 0.5)]
+        x, g, H, ok, msg = _checked(obj, x0, lower, rounds=6, restarts=(
+            lambda o, xx, lo: _bobyqa(o, xx, lo, step), _nelder_mead))
         v, res = obj.evaluate(x)
         theta, beta = obj.params(x)
         s = np.r_[obj.ts, obj.bs]
