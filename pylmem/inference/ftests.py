@@ -90,6 +90,20 @@ def _raw_of(expr, raw):
     return hits[0]
 
 
+def grid_levels(cats: dict, raw: list):
+    """The factor columns of a reference grid: (raw column -> its levels, the categorical
+    raw columns in order, their numbers of levels), from the categorical expressions
+    ``cats`` (expression -> levels) of a model reading the columns ``raw``."""
+    levels = {}
+    for e, lev in cats.items():
+        v = _raw_of(e, raw)
+        if v in levels and list(levels[v]) != list(lev):
+            raise ValueError(f"column {v!r} is used as two different categorical expressions")
+        levels[v] = lev
+    cat_vars = [v for v in raw if v in levels]
+    return levels, cat_vars, [len(levels[v]) for v in cat_vars]
+
+
 def _synthetic_grid(design, rng):
     """Every combination of the categorical variables' levels, random numeric columns."""
     spec = design.fixed_spec
@@ -97,14 +111,7 @@ def _synthetic_grid(design, rng):
     cats = {e: list(st[1]["categories"]) for e, st in state.items()
             if "CATEGORICAL" in str(st[0]).upper()}
     raw = sorted(spec.required_variables)
-    levels = {}                                   # raw column -> its values in the grid
-    for e, lev in cats.items():
-        v = _raw_of(e, raw)
-        if v in levels and list(levels[v]) != list(lev):
-            raise ValueError(f"column {v!r} is used as two different categorical expressions")
-        levels[v] = lev
-    cat_vars = [v for v in raw if v in levels]
-    sizes = [len(levels[v]) for v in cat_vars]
+    levels, cat_vars, sizes = grid_levels(cats, raw)
     n_cells = int(np.prod(sizes)) if sizes else 1
     reps = max(3, int(np.ceil(3 * design.n_fixef / n_cells)))
     if n_cells * reps > 200_000:

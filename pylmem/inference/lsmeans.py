@@ -20,7 +20,7 @@ from scipy import stats
 
 from ..model.formula import r_column_name
 from .ddf import contest1d, normalize_ddf
-from .ftests import _raw_of, fixed_terms
+from .ftests import _raw_of, fixed_terms, grid_levels
 
 COLUMNS = ["Estimate", "Std. Error", "df", "t value", "lower", "upper", "Pr(>|t|)"]
 
@@ -93,14 +93,7 @@ def reference_grid(fit, data=None):
     spec = d.fixed_spec
     cats = _categories(d)
     raw = sorted(spec.required_variables)
-    levels = {}
-    for e, lev in cats.items():
-        v = _raw_of(e, raw)
-        if v in levels and list(levels[v]) != list(lev):
-            raise ValueError(f"column {v!r} is used as two different categorical expressions")
-        levels[v] = lev
-    cat_vars = [v for v in raw if v in levels]
-    sizes = [len(levels[v]) for v in cat_vars]
+    levels, cat_vars, sizes = grid_levels(cats, raw)
     n = int(np.prod(sizes)) if sizes else 1
     if n > 200_000:
         raise ValueError(f"ls_means: the reference grid would have {n} cells")
