@@ -230,6 +230,82 @@ def simulate_growth_sex(n_subj: int = 27, seed: int = 20241012) -> pd.DataFrame:
                          "subject": _labels("S", subj)})
 
 
+def simulate_many_covariates(n_obs: int = 50_000, n_groups: int = 1_000, p: int = 60,
+                             seed: int = 20241013) -> pd.DataFrame:
+    """``y ~ x1 + ... + x60 + (1 | g)``: a wide fixed-effects design, one intercept term."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, n_groups, n_obs)
+    g[:n_groups] = np.arange(n_groups)
+    X = rng.normal(0.0, 1.0, (n_obs, p))
+    beta = rng.normal(0.0, 0.3, p)
+    y = 1.0 + X @ beta + rng.normal(0.0, 0.7, n_groups)[g] + rng.normal(0.0, 1.0, n_obs)
+    out = {"y": y, "g": _labels("g", g)}
+    out.update({f"x{j + 1}": X[:, j] for j in range(p)})
+    return pd.DataFrame(out)
+
+
+def simulate_pairs(n_groups: int = 500_000, seed: int = 20241014) -> pd.DataFrame:
+    """``y ~ x + (1 | g)`` with two rows per group (twins, pre/post pairs)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), 2)
+    x = rng.normal(0.0, 1.0, 2 * n_groups)
+    y = 2.0 + 0.5 * x + rng.normal(0.0, 0.8, n_groups)[g] + rng.normal(0.0, 1.0, 2 * n_groups)
+    return pd.DataFrame({"y": y, "x": x, "g": _labels("g", g)})
+
+
+def simulate_growth_curves(n_groups: int = 10_000, per_group: int = 50,
+                           seed: int = 20241015) -> pd.DataFrame:
+    """``y ~ t + t2 + (t + t2 | g)``, ``t2 = t^2``: quadratic growth, ``per_group`` occasions each
+    (the square is a column because mixedlm's parser has no ``I()``)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), per_group)
+    t = np.tile(np.linspace(0.0, 4.9, per_group), n_groups)
+    b = rng.multivariate_normal(np.zeros(3), [[1.0, 0.1, -0.02], [0.1, 0.2, -0.01],
+                                              [-0.02, -0.01, 0.01]], size=n_groups)
+    y = (5.0 + 1.2 * t - 0.1 * t ** 2 + b[g, 0] + b[g, 1] * t + b[g, 2] * t ** 2
+         + rng.normal(0.0, 1.0, len(g)))
+    return pd.DataFrame({"y": y, "t": t, "t2": t ** 2, "g": _labels("g", g)})
+
+
+def simulate_q5(n_groups: int = 5_000, per_group: int = 20, seed: int = 20241016) -> pd.DataFrame:
+    """``y ~ z1 + z2 + z3 + z4 + (z1 + z2 + z3 + z4 | g)``: q = 5 correlated effects."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    g = np.repeat(np.arange(n_groups), per_group)
+    Z = rng.normal(0.0, 1.0, (n, 4))
+    A = rng.normal(0.0, 0.4, (5, 5))
+    b = rng.normal(0.0, 1.0, (n_groups, 5)) @ (A + 0.5 * np.eye(5))
+    y = (1.0 + Z @ np.array([0.5, -0.3, 0.2, 0.1]) + b[g, 0] + np.einsum("ij,ij->i", Z, b[g, 1:])
+         + rng.normal(0.0, 1.0, n))
+    out = {"y": y, "g": _labels("g", g)}
+    out.update({f"z{j + 1}": Z[:, j] for j in range(4)})
+    return pd.DataFrame(out)
+
+
+def simulate_kb07(n_subj: int = 56, n_item: int = 32, seed: int = 20241017) -> pd.DataFrame:
+    """Shaped like MixedModels.jl's kb07: 56 subjects x 32 items (1,789 of the 1,792 cells),
+    three two-level conditions coded -0.5/+0.5, ``(1 + spkr + prec + load | subj)`` and the
+    same on items."""
+    rng = np.random.default_rng(seed)
+    subj = np.repeat(np.arange(n_subj), n_item)
+    item = np.tile(np.arange(n_item), n_subj)
+    keep = np.ones(len(subj), bool)
+    keep[rng.choice(len(subj), 3, replace=False)] = False
+    subj, item = subj[keep], item[keep]
+    n = len(subj)
+    spkr = np.where((item + subj) % 2 == 0, -0.5, 0.5)
+    prec = np.where((item // 2 + subj) % 2 == 0, -0.5, 0.5)
+    load = np.where((item // 4 + subj) % 2 == 0, -0.5, 0.5)
+    Xr = np.column_stack([np.ones(n), spkr, prec, load])
+    bs = rng.multivariate_normal(np.zeros(4), np.diag([300.0, 60.0, 80.0, 40.0]) ** 2 / 100, n_subj)
+    bi = rng.multivariate_normal(np.zeros(4), np.diag([350.0, 40.0, 200.0, 30.0]) ** 2 / 100, n_item)
+    y = (2180 + 68 * spkr - 330 * prec + 78 * load + 20 * spkr * prec * load
+         + np.einsum("ij,ij->i", Xr, bs[subj]) + np.einsum("ij,ij->i", Xr, bi[item])
+         + rng.normal(0.0, 670.0, n))
+    return pd.DataFrame({"rt": y, "spkr": spkr, "prec": prec, "load": load,
+                         "subj": _labels("S", subj), "item": _labels("I", item)})
+
+
 def _vc2(a="a", b="b"):
     return dict(formula="y ~ x", groups=None, re_formula="0",
                 vc_formula={a: f"0 + C({a})", b: f"0 + C({b})"})
@@ -301,6 +377,21 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("growth_sex_ML", "distance ~ sex * age + (age | subject)", False, ("subject", "sex"),
          simulate_growth_sex, "simulated, Orthodont-shaped, 27 subjects x 4 ages, ML",
          statsmodels=dict(formula="distance ~ sex * age", groups="subject", re_formula="~age")),
+    Case("many_covariates_ML", "y ~ " + " + ".join(f"x{j}" for j in range(1, 61)) + " + (1 | g)",
+         False, ("g",), simulate_many_covariates, "simulated, 60 covariates, 1,000 groups, 5e4 obs, ML",
+         statsmodels=dict(formula="y ~ " + " + ".join(f"x{j}" for j in range(1, 61)), groups="g",
+                          re_formula="1")),
+    Case("pairs_ML", "y ~ x + (1 | g)", False, ("g",), simulate_pairs,
+         "simulated, 5e5 groups of 2 rows, 1e6 obs, ML", large=True,
+         statsmodels=dict(formula="y ~ x", groups="g", re_formula="1")),
+    Case("growth_curves_ML", "y ~ t + t2 + (t + t2 | g)", False, ("g",), simulate_growth_curves,
+         "simulated, 1e4 groups x 50 occasions, quadratic growth, q=3, 5e5 obs, ML", large=True,
+         statsmodels=dict(formula="y ~ t + t2", groups="g", re_formula="~t + t2")),
+    Case("q5_ML", "y ~ z1 + z2 + z3 + z4 + (z1 + z2 + z3 + z4 | g)", False, ("g",), simulate_q5,
+         "simulated, q=5, 5,000 groups x 20, 1e5 obs, ML"),
+    Case("kb07_ML", "rt ~ spkr * prec * load + (1 + spkr + prec + load | subj)"
+         " + (1 + spkr + prec + load | item)", False, ("subj", "item"), simulate_kb07,
+         "simulated, kb07-shaped, 56 x 32, q=4 on subjects and on items, 1,789 obs, ML"),
 ]}
 
 
