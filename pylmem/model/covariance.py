@@ -16,13 +16,25 @@ across terms.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
-def tril_colmajor(q: int):
+@lru_cache(maxsize=64)
+def _tril_colmajor(q: int):
     rows, cols = np.tril_indices(q)
     order = np.lexsort((rows, cols))
-    return rows[order], cols[order]
+    rows, cols = rows[order], cols[order]
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
+
+
+def tril_colmajor(q: int):
+    """(rows, cols) of a q × q lower triangle taken column by column (θ's order); cached,
+    read-only (the maps θ ↔ T run at every deviance evaluation)."""
+    return _tril_colmajor(int(q))
 
 
 def sdcor_names(qs) -> list[str]:
@@ -105,25 +117,21 @@ def psd_cholesky(M: np.ndarray, tol: float = 1e-12) -> np.ndarray:
 def lower_from_theta(theta: np.ndarray, q: int) -> np.ndarray:
     """Lower-triangular q × q factor from θ, lower triangle stored column by column (lme4)."""
     T = np.zeros((q, q))
-    rows, cols = np.tril_indices(q)
-    order = np.lexsort((rows, cols))  # column-major
-    T[rows[order], cols[order]] = theta
+    rows, cols = tril_colmajor(q)
+    T[rows, cols] = theta
     return T
 
 
 def theta_from_lower(T: np.ndarray) -> np.ndarray:
     """Inverse of :func:`lower_from_theta`."""
-    q = T.shape[0]
-    rows, cols = np.tril_indices(q)
-    order = np.lexsort((rows, cols))
-    return T[rows[order], cols[order]].copy()
+    rows, cols = tril_colmajor(T.shape[0])
+    return T[rows, cols]
 
 
 def theta_diagonal_mask(q: int) -> np.ndarray:
     """Boolean mask of the θ entries that lie on the diagonal of the q × q factor."""
-    rows, cols = np.tril_indices(q)
-    order = np.lexsort((rows, cols))
-    return rows[order] == cols[order]
+    rows, cols = tril_colmajor(q)
+    return rows == cols
 
 
 # ---------------------------------------------------------------------------- structures

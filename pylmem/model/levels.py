@@ -65,6 +65,14 @@ def level_positions(index: pd.Index, values) -> np.ndarray:
     return np.where(codes >= 0, pos[np.maximum(codes, 0)] if len(pos) else -1, -1)
 
 
+def _as_values(col: pd.Series):
+    """A text column as an object array (its factorization is ~3x faster than the Arrow
+    string array's and identical: same values, same equality, missing values missing)."""
+    if isinstance(col.dtype, pd.StringDtype):
+        return col.to_numpy(dtype=object, na_value=np.nan)
+    return col
+
+
 def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
     """Level of each row of a grouping factor (or interaction), identity by value.
 
@@ -74,7 +82,7 @@ def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
     (L, ncols) indices of each level's values into them; :func:`match_levels` matches new
     rows to levels through the latter, so int ids and float newdata ids are the same levels.
     """
-    per = [distinct_levels(data[g]) for g in group]
+    per = [distinct_levels(_as_values(data[g])) for g in group]
     values = [np.asarray(u, dtype=object) if isinstance(u, (pd.Categorical, pd.CategoricalIndex))
               else np.asarray(u) for _, u in per]
     if len(group) == 1:
