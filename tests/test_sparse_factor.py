@@ -305,8 +305,13 @@ def test_blas_gradient_in_the_optimiser(monkeypatch, reml):
     df = _data(seed=8)
     f = "y ~ x + (x | a) + (x | b)"
     _use(monkeypatch, "dense_K")
+    c = pylmem.lmer(f, df, reml=reml)    # 6 θ on the small dense path: the gradient
+    assert c.optsum.method.startswith("L-BFGS-B")
+    monkeypatch.setattr(MG, "MIN_THETA_DENSE", 10 ** 9)
     a = pylmem.lmer(f, df, reml=reml)
     assert a.optsum.method.startswith("BOBYQA")
+    assert c.objective <= a.objective + 1e-9 * abs(a.objective)
+    np.testing.assert_allclose(c.theta, a.theta, rtol=1e-4, atol=1e-5)
     _use(monkeypatch, "blas")
     monkeypatch.setattr(MG, "MIN_M_BLAS", 0)
     b = pylmem.lmer(f, df, reml=reml)

@@ -38,7 +38,7 @@ class _Stalled(Exception):
     pass
 
 
-def _run_lbfgsb(co, start, record, patience=6):
+def _run_lbfgsb(co, start, record, patience=6, ftol=1e-10):
     """L-BFGS-B; stops once d has not decreased by 1e-12 relative in ``patience``
     evaluations (at the optimum the line search otherwise chases rounding noise)."""
     diag = np.isfinite(co.lower)
@@ -60,7 +60,7 @@ def _run_lbfgsb(co, start, record, patience=6):
     bounds = [(0.0, None) if d else (None, None) for d in diag]
     try:
         res = minimize(fg, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options=dict(ftol=1e-10, gtol=1e-6, maxiter=2000, maxcor=20))
+                       options=dict(ftol=ftol, gtol=1e-6, maxiter=2000, maxcor=20))
         x, msg = res.x, str(res.message)
         if res.fun > best[0]:
             x = best[1]
@@ -155,6 +155,12 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
         starts.append(("boundary escape", lambda: run(esc)))
     if em_ok:
         starts.append(("EM start", lambda: run(_em_start(design, co))))   # cheaper first
+    if not opt.converged and dev.has_gradient:
+        # L-BFGS-B stopped on its relative tolerance on a flat ridge (many θ near a singular
+        # fit): go on from where it stopped with a tolerance at rounding level
+        x_end = x
+        starts.append(("L-BFGS-B continued", lambda: _run_lbfgsb(co, x_end, record, patience=12,
+                                                                 ftol=1e-13)))
     if not opt.converged:
         if other is not run and not dev.has_gradient:
             # the gradient path from the first start, not from where BOBYQA stalled (a
