@@ -258,7 +258,8 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
             t2[free] -= step
             if not np.all(t2[diag] >= 0):
                 break
-            o2 = co.f(t2)
+            # with the gradient: value and gradient together (the gradient read next is cached)
+            o2 = co.fg(t2)[0] if dev.has_gradient else co.f(t2)
             if not o2 < obj:
                 break
             gain, x, obj = obj - o2, t2, o2

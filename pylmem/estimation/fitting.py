@@ -95,12 +95,14 @@ def estimate(design: ModelDesign, *, reml=True, method="profiled", verbose=None,
             opt = optimize_theta(dev, fit_design, theta0=theta0, verbose=verbose,
                                  callback=progress.update)
     progress.close()
-    check_exact_fit(dev, opt, cp_fit, design.response)
+    # one factor at θ̂ serves the exact-fit check and the fit (on the user's scale)
+    f_hat = check_exact_fit(dev, opt, cp_fit, design.response)
     cp = cp_fit
     if c != 1.0:
         cp, dev, opt = _to_user_scale(design, dev, opt, c, reml)
-    check_exact_fit(dev, opt, cp, design.response)
-    fit = cls(design, cp, dev, opt, reml=reml, method=method, em_result=em_result)
+        f_hat = check_exact_fit(dev, opt, cp, design.response)
+    fit = cls(design, cp, dev, opt, reml=reml, method=method, em_result=em_result,
+              factor=f_hat)
     fit.fit_seconds = time.perf_counter() - t0
     for w in opt.warnings:
         warnings.warn(w, ConvergenceWarning, stacklevel=3)

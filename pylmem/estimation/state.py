@@ -48,10 +48,12 @@ class FitState(ModelAccessors):
         ``"profiled"`` or ``"em"``.
     em_result : EMResult, optional
         The EM's result for ``method="em"``.
+    factor : Factor, optional
+        ``dev``'s factor at ``opt.theta``, if already formed (else it is formed here).
     """
 
     def __init__(self, design: ModelDesign, cp, dev: ProfiledDeviance, opt: OptSummary, *,
-                 reml: bool, method: str, em_result=None):
+                 reml: bool, method: str, em_result=None, factor: Factor | None = None):
         self.design = design
         self.cp = cp
         self.dev = dev
@@ -60,7 +62,8 @@ class FitState(ModelAccessors):
         self.method = method
         self.em_result = em_result
         self.theta = opt.theta
-        self.factor: Factor = dev.factor(self.theta)
+        # ``factor``: dev's factor at θ̂ if the caller formed it already
+        self.factor: Factor = dev.factor(self.theta) if factor is None else factor
         self.fit_seconds = float("nan")
 
     # ------------------------------------------------------------------ basics

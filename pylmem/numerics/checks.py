@@ -47,19 +47,24 @@ def check_residual_variance(cp, response: str) -> None:
                          "(constant, or a linear function of them): the residual variance is 0")
 
 
-def check_exact_fit(dev, opt, cp, response: str) -> None:
+def check_exact_fit(dev, opt, cp, response: str, factor=None):
     """y = Xβ + Zb exactly: the likelihood grows without bound as σ → 0 (θ → ∞).
 
     Seen at the optimum as a penalised residual sum of squares r² below 1e-14 of the
     centred Σ(y − ȳ)² (or a factor that no longer exists): a clear error, not a number.
+    ``factor``: ``dev``'s factor at ``opt.theta`` if already formed.  Returns the factor
+    (None if there is none), for the fit to keep.
     """
     cen = cp.centred() if hasattr(cp, "centred") else None
     yy = float((cp.WtW if cen is None else cen[2])[-1, -1])
     try:
-        pw = dev.factor(opt.theta).pwrss
+        if factor is None:
+            factor = dev.factor(opt.theta)
+        pw = factor.pwrss
     except np.linalg.LinAlgError:
-        pw = 0.0
+        factor, pw = None, 0.0
     if not (np.isfinite(pw) and pw > 1e-14 * max(yy, 1e-300)):
         raise ValueError(f"the response {response!r} is fitted exactly by the fixed and random "
                          "effects (y = Xβ + Zb): the residual variance is 0 and the likelihood "
                          "is unbounded")
+    return factor
