@@ -108,3 +108,18 @@ def test_kb07_shaped_twenty_theta_reaches_the_optimum():
     assert f.loglik >= -14222.985329511 - 2e-7
     assert f.converged and f.is_singular
     assert f.optsum.method.startswith("L-BFGS-B")
+
+
+def test_scipy_stats_is_imported_on_first_use_only():
+    """``import pylmem`` and a fit leave scipy.stats (~25 MiB, most of the import time)
+    unloaded; the first p-value loads it through the lazy stand-in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pylmem\n"
+            "f = pylmem.lmer('Reaction ~ Days + (Days | Subject)', pylmem.datasets.load('sleepstudy'))\n"
+            "print('scipy.stats' in sys.modules)\n"
+            "from pylmem.util.lazy import stats\n"
+            "print(round(float(stats.norm.ppf(0.975)), 6), 'scipy.stats' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "1.959964", "True"]

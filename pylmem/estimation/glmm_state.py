@@ -14,10 +14,10 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..model.design import ModelDesign
 from ..numerics.pirls import PirlsProblem
+from ..util.lazy import stats
 from .accessors import VARCORR_COLUMNS, ModelAccessors, varcorr_rows
 from .glmm import GlmmOptimum
 

@@ -27,7 +27,6 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..estimation.fitting import estimate
 from ..model.covariance import (
@@ -47,6 +46,7 @@ from ..numerics.replicates import (
     newton_polish,
 )
 from ..util.checks import check_level
+from ..util.lazy import stats
 from ..util.progress import Progress
 from ..util.threads import single_thread
 from .lrt import check_same_data, nesting_problem

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..numerics.deviance import trsolve
+from ..util.lazy import stats
 from ..util.threads import one_blas_thread
 from .kenward_roger import kr_adjust, kr_df_1d, vcov_adj
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize
 
 from ..estimation.glmm_fitting import refit_glmm
 from ..util.deparse import deparse1
+from ..util.lazy import stats
 from .ftests import fixed_terms
 
 

@@ -13,9 +13,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..util.deparse import deparse1
+from ..util.lazy import stats
 from ..util.rformat import anova_table_lines, format_real, r_round, zapsmall
 from .ftests import single_anova
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..model.formula import r_column_name
+from ..util.lazy import stats
 from .ddf import contest1d, normalize_ddf
 from .ftests import _raw_of, fixed_terms, grid_levels
 

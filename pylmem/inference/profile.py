@@ -23,7 +23,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..model.covariance import (
     refuse_structured,
@@ -35,6 +34,7 @@ from ..model.covariance import (
 from ..numerics.crossprod import CrossProducts, TermStats
 from ..numerics.deviance import ProfiledDeviance
 from ..util.checks import check_level, check_names
+from ..util.lazy import stats
 from ..util.threads import one_blas_thread
 from .bootstrap import bootstrap
 

@@ -16,10 +16,10 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..estimation.fitting import estimate
 from ..util.deparse import deparse1
+from ..util.lazy import stats
 from ..util.rformat import anova_table_lines, format_real, zapsmall
 from .ddf import contest_md, normalize_ddf
 from .ftests import COLUMNS, FTestTable, contrasts_type3, fixed_terms

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy.stats import norm
 
 from ..numerics import batched as B
 from ..util.checks import check_level
+from ..util.lazy import stats
 from ..util.threads import threads_for_block
 from .newdata import combine_rows, fitted_prediction, newdata_rows, selected_terms
 
@@ -241,7 +241,7 @@ def predict_with_se(fit, newdata=None, *, re_form=None, allow_new_levels=False, 
         out["se_fit"] = se
     if interval is not None:
         width = se if interval == "confidence" else np.sqrt(s2 * var + s2 / wres)
-        z = norm.ppf(0.5 + level / 2)
+        z = stats.norm.ppf(0.5 + level / 2)
         out["lwr"] = out["fit"] - z * width
         out["upr"] = out["fit"] + z * width
     return out

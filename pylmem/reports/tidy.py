@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from ..util.checks import check_level
+from ..util.lazy import stats
 
 COLUMNS = ["effect", "group", "level", "term", "estimate", "std.error", "statistic", "df",
            "p.value", "conf.low", "conf.high"]
@@ -98,7 +98,7 @@ def tidy(fit, effects=("ran_pars", "fixed"), conf_int: bool = False,
     conf_level = check_level(conf_level, "conf_level")
     if not isinstance(conf_int, (bool, np.bool_)):
         raise ValueError(f"conf_int must be True or False, got {conf_int!r}")
-    z = norm.ppf(0.5 + conf_level / 2)
+    z = stats.norm.ppf(0.5 + conf_level / 2)
     parts = []
     for e in ("fixed", "ran_pars", "ran_vals", "ran_coefs"):   # broom.mixed's order
         if e in effects:
