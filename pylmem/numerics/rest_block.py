@@ -625,19 +625,14 @@ class RestStructure:
             Tk = T[k + 1]
             if q == 1:
                 np.multiply(M[a:b], Tk[0, 0], out=out[a:b])
-            else:      # (Λ'M)[l, i] = Σ_{j ≥ i} T[j, i] M[l, j]: q(q+1)/2 passes, no einsum
-                Mv = M[a:b].reshape((L, q) + M.shape[1:])
-                Ov = out[a:b].reshape((L, q) + M.shape[1:])
-                for i in range(q):
-                    np.multiply(Mv[:, i], Tk[i, i], out=Ov[:, i])
-                    for j in range(i + 1, q):
-                        if Tk[j, i] != 0.0:
-                            Ov[:, i] += Tk[j, i] * Mv[:, j]
+            else:      # (Λ'M)[l, i] = Σ_j T[j, i] M[l, j]: one batched matmul over the L levels
+                # (2-7x faster than q(q+1)/2 strided passes, from m = 90 to m = 2,000)
+                Mv = M[a:b].reshape(L, q, -1)
+                np.matmul(Tk.T, Mv, out=out[a:b].reshape(L, q, -1))
         return out
 
     def fold_lam(self, T, Bm):
         """B ← B Λ_R in place, for a dense B (rows, m) (C order)."""
-        tmp = None
         rows = Bm.shape[0]
         for k in range(len(self.qs) - 1):
             a, b = self.offsets[k], self.offsets[k + 1]
@@ -647,14 +642,7 @@ class RestStructure:
                 Bm[:, a:b] *= Tk[0, 0]
                 continue
             V = Bm[:, a:b].reshape(rows, -1, q)         # (rows, L_k, q) view
-            if tmp is None or tmp.shape != V.shape[:2]:
-                tmp = np.empty(V.shape[:2])
-            for i in range(q):                          # (B Λ)[:, l, i] = Σ_{j ≥ i} B[:, l, j] T[j, i]
-                V[:, :, i] *= Tk[i, i]
-                for j in range(i + 1, q):
-                    if Tk[j, i] != 0.0:
-                        np.multiply(V[:, :, j], Tk[j, i], out=tmp)
-                        V[:, :, i] += tmp
+            V[...] = V @ Tk                             # (B Λ)[:, l, i] = Σ_j B[:, l, j] T[j, i]
         return Bm
 
     def dense_At(self):
@@ -688,25 +676,28 @@ class RestStructure:
             if q0 == 1:
                 AN = Ad[:, 0, :] * N[jh]
             else:
-                Nh = N[jh]                       # AN_j = A_j N_j, column v: Σ_u A_j[:, u] N_j[u, v]
-                AN = np.empty_like(Ad)
-                for v in range(q0):
-                    np.multiply(Ad[:, 0, :], Nh[:, 0, v], out=AN[:, v, :])
-                    for u in range(1, q0):
-                        AN[:, v, :] += Ad[:, u, :] * Nh[:, u, v]
-                AN = AN.reshape(self.m, -1)
-            # X −= AN AN' on the lower triangle = the upper triangle of X' (Fortran order)
-            X = dsyrk(-1.0, AN.T, beta=1.0, c=X.T, trans=1, lower=0, overwrite_c=1).T
+                # AN_j = A_j N_j, as (heavy level j, v, row) = Σ_u N_j[u, v] A_j[row, u]: one
+                # batched matmul over the heavy levels (A kept as (j, u, row), formed once)
+                if getattr(self, "_Ad_t", None) is None or self._Ad_t.shape[0] != Ad.shape[2]:
+                    self._Ad_t = np.ascontiguousarray(Ad.transpose(2, 1, 0))
+                ANt = np.matmul(N[jh].transpose(0, 2, 1), self._Ad_t).reshape(-1, self.m)
+            if q0 == 1:
+                # X −= AN AN' on the lower triangle = the upper triangle of X' (Fortran order)
+                X = dsyrk(-1.0, AN.T, beta=1.0, c=X.T, trans=1, lower=0, overwrite_c=1).T
+            else:      # the same with AN' = ANt given as rows (a C array of AN' is AN in F order)
+                X = dsyrk(-1.0, ANt.T, beta=1.0, c=X.T, trans=0, lower=0, overwrite_c=1).T
         if self.groups is None:                  # dense: X the m × m block, lower triangle valid
+            sym = None
             if self.keep_pre:                    # for the gradient: X before the Λ_R sandwich
-                self.last_pre = np.tril(X) + np.tril(X, -1).T
+                sym = self.last_pre = np.tril(X) + np.tril(X, -1).T
             if all(q == 1 for q in self.qs[1:]):
                 s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
                 X *= s[:, None]
                 X *= s[None, :]
             else:
-                X = np.tril(X) + np.tril(X, -1).T   # diagonal blocks whole from the lower triangle
-                X = self._lam_t_dense(T, self._lam_t_dense(T, X).T).T
+                if sym is None:                  # diagonal blocks whole from the lower triangle
+                    sym = np.tril(X) + np.tril(X, -1).T
+                X = self._lam_t_dense(T, self._lam_t_dense(T, sym).T).T
             X[np.arange(self.m), np.arange(self.m)] += 1.0
             return X, N
         for kh, kl, a, b, n in self.groups:
