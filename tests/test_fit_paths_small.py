@@ -123,3 +123,33 @@ def test_scipy_stats_is_imported_on_first_use_only():
             "print(round(float(stats.norm.ppf(0.975)), 6), 'scipy.stats' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "1.959964", "True"]
+
+
+def test_nested_slope_reml_small_dense_path_reaches_the_optimum():
+    """``(x | c) + (1 | c:a)`` on 400 unbalanced rows: BOBYQA stopped at a boundary local
+    optimum (REML criterion 1476.876, reported converged); with the gradient the optimum
+    1476.2011987825 (mixedlm 1.3.0: 1476.2011987825454; ML 1471.476287914623 both)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sparse_factor import FORMULAS, _data
+    df = _data(seed=5)
+    f = pylmem.lmer(FORMULAS["nested_slope"], df, reml=True)
+    assert f.objective <= 1476.2011987825454 * (1 + 1e-11)
+    assert not f.is_singular
+    g = pylmem.lmer(FORMULAS["nested_slope"], df, reml=False)
+    assert g.objective <= 1471.476287914623 * (1 + 1e-11)
+
+
+def test_crossed_huge_variance_ratio_on_the_gradient_path():
+    """σ_a = 10⁵ σ with L-BFGS-B (the small dense path): its first steps leave for a flat
+    region (θ_b ~ 10⁴); the restarts' own escape points, taken derivative free, reach lme4's
+    optimum (see test_hostile.py for the data and reference)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_hostile import LME4, data
+    import pylmem.numerics.multi_gradient as MG
+    f = pylmem.lmer("y ~ 1 + (1 | a) + (1 | b)", data("crossed_1e5.csv"), reml=False)
+    assert f.dev.has_gradient and MG.MIN_THETA_DENSE <= 2
+    assert f.loglik >= LME4["crossed_1e5"]["loglik"] - 1e-6 and f.converged

@@ -153,6 +153,8 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
     if opt.escape is not None:   # a lower d off the boundary: restart from there first
         esc = opt.escape
         starts.append(("boundary escape", lambda: run(esc)))
+        if dev.has_gradient:   # d flat along the escape direction: derivative free too
+            starts.append(("boundary escape, BOBYQA", lambda: _run_bobyqa(co, esc, record)))
     if em_ok:
         starts.append(("EM start", lambda: run(_em_start(design, co))))   # cheaper first
     if not opt.converged and dev.has_gradient:
@@ -161,6 +163,9 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
         x_end = x
         starts.append(("L-BFGS-B continued", lambda: _run_lbfgsb(co, x_end, record, patience=12,
                                                                  ftol=1e-13)))
+        # its first steps can leave for a far region where d is flat (a variance ratio of
+        # 10⁵ on one crossed term took the other to θ ~ 10⁴): derivative free from the start
+        starts.append(("BOBYQA from the start", lambda: _run_bobyqa(co, x0, record)))
     if not opt.converged:
         if other is not run and not dev.has_gradient:
             # the gradient path from the first start, not from where BOBYQA stalled (a
@@ -168,7 +173,9 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
             starts.append(("L-BFGS-B (analytic gradient) from the start", lambda: other(x0)))
         starts.append(("restart", lambda: other(co.from_theta(opt.theta))))
     best = opt
-    for label, go in starts:
+    escapes = 0
+    while starts:
+        label, go = starts.pop(0)
         try:
             x2, msg2 = go()
         except Exception:  # pragma: no cover - a failed restart keeps the first result
@@ -182,6 +189,12 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
             best = o2
         if best.converged and not (second_opinion and label == "boundary escape"):
             break
+        if not o2.converged and o2.escape is not None and escapes < 2:
+            # the restart's own check found a lower d along a flat direction: go there next
+            # (derivative free: d is flat there, where a gradient method stalls)
+            escapes += 1
+            esc2 = o2.escape
+            starts.insert(0, (f"{label}, escape", lambda e=esc2: _run_bobyqa(co, e, record)))
     return best
 
 
