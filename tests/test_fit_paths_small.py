@@ -149,6 +149,7 @@ def test_crossed_huge_variance_ratio_on_the_gradient_path():
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).parent))
     from test_hostile import LME4, data
+
     import pylmem.numerics.multi_gradient as MG
     f = pylmem.lmer("y ~ 1 + (1 | a) + (1 | b)", data("crossed_1e5.csv"), reml=False)
     assert f.dev.has_gradient and MG.MIN_THETA_DENSE <= 2

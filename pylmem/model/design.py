@@ -187,13 +187,17 @@ def _check_numbers_as_text(data: pd.DataFrame, cols) -> None:
         if not (col.dtype == object or pd.api.types.is_string_dtype(col)) or \
                 isinstance(col.dtype, pd.CategoricalDtype):
             continue
-        v = col.dropna()
-        if not len(v) or not all(isinstance(x, str) for x in v.iloc[:1000]):
+        # judged on the distinct values (a text factor has few; ~50x faster on 10⁴ rows)
+        codes, uniq = pd.factorize(col.to_numpy(dtype=object, na_value=None)
+                                   if isinstance(col.dtype, pd.StringDtype) else col.to_numpy())
+        uniq = pd.Series(np.asarray(uniq, dtype=object))
+        if not len(uniq) or not all(isinstance(x, str) for x in uniq.iloc[:1000]):
             continue
-        num = pd.to_numeric(v, errors="coerce")
-        text = v[num.isna()]
-        if not len(text) or len(text) == len(v):
+        is_text = pd.to_numeric(uniq, errors="coerce").isna().to_numpy()
+        if not is_text.any() or is_text.all():
             continue
+        counts = np.bincount(codes[codes >= 0], minlength=len(uniq))
+        text = pd.Series(np.repeat(uniq[is_text].to_numpy(), counts[is_text]))
         tokens = sorted(set(text.str.strip()))
         if len(tokens) <= 3 and all(t.lower() in _MISSING_TOKENS for t in tokens):
             raise ValueError(
@@ -382,6 +386,10 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
     for c in used_cols:   # lme4's drop.unused.levels: a category without rows is no level
         if isinstance(dtypes[c], pd.CategoricalDtype):
             data[c] = data[c].cat.remove_unused_categories()
+        elif isinstance(dtypes[c], pd.StringDtype) and dtypes[c].na_value is pd.NA:
+            # pandas' "string" dtype (convert_dtypes, dtype_backend=): formulaic multiplies
+            # it as numbers; as pandas' default text dtype it is a factor (no missing left)
+            data[c] = data[c].astype("str")
 
     # fixed effects
     y = data[parsed.response].to_numpy(dtype=float)

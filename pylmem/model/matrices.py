@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
+from .fastspec import FactorSpec
 from .formula import clean_message, split_sum
 
 
@@ -76,6 +77,9 @@ def required_variables(expr: str, data: pd.DataFrame) -> set:
     spec = NumericSpec.detect(expr, data)
     if spec is not None:
         return spec.required_variables
+    fs = FactorSpec.variables(expr, data)
+    if fs is not None:
+        return set(fs[1])
     try:
         out = set(Formula(expr).required_variables)
     except Exception as e:  # formulaic's syntax errors carry colour codes and markers
@@ -101,6 +105,9 @@ def build_matrix(expr: str, data: pd.DataFrame):
         for j, c in enumerate(spec.columns, start=int(spec.intercept)):
             M[:, j] = data[c].to_numpy(dtype=float)
         return M, spec.names, spec, spec.term_indices
+    fspec = FactorSpec.detect(expr, data)   # text factors and interactions, without formulaic
+    if fspec is not None:
+        return fspec.matrix(data), fspec.names, fspec, fspec.term_index_map()
     try:
         mm = model_matrix(expr, data, na_action="ignore", output="pandas")
     except Exception as e:
