@@ -186,28 +186,24 @@ class BlockCholesky:
             out = []
             for k, Lc in enumerate(self.Ls):
                 nb, s = Lc.shape[:2]
-                if s <= 16:         # substitution vectorised over the blocks
-                    out.append(self._solve(k, np.broadcast_to(np.eye(s), (nb, s, s)), False))
+                if 2 * s <= nb:     # substitution vectorised over the blocks (s steps)
+                    out.append(self._substitute(k, np.broadcast_to(np.eye(s), (nb, s, s))))
                 else:
                     out.append(np.stack([dtrtri(L, lower=1)[0] for L in Lc]))
             self._Linv = out
         return self._Linv
 
     def _solve(self, k, X, trans):
-        """L_c⁻¹ X or L_c⁻ᵀ X for stack k: by the inverses when formed or when X has many
-        columns, else by substitution vectorised over the blocks."""
-        if self._Linv is not None or X.shape[1] > 16 or X.shape[2] > max(8, X.shape[1]):
-            Li = self.Linv[k]
-            return (np.swapaxes(Li, 1, 2) if trans else Li) @ X
+        """L_c⁻¹ X or L_c⁻ᵀ X for stack k, by the inverses (the gradient needs them anyway)."""
+        Li = self.Linv[k]
+        return (np.swapaxes(Li, 1, 2) if trans else Li) @ X
+
+    def _substitute(self, k, X):
+        """L_c⁻¹ X for stack k by forward substitution, vectorised over the blocks."""
         L = self.Ls[k]
-        s = L.shape[1]
-        out = np.empty_like(X)
-        steps = range(s - 1, -1, -1) if trans else range(s)
-        for i in steps:
-            if trans:
-                acc = X[:, i] - np.einsum("bj,bjr->br", L[:, i + 1:, i], out[:, i + 1:]) if i < s - 1 else X[:, i]
-            else:
-                acc = X[:, i] - np.einsum("bj,bjr->br", L[:, i, :i], out[:, :i]) if i else X[:, i]
+        out = np.empty(X.shape)
+        for i in range(L.shape[1]):
+            acc = X[:, i] - np.einsum("bj,bjr->br", L[:, i, :i], out[:, :i]) if i else X[:, i]
             out[:, i] = acc / L[:, i, i, None]
         return out
 
@@ -408,7 +404,9 @@ def gradient(dev, f, centred: bool = False) -> np.ndarray:
     CR = f.CR                                                                # user's W
     uR = LR.solve_Lt(CR)                                                     # U's rest rows (m, r)
     LuR = _lam(rest, T, uR)
-    AtLu = rest.A.T @ LuR                                                    # (G q0, r)
+    if getattr(layout, "_At", None) is None:
+        layout._At = rest.A.T.tocsr()
+    AtLu = layout._At @ LuR                                                  # (G q0, r)
     if q0 == 1:         # scalar first term: every per-level product is a vector operation
         n_, l0, g_, q_ = N[:, 0, 0], f.L0s[0, 0], Gj[:, 0, 0], Q[:, 0, 0]
         P0 = np.array([[float(((g_ + (g_ * n_ * n_ - 1.0) * q_) * n_ / l0).sum())]])
