@@ -135,6 +135,11 @@ def test_blocks_deviance_equals_cholmod(monkeypatch, model, unbalanced):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
             for a, b in zip(fb.spherical_modes(), fc.spherical_modes()):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+            for k in (3, 40):       # few right-hand sides: dense blocks; many: sparse L_R⁻¹
+                Bm = rng.normal(size=(blocks.m, k))
+                Yb, Yc = fb.LRR.solve_L(Bm), fc.LRR.solve_L(Bm)
+                np.testing.assert_allclose(Yb.T @ Yb, Yc.T @ Yc, rtol=1e-9, atol=1e-9)
+                np.testing.assert_allclose(fb.LRR.solve_Lt(Yb), fc.LRR.solve_Lt(Yc), rtol=1e-8, atol=1e-10)
 
 
 def test_unbalanced_blocks_are_padded():

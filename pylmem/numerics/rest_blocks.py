@@ -215,11 +215,35 @@ class BlockCholesky:
             out.append(X)
         return out
 
+    def _sparse_Linv(self):
+        """⊕_c L_c⁻¹ P as a sparse m × m matrix (rows in the components' order, columns the
+        rest block's): for many right-hand sides, where the blocks are sparse (a region's
+        arrow of schools has an arrow-shaped inverse factor); None when it is dense."""
+        if getattr(self, "_Linv_sp", None) is None:
+            rows, cols, vals = [], [], []
+            pos = 0
+            for Li, st in zip(self.Linv, self.layout.stacks):
+                n = len(st["rows"])
+                rank = -np.ones(st["valid"].shape, np.int64)
+                rank[st["valid"]] = pos + np.arange(n)
+                b, i, j = np.nonzero(Li * (st["valid"][:, :, None] & st["valid"][:, None, :]))
+                rows.append(rank[b, i])
+                cols.append(st["gmap"][b, j])
+                vals.append(Li[b, i, j])
+                pos += n
+            nnz = sum(len(v) for v in vals)
+            dense_flops = sum(st["nb"] * st["s"] ** 2 for st in self.layout.stacks)
+            self._Linv_sp = False if nnz > 0.5 * dense_flops else sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(self.m, self.m))
+        return self._Linv_sp if self._Linv_sp is not False else None
+
     def solve_L(self, Bm):
         """L_R⁻¹ B (rows in the components' order)."""
         Bm = np.asarray(Bm, dtype=float)
         vec = Bm.ndim == 1
         B2 = Bm.reshape(self.m, -1)
+        if B2.shape[1] > 32 and self._sparse_Linv() is not None:
+            return self._sparse_Linv() @ B2
         parts = [self._solve(k, X, False)[st["valid"]]
                  for k, (X, st) in enumerate(zip(self._gather(B2), self.layout.stacks))]
         out = np.concatenate(parts, axis=0)
@@ -230,6 +254,8 @@ class BlockCholesky:
         Bm = np.asarray(Bm, dtype=float)
         vec = Bm.ndim == 1
         B2 = Bm.reshape(self.m, -1)
+        if B2.shape[1] > 32 and self._sparse_Linv() is not None:
+            return self._sparse_Linv().T @ B2
         out = np.empty_like(B2)
         i = 0
         for k, st in enumerate(self.layout.stacks):
