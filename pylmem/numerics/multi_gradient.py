@@ -27,6 +27,8 @@ rest block (:mod:`pylmem.numerics.rest_block`, ``backend="blas"``) with m > ``MI
 it is on by default: there an evaluation already costs one ``dsyrk`` of m² L0 q0 / 2
 multiply-adds and the gradient about as much again, while L-BFGS-B needs several times fewer
 evaluations (crossed slopes on both factors, 1,000 × 500: 36 against 200, same optimum).
+On the sparse path of a nested design, whose rest block is factorised in small dense blocks,
+the gradient is :func:`pylmem.numerics.rest_blocks.gradient` (from the blocks' inverses).
 """
 from __future__ import annotations
 

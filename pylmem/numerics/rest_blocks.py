@@ -89,8 +89,8 @@ class BlockLayout:
             tmpl = np.zeros((nb, s, s))
             pad_b, pad_i = np.nonzero(~valid)
             tmpl[pad_b, pad_i, pad_i] = 1.0
-            self.stacks.append(dict(s=int(s), nb=nb, off=off, gmap=gmap, valid=valid, tmpl=tmpl,
-                                    rows=gmap[valid]))
+            self.stacks.append({"s": int(s), "nb": nb, "off": off, "gmap": gmap, "valid": valid,
+                                "tmpl": tmpl, "rows": gmap[valid]})
             off += nb * s * s
         self.size = off
         self.base, self.local, self.s_of = base, local, s_of
@@ -139,7 +139,7 @@ class BlockLayout:
         return [flat[st["off"]:st["off"] + st["nb"] * st["s"] ** 2].reshape(st["nb"], st["s"], st["s"])
                 for st in self.stacks]
 
-    def factor(self, vals) -> "BlockCholesky":
+    def factor(self, vals) -> BlockCholesky:
         """L_R at the pattern's (lower) values; raises LinAlgError if not positive definite."""
         S = self.scatter(vals)
         Ls, logdet = [], 0.0
