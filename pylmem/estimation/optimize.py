@@ -13,7 +13,11 @@ problem does not depend on the location or units of y or of a covariate; no uppe
   finite-difference Hessian of the gradient polishes it to machine precision.
 * several terms: BOBYQA (NLopt, as lme4 and MixedModels.jl), derivative free, started
   from moment estimates of the scalar terms (group-mean variances of OLS residuals):
-  InstEval needs ~45 evaluations from there against ~115 from θ = 1.
+  InstEval needs ~45 evaluations from there against ~115 from θ = 1.  Where the
+  deviance offers an analytic gradient for several terms (``dev.has_gradient``: a large
+  BLAS-3 rest block, or a nested design's rest block in dense blocks,
+  :mod:`pylmem.numerics.rest_blocks`), L-BFGS-B with it, as for one term (three-level
+  nesting: 32 evaluations against BOBYQA's 129).
 
 Convergence is then checked at θ̂ (lme4's checkConv, :mod:`pylmem.estimation.convergence`):
 the gradient and Hessian of d give the scaled gradient H⁻¹g, which must be small on the

@@ -27,6 +27,8 @@ rest block (:mod:`pylmem.numerics.rest_block`, ``backend="blas"``) with m > ``MI
 it is on by default: there an evaluation already costs one ``dsyrk`` of m² L0 q0 / 2
 multiply-adds and the gradient about as much again, while L-BFGS-B needs several times fewer
 evaluations (crossed slopes on both factors, 1,000 × 500: 36 against 200, same optimum).
+On the sparse path of a nested design, whose rest block is factorised in small dense blocks,
+the gradient is :func:`pylmem.numerics.rest_blocks.gradient` (from the blocks' inverses).
 """
 from __future__ import annotations
 
@@ -34,11 +36,17 @@ import numpy as np
 import scipy.linalg as sla
 
 from . import batched as B
+from .rest_blocks import available as blocks_available
+from .rest_blocks import gradient as blocks_gradient
 
 MAX_M = 500                 # rest block size up to which the gradient is offered
 MAX_A_DENSE = 10_000_000    # entries of the dense m × L0 q0 copy of A = Z_R'Z_0
 MAX_M_BLAS = 4000           # the BLAS-3 path: rest block size up to which it is offered
 MIN_M_BLAS = 400            # the BLAS-3 path: the optimiser uses it above this size
+
+
+MIN_FLOPS_BLAS = 5e7        # the BLAS-3 path: or above this many multiply-adds per evaluation
+BLOCKS_ENABLED = True       # the gradient on the dense blocks of a nested rest block
 
 
 ENABLED = False
@@ -55,7 +63,10 @@ MIN_THETA_DENSE = 2
 def supported(rest) -> bool:
     """True when the rest block is dense and small enough for the gradient to be cheap: the
     small dense (K) path, or the BLAS-3 path (whose evaluation already costs one ``dsyrk``
-    of the same size as the gradient's triangular solve) up to m = ``MAX_M_BLAS``."""
+    of the same size as the gradient's triangular solve) up to m = ``MAX_M_BLAS``; or the
+    sparse path factorised in small dense blocks (nested designs, :mod:`pylmem.numerics.rest_blocks`)."""
+    if rest is not None and getattr(rest, "blocks", None) is not None:
+        return blocks_available(rest)
     if rest is None or rest.m * rest.L0 * rest.q0 > MAX_A_DENSE:
         return False
     if rest.backend == "blas":
@@ -65,20 +76,27 @@ def supported(rest) -> bool:
 
 def available(rest) -> bool:
     """Whether the optimiser is offered the gradient: on the BLAS-3 path with a rest block
-    of more than ``MIN_M_BLAS`` rows (there one evaluation costs ~m² L0 q0 flops, and
-    L-BFGS-B with the gradient needs several times fewer of them than BOBYQA), or anywhere
-    :func:`supported` with ``ENABLED``."""
+    of more than ``MIN_M_BLAS`` rows or an evaluation of at least ``MIN_FLOPS_BLAS``
+    multiply-adds (m² L0 q0: there L-BFGS-B with the gradient, ~2.5 evaluations each, needs
+    several times fewer of them than BOBYQA: crossed slopes 2,000 × 200, 24 against 127);
+    on the dense blocks of a nested design (a gradient costs ~1-2 evaluations there); on
+    the small dense path (``MIN_THETA_DENSE``); or anywhere :func:`supported` with ``ENABLED``."""
     if not supported(rest):
         return False
+    if getattr(rest, "blocks", None) is not None:
+        return BLOCKS_ENABLED
     if rest.backend == "dense" and sum(q * (q + 1) // 2 for q in rest.qs) >= MIN_THETA_DENSE:
         return True
-    return ENABLED or (rest.backend == "blas" and rest.m > MIN_M_BLAS)
+    return ENABLED or (rest.backend == "blas" and (
+        rest.m > MIN_M_BLAS or float(rest.m) ** 2 * rest.L0 * rest.q0 >= MIN_FLOPS_BLAS))
 
 
 def gradient(dev, f, centred: bool = False) -> np.ndarray:
     """∂d/∂θ at the factor ``f`` (computed with ``dev.rest.keep_pre`` set); ``centred``: ∂d/∂θ̃
     for the first term's centred coordinates (∂d/∂D̃ = M_Z' (∂d/∂D) M_Z, T̃0 = M_Z⁻¹ T0)."""
     rest = dev.rest
+    if getattr(rest, "blocks", None) is not None:
+        return blocks_gradient(dev, f, centred)
     T = f.T
     q0, G, m, r, p = dev.qs[0], dev.n_levels[0], dev.m, dev.r, dev.p
     T0 = T[0]

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from scipy.linalg.blas import dsyrk
 
 from . import batched as B
+from .rest_blocks import BlockLayout
 
 # dense backend when m is at most _DENSE_M, or (m at most _DENSE_MAX_M and) the pattern is
 # estimated to fill _DENSE_FRACTION of the lower triangle
@@ -54,6 +55,7 @@ _T_BLAS_CALL = 5.0e-4    # the BLAS-3 path's fixed cost per θ (Λ_R'Z_R'Z_RΛ_R
 _N_EVAL = 60             # evaluations the set-up is amortised over
 _BLAS = None             # None: by the cost model; True / False: always / never (tests)
 _BLAS_MAX_BYTES = 2.0e9  # the dense copy of A = Z_R'Z_0 and its per-θ image
+_BLOCKS_MAX = 64         # sparse path: dense blocks when every component has at most this many rows (0: never)
 
 
 def blas_costs(seg_counts, m: int, L0: int, q0: int) -> tuple[float, float]:
@@ -471,7 +473,11 @@ class RestStructure:
         self.sel = np.flatnonzero(low)[csc]
         self._low = (e_rows[low][csc], e_cols[low][csc])
         cm.options["supernodal"] = 2
-        self._setup_cholmod()
+        # nested designs: the pattern splits into small independent blocks, factorised
+        # densely in batches instead (and then with an analytic gradient)
+        self.blocks = BlockLayout.build(*self._low, m, _BLOCKS_MAX) if _BLOCKS_MAX else None
+        if self.blocks is None:
+            self._setup_cholmod()
 
     def _setup_blas(self, cp, est_density):
         """The dense BLAS-3 path (``backend="blas"``): A' = Z_0'Z_R as a dense (L0, q0, m)
@@ -602,9 +608,10 @@ class RestStructure:
         if self.backend == "blas":
             self._B = None
             self._A_dense = self._At.transpose(2, 0, 1)
-        if self.backend == "cholmod":
+        if self.backend == "cholmod" and self.blocks is None:
             self._setup_cholmod()
 
+    blocks = None
     keep_pre = False
     last_pre = None
     _A_dense = None
@@ -722,6 +729,8 @@ class RestStructure:
             # which LAPACK factors in place as U'U (L = U')
             Lr = sla.cholesky(x.T, lower=False, check_finite=False, overwrite_a=True).T
             return RestCholesky(m, 2.0 * float(np.log(np.diag(Lr)).sum()), dense=Lr), N
+        if self.blocks is not None:
+            return self.blocks.factor(x[self.sel]), N
         import cvxopt.cholmod as cm
 
         vals = x[self.sel]
