@@ -156,3 +156,21 @@ def test_crossed_huge_variance_ratio_on_the_gradient_path():
     f = pylmem.lmer("y ~ 1 + (1 | a) + (1 | b)", data("crossed_1e5.csv"), reml=False)
     assert f.dev.has_gradient and MG.MIN_THETA_DENSE <= 2
     assert f.loglik >= LME4["crossed_1e5"]["loglik"] - 1e-6 and f.converged
+
+
+@pytest.mark.parametrize("n", [300, 12_000])
+def test_interaction_levels_equal_the_joined_labels(n):
+    """group_codes of a:b:c (text, numbers, a Categorical; short and long columns, which are
+    factorized by different routes) against the labels joined one level at a time."""
+    rng = np.random.default_rng(n)
+    df = pd.DataFrame({"a": rng.choice(["r1", "r2", "R3"], n), "b": rng.integers(0, 7, n),
+                       "c": pd.Categorical(rng.choice(["z", "y"], n), categories=["z", "y"])})
+    cache: dict = {}
+    for group in [("a",), ("a", "b"), ("a", "b", "c"), ("c", "a")]:
+        codes, levels, values, lcodes = group_codes(df, group, cache)
+        want = [":".join(str(df[g].iloc[i]) for g in group) for i in range(n)]
+        assert [levels[k] for k in codes] == want
+        if len(group) > 1:
+            assert list(levels) == sorted(set(want))
+        again = group_codes(df.sample(frac=1.0, random_state=1), group)
+        assert sorted(again[1]) == sorted(levels)

@@ -401,6 +401,7 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
 
     # random effects
     terms: list[RandomTerm] = []
+    level_cache: dict = {}   # each grouping column factorized once for all its terms
     for spec in parsed.random:
         expr = translate_r(spec.expr)[0]
         Zfull, zcols, zspec, term_indices = build_matrix(expr, data)
@@ -410,7 +411,7 @@ def build_design(formula: str, data: pd.DataFrame, *, factors=(), weights=None,
             raise ValueError(f"random-effects term ({spec.expr} | {spec.name}) has no columns: "
                              "drop it, or write (1 | g) for a random intercept")
         _check_finite(Zfull, names, f"random-effects ({spec.expr} | {spec.name})")
-        codes, levels, group_values, level_codes = group_codes(data, spec.group)
+        codes, levels, group_values, level_codes = group_codes(data, spec.group, level_cache)
         # (a + b || g): one term per formula term of the expression, as lme4's double bar
         col_groups = [list(range(Zfull.shape[1]))] if spec.correlated else \
             [list(idx) for idx in term_indices.values()]

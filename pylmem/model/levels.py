@@ -66,14 +66,16 @@ def level_positions(index: pd.Index, values) -> np.ndarray:
 
 
 def _as_values(col: pd.Series):
-    """A text column as an object array (its factorization is ~3x faster than the Arrow
-    string array's and identical: same values, same equality, missing values missing)."""
-    if isinstance(col.dtype, pd.StringDtype):
+    """A short text column as an object array: its factorization is identical (same values,
+    same equality, missing values missing) and ~4x faster than the Arrow string array's
+    below a few thousand rows, whose fixed cost is ~0.2 ms; above, the Arrow array's is
+    the faster (192k rows: 30 ms against 90 ms)."""
+    if isinstance(col.dtype, pd.StringDtype) and len(col) <= 5000:
         return col.to_numpy(dtype=object, na_value=np.nan)
     return col
 
 
-def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
+def group_codes(data: pd.DataFrame, group: tuple[str, ...], cache: dict | None = None):
     """Level of each row of a grouping factor (or interaction), identity by value.
 
     Returns (codes, levels, group_values, level_codes): ``levels`` the display labels
@@ -82,7 +84,13 @@ def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
     (L, ncols) indices of each level's values into them; :func:`match_levels` matches new
     rows to levels through the latter, so int ids and float newdata ids are the same levels.
     """
-    per = [distinct_levels(_as_values(data[g])) for g in group]
+    if cache is None:
+        cache = {}
+    per = []
+    for g in group:    # a column shared by several terms (region/school/class) factorized once
+        if g not in cache:
+            cache[g] = distinct_levels(_as_values(data[g]))
+        per.append(cache[g])
     values = [np.asarray(u, dtype=object) if isinstance(u, (pd.Categorical, pd.CategoricalIndex))
               else np.asarray(u) for _, u in per]
     if len(group) == 1:
@@ -97,8 +105,12 @@ def group_codes(data: pd.DataFrame, group: tuple[str, ...]):
         uniq = (ukey[:, None] // radix[None, :]) % np.asarray(sizes)[None, :]
     else:
         uniq, codes = np.unique(C, axis=0, return_inverse=True)
-    labels = np.array([":".join(str(values[j][uniq[i, j]]) for j in range(len(group)))
-                       for i in range(len(uniq))], dtype=object)
+    # "a:b" labels: each column's distinct values as text once, joined per level by numpy's
+    # elementwise object addition (~5x faster than a join per level)
+    labels = None
+    for j in range(len(group)):
+        text = np.array([str(v) for v in values[j]] or [""], dtype=object)[uniq[:, j]]
+        labels = text if labels is None else labels + ":" + text
     order = np.lexsort((np.arange(len(uniq)), labels.astype(str)))
     remap = np.empty(len(uniq), dtype=np.int64)
     remap[order] = np.arange(len(uniq))
