@@ -61,7 +61,7 @@ _SIM_CHUNK = 1000      # replicates drawn per block (the stream does not depend 
 # with uncentred age: 37 of 1000 replicates need more than 60 iterations, 4 more than 200)
 _MAX_ITER = 400
 _POLISH = True
-_SUB_ENTRIES = 40_000
+_SUB_ENTRIES = 80_000
 _TOL = 1e-11
 
 
@@ -217,16 +217,24 @@ class _Engine:
             # deviance, the regular fitter's boundary, and far fewer BFGS steps
             self.cen = _centring(fit)
             self.MZ = self.cen.MZ if self.cen is not None else None
+            # and in W̃ = [X̃ ỹ] (X's columns and y shifted by the fit's means, the intercept
+            # kept): d and r² are the same, β̂ differs in its intercept only, and y'y − Σ C'C
+            # no longer cancels ~8 digits (the rat model: d to 1e-11 instead of ~1e-14)
+            self.Xc, self.ymean, self.xmean, self.icol = d.X, 0.0, None, None
+            if self.cen is not None and self.cen.icol is not None:
+                self.icol, self.xmean, self.ymean = self.cen.icol, self.cen.m[:p], float(self.cen.m[p])
+                self.Xc = d.X - self.xmean[None, :]
             self.Zc, G, ZX = centred_first_term(self.t.Z, self.t.codes, self.starts,
-                                                self.t.n_levels, d.X, self.MZ)
-            self.bd = BatchedDeviance(G, ZX, cp.WtW[:p, :p], cp.n, reml=reml)
+                                                self.t.n_levels, self.Xc, self.MZ)
+            self.bd = BatchedDeviance(G, ZX, self.Xc.T @ self.Xc, cp.n, reml=reml)
             s = np.sqrt(np.mean(self.Zc ** 2, axis=0))
             self.scale = np.where(s > 0, s, 1.0)
             # replicates per batched sub-block, so that the (q, q, L, R) arrays stay in cache:
             # sleepstudy 555, rat model 128 (measured, per 1000 replicates: rat 0.5 s at
             # R = 128-250 against 1.3 s at R = 1000; sleepstudy 0.08 s at R = 500, 0.11 s
             # at 1000, 0.12 s at 250)
-            self.sub = int(np.clip(_SUB_ENTRIES // (self.t.q ** 2 * self.t.n_levels), 128, _SIM_CHUNK))
+            self.sub = int(np.clip(_SUB_ENTRIES // (self.t.q * max(self.t.q, p + 1) * self.t.n_levels),
+                                   128, _SIM_CHUNK))
             self._start(fit)
         m = sum(t.q * t.n_levels for t in d.terms[1:])
         # structured fits (θ is φ) are refitted one by one
@@ -298,9 +306,19 @@ class _Engine:
     def _responses(self, Y):
         """Z̃y (q, L, R), X'Y (p, R), y'y (R,) of a block of responses Y (R, n), model order."""
         Zc = self.Zc
+        if self.ymean:
+            Y = Y - self.ymean
         Zy = np.stack([np.add.reduceat(Zc[None, :, a] * Y, self.starts, axis=1).T
                        for a in range(Zc.shape[1])])
-        return Zy, (Y @ self.fit.design.X).T, np.einsum("rn,rn->r", Y, Y)
+        return Zy, (Y @ self.Xc).T, np.einsum("rn,rn->r", Y, Y)
+
+    def _beta_from_centred(self, b):
+        """β (p, R) from β̃ of W̃: only the intercept moves, by ȳ − x̄'β̃."""
+        if self.icol is None:
+            return b
+        b = b.copy()
+        b[self.icol] += self.ymean - self.xmean @ b
+        return b
 
     def _start(self, fit):
         """θ0 = θ̂ (diagonal floored away from 0: d is flat in a zero column of T) and the
@@ -341,26 +359,28 @@ class _Engine:
             Hf = np.zeros((bd.k, bd.k))
             Hf[np.ix_(free, free)] = np.linalg.inv(self.H0[np.ix_(free, free)])
             Hinv[:, :, cols] = Hf[:, :, None]
-        xb, fb, bb, pb, cb = minimize_batch(bd, x0, Hinv, Zy, Xty, yty, max_iter=_MAX_ITER, tol=_TOL)
+        xb, fb, bb, pb, cb, gb = minimize_batch(bd, x0, Hinv, Zy, Xty, yty, max_iter=_MAX_ITER,
+                                                tol=_TOL, return_grad=True)
         ok_u = conv & np.isfinite(f)
         acc = small.any(axis=0) & cb & np.isfinite(fb) & (~ok_u | (fb <= f + 1e-10 * np.abs(f)))
-        return bd.canonical(xb), fb, bb, pb, acc
+        return xb, fb, bb, pb, gb, acc
 
     def _batched(self, Y, theta, beta, sigma, obj, status, nu):
         """The batched refits of a sub-block (filled in place); returns the fitted mask."""
         bd = self.bd
         Zy, Xty, yty = self._responses(Y)
-        x, f, b, pw, conv = minimize_batch(bd, self.theta0, self.Hinv0, Zy, Xty, yty, max_iter=_MAX_ITER, tol=_TOL)
-        x = bd.canonical(x)
+        x, f, b, pw, conv, g = minimize_batch(bd, self.theta0, self.Hinv0, Zy, Xty, yty,
+                                              max_iter=_MAX_ITER, tol=_TOL, return_grad=True)
         di = bd.diag_index()
-        interior = np.all(x[di] * self.scale[bd.rows[di], None] > 1e-3, axis=0)
+        interior = np.all(np.abs(x[di]) * self.scale[bd.rows[di], None] > 1e-3, axis=0)
         ok = conv & interior & np.isfinite(f)
         near = np.flatnonzero(~ok)
         if len(near):
-            xb, fb, bb, pb, acc = self._boundary(x[:, near], f[near], conv[near], Zy[..., near],
-                                                 Xty[:, near], yty[near])
+            xb, fb, bb, pb, gb, acc = self._boundary(x[:, near], f[near], conv[near],
+                                                     Zy[..., near], Xty[:, near], yty[near])
             sel = near[acc]
             x[:, sel], f[sel], b[:, sel], pw[sel] = xb[:, acc], fb[acc], bb[:, acc], pb[acc]
+            g[:, sel] = gb[:, acc]
             status[sel] = "singular"
             # not accepted, but a converged interior fit (a small variance): keep it
             ok[near[~acc & conv[near] & np.isfinite(f[near])]] = True
@@ -374,8 +394,9 @@ class _Engine:
             fixed[di] = xf[di] == 0.0
             x[:, fi], f[fi], b[:, fi], pw[fi] = newton_polish(
                 bd, xf, f[fi], Zy[..., fi], Xty[:, fi], yty[fi], fixed=fixed, beta=b[:, fi],
-                pw=pw[fi])
-        x = lower_from_centred(bd, x, self.MZ)
+                pw=pw[fi], grad=g[:, fi])
+        x = lower_from_centred(bd, bd.canonical(x), self.MZ)
+        b = self._beta_from_centred(b)
         theta[fitted], beta[fitted] = x[:, fitted].T, b[:, fitted].T
         sigma[fitted] = np.sqrt(pw[fitted] / nu)
         obj[fitted] = f[fitted]

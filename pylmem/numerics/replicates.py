@@ -169,12 +169,13 @@ def lower_from_centred(bd, theta_c, MZ):
 
 
 def minimize_batch(bd: BatchedDeviance, theta0, Hinv0, Zy, Xty, yty, *, max_iter=60,
-                   tol=1e-11):
+                   tol=1e-11, return_grad=False):
     """Lock-step BFGS from θ0 (k,) or (k, R) with inverse Hessian ``Hinv0`` (k, k) or
     (k, k, R) for all R replicates.  Coordinates whose rows and columns of ``Hinv0`` are
     zero stay fixed (the boundary fits: a diagonal θ held at 0).
 
-    Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,), converged (R,) bool.  A replicate
+    Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,), converged (R,) bool (and the
+    gradient (k, R) at θ with ``return_grad``: :func:`newton_polish` reuses it).  A replicate
     converges when its Newton decrement g'H⁻¹g (≈ 2 × the distance to the minimum of d)
     falls below ``tol`` relative to max(1, |d|) (d is computed to ~1e-12 relative: a
     replicate whose line search cannot descend any more is converged when its decrement
@@ -226,6 +227,8 @@ def minimize_batch(bd: BatchedDeviance, theta0, Hinv0, Zy, Xty, yty, *, max_iter
             dec = np.einsum("ir,ijr,jr->r", g[:, stuck], Hi[:, :, stuck], g[:, stuck])
             conv[stuck] = dec < 100 * tol * np.maximum(1.0, np.abs(f[stuck]))
             active = np.setdiff1d(active, stuck)
+    if return_grad:
+        return x, f, beta, pw, conv, g
     return x, f, beta, pw, conv
 
 
@@ -419,26 +422,25 @@ class BatchedMultiDeviance:
         return np.flatnonzero(self._rows_all == self._cols_all)
 
 
-def newton_polish(bd, x, f, Zy, Xty, yty, *, rel_h=1e-4, fixed=None, beta=None, pw=None):
+def newton_polish(bd, x, f, Zy, Xty, yty, *, rel_h=1e-4, fixed=None, beta=None, pw=None,
+                  grad=None):
     """One Newton step per replicate with the Hessian from forward differences of the
     gradient (as the regular fitter's convergence check polishes its optimum), kept where
     it does not raise d by more than 1e-12 |d|.  ``x`` (k, R), ``f`` (R,); ``fixed``
     (k, R) bool: coordinates held where they are (a diagonal θ held at 0 on the
-    boundary); ``beta``/``pw``: β̂ and r² at ``x`` when known (saves one evaluation).
+    boundary); ``beta``/``pw``/``grad``: β̂, r² and the gradient at ``x`` when known (each
+    saves work: the Hessian then needs k gradients, not k + 1).
 
     Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,).
     """
     k, R = x.shape
     h = rel_h * np.maximum(np.abs(x), 0.1)                            # (k, R)
-    pts = np.repeat(x[:, None, :], k + 1, axis=1)                     # (k, k + 1, R)
-    for i in range(k):
-        pts[i, 1 + i] += h[i]
-    tile = (1, k + 1)
-    _, g, _, _ = bd.evaluate(pts.reshape(k, -1), np.tile(Zy, tile), np.tile(Xty, tile),
-                             np.tile(yty, k + 1))
-    g = g.reshape(k, k + 1, R)
-    g0 = g[:, 0]
-    H = (g[:, 1:] - g0[:, None]) / h[None, :, :]                      # H[:, i] = ∂g/∂x_i
+    g0 = bd.evaluate(x, Zy, Xty, yty)[1] if grad is None else grad
+    H = np.empty((k, k, R))                                           # H[:, i] = ∂g/∂x_i
+    for i in range(k):      # one point at a time: R columns, as wide as the BFGS steps
+        xi = x.copy()
+        xi[i] += h[i]
+        H[:, i] = (bd.evaluate(xi, Zy, Xty, yty)[1] - g0) / h[i]
     H = 0.5 * (H + H.transpose(1, 0, 2))
     if fixed is not None and fixed.any():
         g0 = np.where(fixed, 0.0, g0)
