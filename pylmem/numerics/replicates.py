@@ -423,24 +423,37 @@ class BatchedMultiDeviance:
 
 
 def newton_polish(bd, x, f, Zy, Xty, yty, *, rel_h=1e-4, fixed=None, beta=None, pw=None,
-                  grad=None):
+                  grad=None, by_point=True):
     """One Newton step per replicate with the Hessian from forward differences of the
     gradient (as the regular fitter's convergence check polishes its optimum), kept where
     it does not raise d by more than 1e-12 |d|.  ``x`` (k, R), ``f`` (R,); ``fixed``
     (k, R) bool: coordinates held where they are (a diagonal θ held at 0 on the
     boundary); ``beta``/``pw``/``grad``: β̂, r² and the gradient at ``x`` when known (each
-    saves work: the Hessian then needs k gradients, not k + 1).
+    saves work: the Hessian then needs k gradients, not k + 1); ``by_point``: the
+    gradients one point at a time (else all in one call).
 
     Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,).
     """
     k, R = x.shape
     h = rel_h * np.maximum(np.abs(x), 0.1)                            # (k, R)
-    g0 = bd.evaluate(x, Zy, Xty, yty)[1] if grad is None else grad
-    H = np.empty((k, k, R))                                           # H[:, i] = ∂g/∂x_i
-    for i in range(k):      # one point at a time: R columns, as wide as the BFGS steps
-        xi = x.copy()
-        xi[i] += h[i]
-        H[:, i] = (bd.evaluate(xi, Zy, Xty, yty)[1] - g0) / h[i]
+    if by_point:   # one point at a time: R columns, as wide as the BFGS steps (cache)
+        g0 = bd.evaluate(x, Zy, Xty, yty)[1] if grad is None else grad
+        H = np.empty((k, k, R))                                       # H[:, i] = ∂g/∂x_i
+        for i in range(k):
+            xi = x.copy()
+            xi[i] += h[i]
+            H[:, i] = (bd.evaluate(xi, Zy, Xty, yty)[1] - g0) / h[i]
+    else:          # all points in one call (a kernel whose cost is per call, not per column)
+        o = 0 if grad is not None else 1
+        pts = np.repeat(x[:, None, :], k + o, axis=1)                 # (k, k + o, R)
+        for i in range(k):
+            pts[i, o + i] += h[i]
+        tile = (1, k + o)
+        _, g, _, _ = bd.evaluate(pts.reshape(k, -1), np.tile(Zy, tile), np.tile(Xty, tile),
+                                 np.tile(yty, k + o))
+        g = g.reshape(k, k + o, R)
+        g0 = g[:, 0] if grad is None else grad
+        H = (g[:, o:] - g0[:, None]) / h[None, :, :]
     H = 0.5 * (H + H.transpose(1, 0, 2))
     if fixed is not None and fixed.any():
         g0 = np.where(fixed, 0.0, g0)
