@@ -395,9 +395,8 @@ class _Engine:
             x[:, fi], f[fi], b[:, fi], pw[fi] = newton_polish(
                 bd, xf, f[fi], Zy[..., fi], Xty[:, fi], yty[fi], fixed=fixed, beta=b[:, fi],
                 pw=pw[fi], grad=g[:, fi])
-        x = lower_from_centred(bd, bd.canonical(x), self.MZ)
-        b = self._beta_from_centred(b)
-        theta[fitted], beta[fitted] = x[:, fitted].T, b[:, fitted].T
+        theta[fitted] = lower_from_centred(bd, bd.canonical(x[:, fitted]), self.MZ).T
+        beta[fitted] = self._beta_from_centred(b[:, fitted]).T
         sigma[fitted] = np.sqrt(pw[fitted] / nu)
         obj[fitted] = f[fitted]
         status[ok] = "ok"
