@@ -7,8 +7,9 @@
   Z'y and y'y are formed.
 * :func:`bootstrap` — lme4's ``bootMer`` for the parameters: ``nsim`` responses simulated
   from the fit, each refitted.  For one random-effects term the refits run together
-  (:mod:`pylmem.numerics.replicates`: the profiled deviance with a replicate axis and a lock-step
-  BFGS from θ̂); replicates that end near the boundary are refitted, still batched, with
+  (:mod:`pylmem.numerics.replicates`: the profiled deviance with a replicate axis, in the fit's
+  centred coordinates Z̃, W̃ (:mod:`pylmem.numerics.centring`), a lock-step BFGS from θ̂ and one
+  Newton step); replicates that end near the boundary are refitted, still batched, with
   the vanishing variance held at 0 (kept when the regular fitter's snapping rule would
   keep it); the few that converge in neither way are refitted one by one by the regular
   optimiser.  A model with several terms and a rest block of at most ``MULTI_MAX_M`` rows
@@ -37,11 +38,14 @@ from ..model.covariance import (
 )
 from ..model.design import require_rows
 from ..model.weights import reject_weighted
+from ..numerics.centring import Centring
 from ..numerics.crossprod import CrossProducts, TermStats, group_sums
 from ..numerics.replicates import (
     MULTI_MAX_M,
     BatchedDeviance,
     BatchedMultiDeviance,
+    centred_first_term,
+    lower_from_centred,
     minimize_batch,
     newton_polish,
 )
@@ -54,9 +58,16 @@ from .plots import plot_bootstrap
 
 _SIM_CHUNK = 1000      # replicates drawn per block (the stream does not depend on the model)
 # lock-step BFGS iterations: only the replicates still active iterate, and one that falls
-# back to a one-by-one refit costs ~1000 batched replicates (an Orthodont-shaped model
-# with uncentred age: 37 of 1000 replicates need more than 60 iterations, 4 more than 200)
+# back to a one-by-one refit costs ~1000 batched replicates (an Orthodont-shaped model in
+# the user's θ: 37 of 1000 replicates needed more than 60 iterations, 4 more than 200; in
+# the centred θ̃ growth_sex needs 11-18 for its slowest replicate of 296)
 _MAX_ITER = 400
+# the one-term BFGS stops on a Newton decrement of 1e-11 |d|, then one Newton step polishes
+_TOL = 1e-11
+# entries of the (q, max(q, p + 1), L, R) arrays per sub-block: growth_sex (L = 27, p = 4)
+# 296 replicates, sleepstudy 740, the rat model 128 (per-column cost of an evaluation,
+# growth_sex: 8 µs at R = 256, 15 µs at 512; the rat model flat at 128-256)
+_SUB_ENTRIES = 80_000
 
 
 # ------------------------------------------------------------------------------ simulate
@@ -177,10 +188,13 @@ def refit_response(fit, y, *, reml=None):
 
 
 # ------------------------------------------------------------------------------ engine
-def _row_scale(fit):
-    """RMS of each Z column of the single term (the scale of the rows of T)."""
-    s = np.sqrt(np.mean(fit.design.terms[0].Z ** 2, axis=0))
-    return np.where(s > 0, s, 1.0)
+def _centring(fit):
+    """The fit's :class:`~pylmem.numerics.centring.Centring` (its deviance's, so the
+    replicates share the fit's centred coordinates)."""
+    cen = getattr(getattr(fit, "dev", None), "centring", None)
+    if cen is None:
+        cen = Centring(fit.cp, [t.q for t in fit.design.terms])
+    return cen
 
 
 class _Engine:
@@ -195,16 +209,31 @@ class _Engine:
         self.batched = len(d.terms) == 1 and not structured_terms(d.terms)
         if self.batched:
             cp, p = fit.cp, self.p
-            st = cp.terms[0]
-            self.bd = BatchedDeviance(st.ZtZ, st.ZtW[:, :, :p], cp.WtW[:p, :p], cp.n, reml=reml)
             self.t = d.terms[0]
             self.starts = np.flatnonzero(np.r_[True, np.diff(self.t.codes) != 0])
-            self.scale = _row_scale(fit)
-            # replicates per batched sub-block, so that the (q, q, L, R) arrays stay in cache:
-            # sleepstudy 555, rat model 128 (measured, per 1000 replicates: rat 0.5 s at
-            # R = 128-250 against 1.3 s at R = 1000; sleepstudy 0.08 s at R = 500, 0.11 s
-            # at 1000, 0.12 s at 250)
-            self.sub = int(np.clip(40_000 // (self.t.q ** 2 * self.t.n_levels), 128, _SIM_CHUNK))
+            # the kernel runs in the fit's centred coordinates θ̃ (Z̃ = Z M_Z): the same
+            # deviance, the regular fitter's boundary, and far fewer BFGS steps
+            self.cen = _centring(fit)
+            self.MZ = self.cen.MZ
+            # and in W̃ = [X̃ ỹ] (X's columns and y shifted by the fit's means, the intercept
+            # kept): d and r² are the same, β̂ differs in its intercept only, and y'y − Σ C'C
+            # no longer cancels ~8 digits (the rat model: d to ~1e-15 relative, not ~1e-11,
+            # which had a third of the Newton polish steps rejected as noise)
+            self.Xc, self.ymean, self.xmean, self.icol = d.X, 0.0, None, None
+            if self.cen.icol is not None:
+                self.icol, self.xmean = self.cen.icol, self.cen.m[:p]
+                self.ymean = float(self.cen.m[p])
+                self.Xc = d.X - self.xmean[None, :]
+            self.Zc, G, ZX = centred_first_term(self.t.Z, self.t.codes, self.starts,
+                                                self.t.n_levels, self.Xc, self.MZ)
+            self.bd = BatchedDeviance(G, ZX, self.Xc.T @ self.Xc, cp.n, reml=reml)
+            s = np.sqrt(np.mean(self.Zc ** 2, axis=0))
+            self.scale = np.where(s > 0, s, 1.0)
+            # replicates per batched sub-block, so that the (q, r, L, R) arrays stay in cache
+            # (see _SUB_ENTRIES; earlier, per 1000 replicates: rat 0.5 s at R = 128-250
+            # against 1.3 s at R = 1000)
+            per = self.t.q * max(self.t.q, p + 1) * self.t.n_levels
+            self.sub = int(np.clip(_SUB_ENTRIES // per, 128, _SIM_CHUNK))
             self._start(fit)
         m = sum(t.q * t.n_levels for t in d.terms[1:])
         # structured fits (θ is φ) are refitted one by one
@@ -259,10 +288,11 @@ class _Engine:
         filled in place; returns their mask (the others are refitted one by one)."""
         bd = self.bdm
         Zy, Xty, yty = self._responses_multi(Y)
-        x, f, b, pw, conv = minimize_batch(bd, self.mtheta0, self.mHinv0, Zy, Xty, yty,
-                                           max_iter=_MAX_ITER)
+        x, f, b, pw, conv, g = minimize_batch(bd, self.mtheta0, self.mHinv0, Zy, Xty, yty,
+                                              max_iter=_MAX_ITER, return_grad=True)
         # the BFGS decrement leaves θ ~1e-5 off along flat directions: one Newton step
-        x, f, b, pw = newton_polish(bd, x, f, Zy, Xty, yty)
+        x, f, b, pw = newton_polish(bd, x, f, Zy, Xty, yty, beta=b, pw=pw, grad=g,
+                                    by_point=False)
         x = bd.canonical(x)
         di = bd.diag_index()
         interior = np.all(x[di] * self.mscale[di, None] > 1e-3, axis=0)
@@ -274,18 +304,28 @@ class _Engine:
         return ok
 
     def _responses(self, Y):
-        """Zy (q, L, R), X'Y (p, R), y'y (R,) of a block of responses Y (R, n), model order."""
-        t = self.t
-        Zy = np.stack([np.add.reduceat(t.Z[None, :, a] * Y, self.starts, axis=1).T
-                       for a in range(t.q)])
-        return Zy, (Y @ self.fit.design.X).T, np.einsum("rn,rn->r", Y, Y)
+        """Z̃y (q, L, R), X'Y (p, R), y'y (R,) of a block of responses Y (R, n), model order."""
+        Zc = self.Zc
+        if self.ymean:
+            Y = Y - self.ymean
+        Zy = np.stack([np.add.reduceat(Zc[None, :, a] * Y, self.starts, axis=1).T
+                       for a in range(Zc.shape[1])])
+        return Zy, (Y @ self.Xc).T, np.einsum("rn,rn->r", Y, Y)
+
+    def _beta_from_centred(self, b):
+        """β (p, R) from β̃ of W̃: only the intercept moves, by ȳ − x̄'β̃."""
+        if self.icol is None:
+            return b
+        b = b.copy()
+        b[self.icol] += self.ymean - self.xmean @ b
+        return b
 
     def _start(self, fit):
         """θ0 = θ̂ (diagonal floored away from 0: d is flat in a zero column of T) and the
         Hessian of d there for the fit's own response, by forward differences of the
         batched gradient (eigenvalues floored to keep it positive definite)."""
         bd, k = self.bd, self.k
-        th = fit.theta.copy()
+        th = self.cen.theta_to_centred(fit.theta) if self.MZ is not None else fit.theta.copy()
         di = bd.diag_index()
         th[di] = np.maximum(np.abs(th[di]), 0.05 / self.scale[bd.rows[di]])
         Zy, Xty, yty = self._responses(np.repeat(fit.design.y[None, :], k + 1, axis=0))
@@ -319,31 +359,44 @@ class _Engine:
             Hf = np.zeros((bd.k, bd.k))
             Hf[np.ix_(free, free)] = np.linalg.inv(self.H0[np.ix_(free, free)])
             Hinv[:, :, cols] = Hf[:, :, None]
-        xb, fb, bb, pb, cb = minimize_batch(bd, x0, Hinv, Zy, Xty, yty, max_iter=_MAX_ITER)
+        xb, fb, bb, pb, cb, gb = minimize_batch(bd, x0, Hinv, Zy, Xty, yty, max_iter=_MAX_ITER,
+                                                tol=_TOL, return_grad=True)
         ok_u = conv & np.isfinite(f)
         acc = small.any(axis=0) & cb & np.isfinite(fb) & (~ok_u | (fb <= f + 1e-10 * np.abs(f)))
-        return bd.canonical(xb), fb, bb, pb, acc
+        return xb, fb, bb, pb, gb, acc
 
     def _batched(self, Y, theta, beta, sigma, obj, status, nu):
         """The batched refits of a sub-block (filled in place); returns the fitted mask."""
         bd = self.bd
         Zy, Xty, yty = self._responses(Y)
-        x, f, b, pw, conv = minimize_batch(bd, self.theta0, self.Hinv0, Zy, Xty, yty, max_iter=_MAX_ITER)
-        x = bd.canonical(x)
+        x, f, b, pw, conv, g = minimize_batch(bd, self.theta0, self.Hinv0, Zy, Xty, yty,
+                                              max_iter=_MAX_ITER, tol=_TOL, return_grad=True)
         di = bd.diag_index()
-        interior = np.all(x[di] * self.scale[bd.rows[di], None] > 1e-3, axis=0)
+        interior = np.all(np.abs(x[di]) * self.scale[bd.rows[di], None] > 1e-3, axis=0)
         ok = conv & interior & np.isfinite(f)
         near = np.flatnonzero(~ok)
         if len(near):
-            xb, fb, bb, pb, acc = self._boundary(x[:, near], f[near], conv[near], Zy[..., near],
-                                                 Xty[:, near], yty[near])
+            xb, fb, bb, pb, gb, acc = self._boundary(x[:, near], f[near], conv[near],
+                                                     Zy[..., near], Xty[:, near], yty[near])
             sel = near[acc]
             x[:, sel], f[sel], b[:, sel], pw[sel] = xb[:, acc], fb[acc], bb[:, acc], pb[acc]
+            g[:, sel] = gb[:, acc]
             status[sel] = "singular"
             # not accepted, but a converged interior fit (a small variance): keep it
             ok[near[~acc & conv[near] & np.isfinite(f[near])]] = True
         fitted = ok | (status == "singular")
-        theta[fitted], beta[fitted] = x[:, fitted].T, b[:, fitted].T
+        # BFGS stops on its decrement with θ ~1e-5 off along flat directions: one Newton
+        # step (a zero diagonal held at 0) puts it where the regular fitter's polish does
+        fi = np.flatnonzero(fitted)
+        if len(fi):
+            xf = x[:, fi]
+            fixed = np.zeros(xf.shape, bool)
+            fixed[di] = xf[di] == 0.0
+            x[:, fi], f[fi], b[:, fi], pw[fi] = newton_polish(
+                bd, xf, f[fi], Zy[..., fi], Xty[:, fi], yty[fi], fixed=fixed, beta=b[:, fi],
+                pw=pw[fi], grad=g[:, fi])
+        theta[fitted] = lower_from_centred(bd, bd.canonical(x[:, fitted]), self.MZ).T
+        beta[fitted] = self._beta_from_centred(b[:, fitted]).T
         sigma[fitted] = np.sqrt(pw[fitted] / nu)
         obj[fitted] = f[fitted]
         status[ok] = "ok"

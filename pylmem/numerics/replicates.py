@@ -133,13 +133,49 @@ class BatchedDeviance:
         return np.flatnonzero(self.rows == self.cols)
 
 
+def centred_first_term(Z, codes, starts, n_levels, X, MZ):
+    """The single term's products in centred coordinates: Z̃ = Z M_Z (``MZ`` None: Z),
+    G̃ (L, q, q) = Z̃_g'Z̃_g and Z̃_g'X (L, q, p), formed from the centred columns (rows
+    sorted by level, ``starts`` the first row of each; every level has a row).
+
+    Z̃T̃ = ZT for T̃ = M_Z⁻¹T, so the deviance is the same; in θ̃ the intercept and a slope on
+    x = 8..14 are no longer nearly collinear, and BFGS needs far fewer steps.
+    Returns (Z̃, G̃, Z̃'X).
+    """
+    Zc = Z if MZ is None else Z @ MZ
+    q, p = Zc.shape[1], X.shape[1]
+    G = np.empty((n_levels, q, q))
+    ZX = np.empty((n_levels, q, p))
+    for a in range(q):
+        G[:, a, :] = np.add.reduceat(Zc[:, a, None] * Zc, starts, axis=0)
+        if p:
+            ZX[:, a, :] = np.add.reduceat(Zc[:, a, None] * X, starts, axis=0)
+    return Zc, G, ZX
+
+
+def lower_from_centred(bd, theta_c, MZ):
+    """θ (k, R) of T = M_Z T̃ re-triangularised, from θ̃ (k, R): T T' = M_Z T̃T̃' M_Z'
+    (one batched QR, the diagonal made non-negative), as the regular fitter maps θ̃ back."""
+    if MZ is None:
+        return bd.canonical(theta_c)
+    Tc = bd.T_of(theta_c).transpose(2, 0, 1)                          # (R, q, q)
+    Rf = np.linalg.qr((MZ[None] @ Tc).transpose(0, 2, 1), mode="r")   # B' = Q R: B B' = R'R
+    sgn = np.where(np.diagonal(Rf, axis1=1, axis2=2) < 0, -1.0, 1.0)
+    T = (Rf * sgn[:, :, None]).transpose(0, 2, 1)                     # lower, diagonal ≥ 0
+    out = T[:, bd.rows, bd.cols].T.copy()
+    di = bd.diag_index()
+    out[di] = np.maximum(out[di], 0.0)
+    return out
+
+
 def minimize_batch(bd: BatchedDeviance, theta0, Hinv0, Zy, Xty, yty, *, max_iter=60,
-                   tol=1e-11):
+                   tol=1e-11, return_grad=False):
     """Lock-step BFGS from θ0 (k,) or (k, R) with inverse Hessian ``Hinv0`` (k, k) or
     (k, k, R) for all R replicates.  Coordinates whose rows and columns of ``Hinv0`` are
     zero stay fixed (the boundary fits: a diagonal θ held at 0).
 
-    Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,), converged (R,) bool.  A replicate
+    Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,), converged (R,) bool (and the
+    gradient (k, R) at θ with ``return_grad``: :func:`newton_polish` reuses it).  A replicate
     converges when its Newton decrement g'H⁻¹g (≈ 2 × the distance to the minimum of d)
     falls below ``tol`` relative to max(1, |d|) (d is computed to ~1e-12 relative: a
     replicate whose line search cannot descend any more is converged when its decrement
@@ -191,6 +227,8 @@ def minimize_batch(bd: BatchedDeviance, theta0, Hinv0, Zy, Xty, yty, *, max_iter
             dec = np.einsum("ir,ijr,jr->r", g[:, stuck], Hi[:, :, stuck], g[:, stuck])
             conv[stuck] = dec < 100 * tol * np.maximum(1.0, np.abs(f[stuck]))
             active = np.setdiff1d(active, stuck)
+    if return_grad:
+        return x, f, beta, pw, conv, g
     return x, f, beta, pw, conv
 
 
@@ -384,34 +422,57 @@ class BatchedMultiDeviance:
         return np.flatnonzero(self._rows_all == self._cols_all)
 
 
-def newton_polish(bd, x, f, Zy, Xty, yty, *, rel_h=1e-4):
+def newton_polish(bd, x, f, Zy, Xty, yty, *, rel_h=1e-4, fixed=None, beta=None, pw=None,
+                  grad=None, by_point=True):
     """One Newton step per replicate with the Hessian from forward differences of the
     gradient (as the regular fitter's convergence check polishes its optimum), kept where
-    it does not raise d by more than 1e-12 |d|.  ``x`` (k, R), ``f`` (R,).
+    it does not raise d by more than 1e-12 |d|.  ``x`` (k, R), ``f`` (R,); ``fixed``
+    (k, R) bool: coordinates held where they are (a diagonal θ held at 0 on the
+    boundary); ``beta``/``pw``/``grad``: β̂, r² and the gradient at ``x`` when known (each
+    saves work: the Hessian then needs k gradients, not k + 1); ``by_point``: the
+    gradients one point at a time (else all in one call).
 
     Returns θ (k, R), objective (R,), β̂ (p, R), r² (R,).
     """
     k, R = x.shape
     h = rel_h * np.maximum(np.abs(x), 0.1)                            # (k, R)
-    pts = np.repeat(x[:, None, :], k + 1, axis=1)                     # (k, k + 1, R)
-    for i in range(k):
-        pts[i, 1 + i] += h[i]
-    tile = (1, k + 1)
-    _, g, _, _ = bd.evaluate(pts.reshape(k, -1), np.tile(Zy, tile), np.tile(Xty, tile),
-                             np.tile(yty, k + 1))
-    g = g.reshape(k, k + 1, R)
-    g0 = g[:, 0]
-    H = (g[:, 1:] - g0[:, None]) / h[None, :, :]                      # H[:, i] = ∂g/∂x_i
+    if by_point:   # one point at a time: R columns, as wide as the BFGS steps (cache)
+        g0 = bd.evaluate(x, Zy, Xty, yty)[1] if grad is None else grad
+        H = np.empty((k, k, R))                                       # H[:, i] = ∂g/∂x_i
+        for i in range(k):
+            xi = x.copy()
+            xi[i] += h[i]
+            H[:, i] = (bd.evaluate(xi, Zy, Xty, yty)[1] - g0) / h[i]
+    else:          # all points in one call (a kernel whose cost is per call, not per column)
+        o = 0 if grad is not None else 1
+        pts = np.repeat(x[:, None, :], k + o, axis=1)                 # (k, k + o, R)
+        for i in range(k):
+            pts[i, o + i] += h[i]
+        tile = (1, k + o)
+        _, g, _, _ = bd.evaluate(pts.reshape(k, -1), np.tile(Zy, tile), np.tile(Xty, tile),
+                                 np.tile(yty, k + o))
+        g = g.reshape(k, k + o, R)
+        g0 = g[:, 0] if grad is None else grad
+        H = (g[:, o:] - g0[:, None]) / h[None, :, :]
     H = 0.5 * (H + H.transpose(1, 0, 2))
+    if fixed is not None and fixed.any():
+        g0 = np.where(fixed, 0.0, g0)
+        both = fixed[:, None, :] | fixed[None, :, :]
+        H = np.where(both, 0.0, H)
+        idx = np.arange(k)
+        H[idx, idx] = np.where(fixed, 1.0, H[idx, idx])
     Hr = H.transpose(2, 0, 1)
-    w = np.linalg.eigvalsh(Hr)
-    pd_ = np.all(w > 0, axis=1) & np.all(np.isfinite(g0), axis=0)
+    fin = np.all(np.isfinite(Hr), axis=(1, 2)) & np.all(np.isfinite(g0), axis=0)
+    pd_ = fin.copy()
+    if fin.any():
+        pd_[fin] = np.all(np.linalg.eigvalsh(Hr[fin]) > 0, axis=1)
     step = np.zeros((k, R))
     if pd_.any():
         step[:, pd_] = np.linalg.solve(Hr[pd_], g0[:, pd_].T[:, :, None])[:, :, 0].T
     x2 = x - step
     f2, _, b2, pw2 = bd.evaluate(x2, Zy, Xty, yty, gradient=False)
-    _, _, b1, pw1 = bd.evaluate(x, Zy, Xty, yty, gradient=False)
+    if beta is None or pw is None:
+        _, _, beta, pw = bd.evaluate(x, Zy, Xty, yty, gradient=False)
     take = pd_ & np.isfinite(f2) & (f2 <= f + 1e-12 * np.abs(f))
     x_out = np.where(take[None], x2, x)
-    return x_out, np.where(take, f2, f), np.where(take[None], b2, b1), np.where(take, pw2, pw1)
+    return x_out, np.where(take, f2, f), np.where(take[None], b2, beta), np.where(take, pw2, pw)
