@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.covariance import theta_from_lower
+from ..numerics.centring import ols_coefficients
 
 
 def _random_coefficient_start(design, dev, beta, e):
@@ -71,7 +72,12 @@ def start_theta(design, dev) -> np.ndarray:
     X, y = design.X, design.y
     if getattr(design, "offset", None) is not None:   # fit y − offset
         y = y - design.offset
-    beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    beta = None
+    if X.shape[1] and getattr(design, "weights", None) is None and \
+            getattr(design, "offset", None) is None:   # from the cross-products: no pass over X
+        beta = ols_coefficients(dev.cp_data)
+    if beta is None:
+        beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta
     if len(design.terms) == 1 and design.terms[0].q > 1:
         th = _random_coefficient_start(design, dev, beta, e)
