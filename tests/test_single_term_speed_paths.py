@@ -70,6 +70,19 @@ def test_products_match_dense_sums(n, q, r, L, sort):
         np.testing.assert_allclose(Tc, rW, rtol=1e-12, atol=1e-9)
 
 
+def test_products_leave_inputs_alone():
+    """F-ordered inputs (a Dask partition's matrices) are read, never shifted in place."""
+    rng = np.random.default_rng(6)
+    Z, codes, W = _case(rng, 800, 3, 4, 60)
+    ZF, WF = np.asfortranarray(Z), np.asfortranarray(W)
+    zc, wc = np.r_[0.0, 1.0, -2.0], rng.normal(size=4)
+    got = CP._products(ZF, codes, 60, WF, zc, wc)
+    np.testing.assert_array_equal(ZF, Z)
+    np.testing.assert_array_equal(WF, W)
+    for a, b in zip(got, _dense_products(Z - zc, codes, 60, W - wc)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+
+
 def test_products_across_chunks(monkeypatch):
     """Levels split between chunks, and chunks whose levels are not one contiguous range."""
     rng = np.random.default_rng(8)

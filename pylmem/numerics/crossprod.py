@@ -213,12 +213,16 @@ def _products(Z, codes, n_levels, W, zc=None, wc=None):
     ZtW = np.zeros((q * r, n_levels))
     for s in range(0, n, _CHUNK):
         c = codes[s:s + _CHUNK]
-        zt = np.ascontiguousarray(Z[s:s + _CHUNK].T)
-        wt = np.ascontiguousarray(W[s:s + _CHUNK].T)
-        if zc is not None:
-            zt -= np.asarray(zc, float)[:, None]
-            wt -= np.asarray(wc, float)[:, None]
         m = len(c)
+        # fresh C-ordered (·, m) copies (never views of the caller's arrays: an F-ordered Z
+        # has Z.T C-contiguous), shifted on the way
+        zt, wt = np.empty((q, m)), np.empty((r, m))
+        if zc is not None:
+            np.subtract(Z[s:s + _CHUNK].T, np.asarray(zc, float)[:, None], out=zt)
+            np.subtract(W[s:s + _CHUNK].T, np.asarray(wc, float)[:, None], out=wt)
+        else:
+            zt[...] = Z[s:s + _CHUNK].T
+            wt[...] = W[s:s + _CHUNK].T
         starts = _segments(c)
         P = np.empty((max(nt, q * r), m))
         for i in range(nt):          # one row per product: no (k, m) temporaries
