@@ -297,7 +297,8 @@ def crossproducts(y, X, terms) -> CrossProducts:
                 between[(k, m)] = (Zs[k].T @ Zs[m]).tocsr()
     WtWc = wsum = None
     if icol is not None:
-        Wc = W - shift
+        Wc = W                               # our own copy, no longer needed as W
+        Wc -= shift
         WtWc, wsum = Wc.T @ Wc, Wc.sum(axis=0)
         WtW = WtWc + np.outer(wsum, shift)   # W'W = Wc'Wc + s m' + m s' + n m m'
         WtW += WtW.T - WtWc + len(y) * np.outer(shift, shift)
