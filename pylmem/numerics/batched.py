@@ -30,16 +30,34 @@ def cholesky_soa(A: np.ndarray) -> np.ndarray:
     """Lower Cholesky factors of a (q, q, G) stack; raises LinAlgError if not PD."""
     q = A.shape[0]
     L = np.zeros_like(A)
+    s = np.empty(A.shape[2:])        # Σ_k of the products, accumulated in order (as .sum(0))
+    tmp = np.empty(A.shape[2:])
+    inv = np.empty(A.shape[2:])
+
+    def dot(i, j):                   # Σ_{k<j} L[i, k] L[j, k] into s
+        np.multiply(L[i, 0], L[j, 0], out=s)
+        for k in range(1, j):
+            np.multiply(L[i, k], L[j, k], out=tmp)
+            np.add(s, tmp, out=s)
+        return s
+
     for j in range(q):
-        d = A[j, j] - (L[j, :j] ** 2).sum(axis=0) if j else A[j, j]
-        if not np.all(d > 0):
+        ljj = L[j, j]
+        if j:
+            np.subtract(A[j, j], dot(j, j), out=ljj)
+        else:
+            ljj[...] = A[j, j]
+        if not np.all(ljj > 0):
             raise np.linalg.LinAlgError("matrix not positive definite")
-        ljj = np.sqrt(d)
-        L[j, j] = ljj
-        inv = 1.0 / ljj
+        np.sqrt(ljj, out=ljj)
+        np.divide(1.0, ljj, out=inv)
         for i in range(j + 1, q):
-            acc = A[i, j] - (L[i, :j] * L[j, :j]).sum(axis=0) if j else A[i, j]
-            L[i, j] = acc * inv
+            lij = L[i, j]
+            if j:
+                np.subtract(A[i, j], dot(i, j), out=lij)
+            else:
+                lij[...] = A[i, j]
+            lij *= inv
     return L
 
 
@@ -47,11 +65,14 @@ def solve_lower_soa(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Solve L X = B for (q, q, G) lower-triangular L and (q, r, G) B."""
     q = L.shape[0]
     X = np.empty(B.shape)
+    tmp = np.empty(B.shape[1:])      # one product buffer: no temporary array per step
     for i in range(q):
-        acc = B[i].copy()
+        acc = X[i]
+        acc[...] = B[i]
         for k in range(i):
-            acc -= L[i, k] * X[k]
-        X[i] = acc / L[i, i]
+            np.multiply(L[i, k], X[k], out=tmp)
+            acc -= tmp
+        np.divide(acc, L[i, i], out=acc)
     return X
 
 
@@ -59,11 +80,14 @@ def solve_lower_t_soa(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Solve L' X = B for (q, q, G) lower-triangular L and (q, r, G) B."""
     q = L.shape[0]
     X = np.empty(B.shape)
+    tmp = np.empty(B.shape[1:])
     for i in range(q - 1, -1, -1):
-        acc = B[i].copy()
+        acc = X[i]
+        acc[...] = B[i]
         for k in range(i + 1, q):
-            acc -= L[k, i] * X[k]
-        X[i] = acc / L[i, i]
+            np.multiply(L[k, i], X[k], out=tmp)
+            acc -= tmp
+        np.divide(acc, L[i, i], out=acc)
     return X
 
 
