@@ -26,10 +26,13 @@ def solve_lower_t(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 # entry is one contiguous vector over the groups and every step below is a vector operation.
 
 
-def cholesky_soa(A: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a (q, q, G) stack; raises LinAlgError if not PD."""
+def cholesky_soa(A: np.ndarray, out=None) -> np.ndarray:
+    """Lower Cholesky factors of a (q, q, G) stack; raises LinAlgError if not PD.
+
+    ``out``: a buffer of A's shape whose strict upper triangle is 0 (reused across calls).
+    """
     q = A.shape[0]
-    L = np.zeros_like(A)
+    L = np.zeros_like(A) if out is None else out
     s = np.empty(A.shape[2:])        # Σ_k of the products, accumulated in order (as .sum(0))
     tmp = np.empty(A.shape[2:])
     inv = np.empty(A.shape[2:])
@@ -61,10 +64,10 @@ def cholesky_soa(A: np.ndarray) -> np.ndarray:
     return L
 
 
-def solve_lower_soa(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Solve L X = B for (q, q, G) lower-triangular L and (q, r, G) B."""
+def solve_lower_soa(L: np.ndarray, B: np.ndarray, out=None) -> np.ndarray:
+    """Solve L X = B for (q, q, G) lower-triangular L and (q, r, G) B (into ``out``)."""
     q = L.shape[0]
-    X = np.empty(B.shape)
+    X = np.empty(B.shape) if out is None else out
     tmp = np.empty(B.shape[1:])      # one product buffer: no temporary array per step
     for i in range(q):
         acc = X[i]

@@ -149,6 +149,7 @@ class ProfiledDeviance:
         self._G0 = np.ascontiguousarray(G0.transpose(1, 2, 0))   # (q, q, L)
         self._ZW0 = np.ascontiguousarray(ZW0.transpose(1, 2, 0))  # (q, r, L)
         self._GZW0 = None   # (q, q + r, L) = [G̃ | Z̃'W̃], one term: formed on first use
+        self._work = None   # the one-term evaluation's work arrays (reused for every θ)
         self._setup_rest()
 
     @property
@@ -344,12 +345,12 @@ class ProfiledDeviance:
 
     # ---------------------------------------------------------------- one term
     def _one_term_batch(self, thetas, centred):
-        """(values, gradients) of the one-term deviance at the θ of ``thetas``.
+        """(values (1,), gradients (1, n)) of the one-term deviance at ``thetas = [θ]``.
 
-        Per θ (T̃ the first term's factor in the centred Z̃): U = T̃'[G̃ | Z̃'W̃] per level (one
-        GEMM), A = T̃'G̃T̃ + I, L = chol(A) and [H | C̃] = L⁻¹U (one batched solve for both:
-        H = L⁻¹T̃'G̃ serves the gradient), S = W̃'W̃ − Σ C̃'C̃ = L̃_W L̃_W'.  The blocks of all θ
-        are stacked as (q, ·, k, L), so the batched kernels run once for all of them.
+        T̃ the first term's factor in the centred Z̃: U = T̃'[G̃ | Z̃'W̃] per level (one GEMM),
+        A = T̃'G̃T̃ + I, L = chol(A) and [H | C̃] = L⁻¹U (one batched solve for both:
+        H = L⁻¹T̃'G̃ serves the gradient), S = W̃'W̃ − Σ C̃'C̃ = L̃_W L̃_W'.  The per-level
+        blocks live in work arrays allocated once per model (layout (q, ·, 1, L)).
         For ML the gradient needs only g = K̃ṽ, ṽ = M_W⁻¹[−β̂; 1] (no q × r K per level).
         Raises LinAlgError when some A or S is not positive definite.
         """
@@ -359,30 +360,28 @@ class ProfiledDeviance:
         if q == 1:
             return self._scalar_term(thetas)
         c = q + r
-        k = len(thetas)
         cen = self.centring
         flat = self._GZW0.reshape(q, c * L)
-        Ts, Tts = [], []
-        U = np.empty((q, c, k, L)) if k > 1 else None
-        A = np.empty((q, q, k, L)) if k > 1 else None
-        for t, th in enumerate(thetas):
-            T = self.split_theta(th)[0]
-            Tt = cen.MZinv @ T if (cen.MZinv is not None and not centred) else T
-            Ts.append(T)
-            Tts.append(Tt)
-            Ut = (Tt.T @ flat).reshape(q, c, L)                       # T̃'[G̃ | Z̃'W̃]
-            V = np.ascontiguousarray(Ut[:, :q].transpose(1, 0, 2)).reshape(q, q * L)
-            At = (Tt.T @ V).reshape(q, q, L)                            # T̃'G̃T̃ (G̃ symmetric)
-            if k == 1:
-                U, A = Ut.reshape(q, c, 1, L), At.reshape(q, q, 1, L)
-            else:
-                U[:, :, t] = Ut
-                A[:, :, t] = At
+        if len(thetas) != 1:
+            raise ValueError("one θ at a time")
+        w = self._work
+        if w is None:   # buffers of the per-level blocks, allocated once per model
+            w = self._work = {"U": np.empty((q, c * L)), "V": np.empty((q, q, L)),
+                              "A": np.empty((q, q * L)), "L0": np.zeros((q, q, 1, L)),
+                              "X": np.empty((q, c, 1, L))}
+        k = 1
+        T = self.split_theta(thetas[0])[0]
+        Tt = cen.MZinv @ T if (cen.MZinv is not None and not centred) else T
+        Ts = [T]
+        np.matmul(Tt.T, flat, out=w["U"])                              # T̃'[G̃ | Z̃'W̃]
+        w["V"][...] = w["U"].reshape(q, c, L)[:, :q].transpose(1, 0, 2)
+        np.matmul(Tt.T, w["V"].reshape(q, q * L), out=w["A"])          # T̃'G̃T̃ (G̃ symmetric)
+        A, U = w["A"].reshape(q, q, 1, L), w["U"].reshape(q, c, 1, L)
         for j in range(q):
             A[j, j] += 1.0
-        L0 = B.cholesky_soa(A)
-        X = B.solve_lower_soa(L0, U)
-        H, C = X[:, :q], X[:, q:]                                     # (q, q, k, L), (q, r, k, L)
+        L0 = B.cholesky_soa(A, out=w["L0"])
+        X = B.solve_lower_soa(L0, U, out=w["X"])
+        H, C = X[:, :q], X[:, q:]                                     # (q, q, 1, L), (q, r, 1, L)
         prod = L0[0, 0].copy()              # one log per level, not q (finite unless huge)
         for j in range(1, q):
             prod *= L0[j, j]
