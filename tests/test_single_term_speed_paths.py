@@ -305,3 +305,22 @@ def test_vector_term_fit_row_order():
     f1 = pylmem.lmer("y ~ t + (t | g)", d.iloc[rng.permutation(n)], reml=True)
     assert abs(f1.loglik - f0.loglik) <= 1e-10 * abs(f0.loglik)
     np.testing.assert_allclose(f1.theta, f0.theta, rtol=1e-6, atol=1e-8)
+
+
+def test_spd_inverse_soa_matches_inv_and_flags_singular():
+    from pylmem.numerics.batched import spd_inverse_soa
+
+    rng = np.random.default_rng(18)
+    Z = rng.normal(size=(40, 6, 3))
+    A = np.einsum("gni,gnj->gij", Z, Z)
+    A[1] = np.outer([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])         # rank 1
+    A[2, 0, :] = A[2, :, 0] = 0.0                               # a zero column
+    A[3, 2] = A[3, 1] * (1 + 1e-9)                              # nearly collinear
+    A[3, :, 2] = A[3, 2]
+    ok, inv = spd_inverse_soa(np.ascontiguousarray(A.transpose(1, 2, 0)), 1e-6)
+    with np.errstate(all="ignore"):
+        ref_ok = np.linalg.det(A) > 1e-6 * np.prod(np.einsum("gii->gi", A), axis=1)
+    np.testing.assert_array_equal(ok, ref_ok)
+    assert not ok[[1, 2, 3]].any() and ok[0] and ok[4:].all()
+    np.testing.assert_allclose(inv[:, :, ok].transpose(2, 0, 1), np.linalg.inv(A[ok]),
+                               rtol=1e-10, atol=1e-12)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.covariance import theta_from_lower
+from ..numerics.batched import spd_inverse_soa
 from ..numerics.centring import ols_coefficients
 
 
@@ -32,17 +33,15 @@ def _random_coefficient_start(design, dev, beta, e):
             v[cen.icol] += cen.m @ v
     else:
         ZZ, ZW = st.ZtZ, st.ZtW
-    diag = np.einsum("gii->gi", ZZ)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        well_posed = np.linalg.det(ZZ) > 1e-6 * np.prod(diag, axis=1)  # Z_i of full rank
+    # Z_i of full rank: det(Z_i'Z_i) > 1e-6 Π diag; inverses batched over the groups
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        well_posed, inv = spd_inverse_soa(np.ascontiguousarray(ZZ.transpose(1, 2, 0)), 1e-6)
     ok = (n_j > q) & well_posed
     if ok.sum() < 2 * q:
         return None
-    G = ZZ[ok]
     Ze = ZW[ok] @ v                                          # Z_i'e_i, e the OLS residuals
-    try:
-        Ginv = np.linalg.inv(G)
-    except np.linalg.LinAlgError:
+    Ginv = inv[:, :, ok].transpose(2, 0, 1)
+    if not np.all(np.isfinite(Ginv)):
         return None
     b = np.einsum("gij,gj->gi", Ginv, Ze)
     ee = np.bincount(t.codes, weights=e * e, minlength=t.n_levels)[ok]

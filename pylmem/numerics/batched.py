@@ -100,3 +100,32 @@ def left_mul_soa(M: np.ndarray, S: np.ndarray) -> np.ndarray:
     einsum's small-contraction loop beats a (a × q)(q × rG) GEMM here by ~10×.
     """
     return np.einsum("aj,jrg->arg", M, S)
+
+
+def spd_inverse_soa(A: np.ndarray, rtol: float = 1e-6):
+    """Inverses of a (q, q, G) stack of symmetric PSD matrices, and which are well posed.
+
+    Returns ``(ok, inv)``: ``ok`` (G,) is True where every diagonal entry is positive and
+    det(A) > ``rtol`` · Π diag(A) (the determinant of the unit-diagonal scaled matrix, from the
+    pivots of its Cholesky factor); ``inv`` (q, q, G) holds A⁻¹ there (and finite garbage
+    elsewhere).  Never raises: a non-positive pivot marks the matrix and is replaced by 1.
+    """
+    q = A.shape[0]
+    idx = np.arange(q)
+    d = A[idx, idx]                                        # (q, G)
+    ok = np.all(d > 0, axis=0)
+    s = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
+    As = A * s[:, None] * s[None, :]
+    L = np.zeros_like(As)
+    for j in range(q):
+        dj = As[j, j] - (L[j, :j] ** 2).sum(axis=0) if j else As[j, j].copy()
+        ok &= dj > 0
+        ljj = np.sqrt(np.where(dj > 0, dj, 1.0))
+        L[j, j] = ljj
+        for i in range(j + 1, q):
+            acc = As[i, j] - (L[i, :j] * L[j, :j]).sum(axis=0) if j else As[i, j]
+            L[i, j] = acc / ljj
+    ok &= np.prod(L[idx, idx] ** 2, axis=0) > rtol
+    Linv = solve_lower_soa(L, np.broadcast_to(np.eye(q)[:, :, None], A.shape))
+    inv = np.einsum("kig,kjg->ijg", Linv, Linv)            # (L L')⁻¹ = L⁻ᵀ L⁻¹
+    return ok, inv * s[:, None] * s[None, :]
