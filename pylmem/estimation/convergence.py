@@ -263,7 +263,9 @@ def check_convergence(dev, theta, *, theta0, method, message, trace, x=None) -> 
             if not o2 < obj:
                 break
             gain, x, obj = obj - o2, t2, o2
-            if gain > 1e-6 and it < 3:
+            # (1e-11 relative: on a large fit a gain of 1e-6 is far below d's tolerance and
+            # not worth a new Hessian; the gradient polish below goes on with this one)
+            if gain > max(1e-6, 1e-11 * abs(obj)) and it < 3:
                 g, H = derivatives(x)
                 continue
             gf = (grad(x) if dev.has_gradient else _fd_grad(co.f, x, h))[free]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.covariance import theta_from_lower
+from ..numerics.batched import spd_inverse_soa
+from ..numerics.centring import ols_coefficients
 
 
 def _random_coefficient_start(design, dev, beta, e):
@@ -31,17 +33,15 @@ def _random_coefficient_start(design, dev, beta, e):
             v[cen.icol] += cen.m @ v
     else:
         ZZ, ZW = st.ZtZ, st.ZtW
-    diag = np.einsum("gii->gi", ZZ)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        well_posed = np.linalg.det(ZZ) > 1e-6 * np.prod(diag, axis=1)  # Z_i of full rank
+    # Z_i of full rank: det(Z_i'Z_i) > 1e-6 Π diag; inverses batched over the groups
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        well_posed, inv = spd_inverse_soa(np.ascontiguousarray(ZZ.transpose(1, 2, 0)), 1e-6)
     ok = (n_j > q) & well_posed
     if ok.sum() < 2 * q:
         return None
-    G = ZZ[ok]
     Ze = ZW[ok] @ v                                          # Z_i'e_i, e the OLS residuals
-    try:
-        Ginv = np.linalg.inv(G)
-    except np.linalg.LinAlgError:
+    Ginv = inv[:, :, ok].transpose(2, 0, 1)
+    if not np.all(np.isfinite(Ginv)):
         return None
     b = np.einsum("gij,gj->gi", Ginv, Ze)
     ee = np.bincount(t.codes, weights=e * e, minlength=t.n_levels)[ok]
@@ -71,7 +71,12 @@ def start_theta(design, dev) -> np.ndarray:
     X, y = design.X, design.y
     if getattr(design, "offset", None) is not None:   # fit y − offset
         y = y - design.offset
-    beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    beta = None
+    if X.shape[1] and getattr(design, "weights", None) is None and \
+            getattr(design, "offset", None) is None:   # from the cross-products: no pass over X
+        beta = ols_coefficients(dev.cp_data)
+    if beta is None:
+        beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta
     if len(design.terms) == 1 and design.terms[0].q > 1:
         th = _random_coefficient_start(design, dev, beta, e)

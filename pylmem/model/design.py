@@ -19,7 +19,7 @@ from . import weights as W
 from .covariance import TermStructure
 from .formula import ParsedFormula, parse_formula, r_column_name, translate_r
 from .levels import factor_labels, group_codes
-from .matrices import build_matrix, required_variables
+from .matrices import build_matrix, clearly_full_rank, required_variables
 
 
 @dataclass
@@ -218,6 +218,8 @@ def _drop_rank_deficient(X: np.ndarray, names: list[str]):
     # not collinear with the intercept, though |R_jj| / ‖x‖ ~ 1e-7 uncentred
     Xc = X
     ones = np.flatnonzero(np.all(X == 1.0, axis=0)) if len(X) else []
+    if clearly_full_rank(X, ones[0] if len(ones) else None):   # the QR would keep them all
+        return X, names, []
     if len(ones):
         Xc = X.copy()
         Xc[:, ones[0] + 1:] -= X[:, ones[0] + 1:].mean(axis=0)

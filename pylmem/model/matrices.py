@@ -114,3 +114,49 @@ def build_matrix(expr: str, data: pd.DataFrame):
         raise formulaic_error(e, expr) from None
     return (np.asarray(mm.to_numpy(dtype=float)), list(mm.columns), mm.model_spec,
             mm.model_spec.term_indices)
+
+
+def clearly_full_rank(X: np.ndarray, centre_after=None, ratio: float = 1e-3) -> bool:
+    """True when X (n × p) has full column rank by a wide margin, judged from its Gram matrix.
+
+    The rank check of the fixed effects (an unpivoted QR of X, columns after the intercept
+    ``centre_after`` centred) keeps column j when |R_jj| > 1e-7 ‖x_j‖.  R'R is the Gram
+    matrix, so the Cholesky factor of the Gram matrix scaled to unit diagonal has the
+    ratios |R_jj| / ‖x_j‖ on its diagonal.  Formed from X'X (one GEMM, ~10x cheaper than the
+    QR), they carry an error of about p·ε·(1 + mean²/var); when every ratio exceeds
+    ``ratio`` (far above 1e-7 and that error) the QR would keep every column, and True is
+    returned.  False means "not sure": the caller does the QR.
+
+    Parameters
+    ----------
+    X : ndarray
+        The model matrix.
+    centre_after : int or None
+        Index of the intercept column: the columns after it are judged centred.
+    ratio : float
+        The margin on |R_jj| / ‖x_j‖.
+    """
+    n, p = X.shape
+    if p == 0 or n < p:
+        return p == 0
+    G = X.T @ X
+    if centre_after is not None:
+        s = np.ones(n) @ X
+        k = centre_after + 1
+        raw = np.diag(G)[k:].copy()
+        G[k:, :] -= np.outer(s[k:] / n, s)
+        G[:, k:] -= np.outer(s, s[k:] / n)
+        G[k:, k:] += np.outer(s[k:], s[k:]) / n
+        cen = np.diag(G)[k:]
+        # the cancellation of X'X − n m m' loses a factor raw/cen of the digits
+        if np.any(~(cen > 1e-4 * raw)):
+            return False
+    d = np.diag(G)
+    if not np.all(d > 0) or not np.all(np.isfinite(G)):
+        return False
+    sc = 1.0 / np.sqrt(d)
+    try:
+        L = np.linalg.cholesky(G * sc[:, None] * sc[None, :])
+    except np.linalg.LinAlgError:
+        return False
+    return bool(np.all(np.diag(L) > ratio))

@@ -131,3 +131,36 @@ class Centring:
     def theta_from_centred(self, theta_c) -> np.ndarray:
         """θ̃ -> θ: T0 T0' = M_Z T̃0 T̃0' M_Z'."""
         return self._first_term_map(theta_c, self.MZ)
+
+
+def ols_coefficients(cp, ratio: float = 1e-3):
+    """β̂ of the ordinary least-squares fit of y on X from centred cross-products, or None.
+
+    From W̃'W̃ (``cp.centred()``: X's columns other than the intercept and y about their
+    means), X̃'X̃ β̃ = X̃'ỹ is solved by a Cholesky factor of the unit-diagonal scaled
+    X̃'X̃, and β = β̃ but for the intercept, β_i = β̃_i − m_X'β̃ + m_y (X̃β̃ = ỹ read back in X
+    and y).  None (the caller fits by least squares on the rows) without centred statistics,
+    or when a diagonal entry of the scaled factor is below ``ratio`` (conditioning where the
+    normal equations lose digits that a QR keeps).
+    """
+    cen = cp.centred() if hasattr(cp, "centred") else None
+    if cen is None:
+        return None
+    icol, m, WtWc = cen
+    p = WtWc.shape[0] - 1
+    A, b = WtWc[:p, :p], WtWc[:p, p]
+    d = np.diag(A)
+    if not (np.all(d > 0) and np.all(np.isfinite(WtWc))):
+        return None
+    sc = 1.0 / np.sqrt(d)
+    try:
+        L = np.linalg.cholesky(A * sc[:, None] * sc[None, :])
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.diag(L) > ratio):
+        return None
+    z = np.linalg.solve(L, b * sc)
+    beta = np.linalg.solve(L.T, z) * sc
+    mx = np.asarray(m[:p], float)
+    beta[icol] += m[p] - mx @ beta    # m[icol] = 0: the intercept is not in mx @ beta
+    return beta

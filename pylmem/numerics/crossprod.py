@@ -122,6 +122,13 @@ class CrossProducts:
         return self.icol, self.shift, self.WtWc
 
 
+def _segments(codes: np.ndarray):
+    """Segment starts of sorted codes (None when the codes are not sorted)."""
+    if len(codes) and np.all(codes[1:] >= codes[:-1]):
+        return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return None
+
+
 def group_sums(codes: np.ndarray, n_levels: int, M: np.ndarray) -> np.ndarray:
     """Σ over rows of each level: (n, k) -> (n_levels, k), chunked over rows.
 
@@ -129,8 +136,8 @@ def group_sums(codes: np.ndarray, n_levels: int, M: np.ndarray) -> np.ndarray:
     indicator product.  Neither loops over groups in Python.
     """
     n = len(codes)
-    if n and np.all(codes[1:] >= codes[:-1]):
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    starts = _segments(codes)
+    if starts is not None:
         out = np.zeros((n_levels, M.shape[1]))
         out[codes[starts]] = np.add.reduceat(M, starts, axis=0)
         return out
@@ -138,19 +145,97 @@ def group_sums(codes: np.ndarray, n_levels: int, M: np.ndarray) -> np.ndarray:
     return np.asarray(S @ M)
 
 
+def group_sums_rows(codes: np.ndarray, n_levels: int, P: np.ndarray, starts=None,
+                    out=None) -> np.ndarray:
+    """Σ over the columns of each level for a (k, n) array: (k, n) -> (k, n_levels).
+
+    The transposed layout of :func:`group_sums` (each row one contiguous vector over the
+    observations): for sorted codes ``np.add.reduceat`` along the rows, bitwise the sums
+    :func:`group_sums` forms from P.T and several times faster; unsorted codes a sparse
+    product.  With ``out`` (k, n_levels) the sums are added to it (returned).
+    """
+    starts = _segments(codes) if starts is None else starts
+    if out is None:
+        out = np.zeros((P.shape[0], n_levels))
+    if starts is not None and len(starts) * 6 > P.shape[1]:
+        # levels of fewer than ~6 rows: reduceat's cost per segment dominates; bincount
+        # accumulates each row in order instead
+        codes = np.asarray(codes, dtype=np.intp)
+        for i in range(P.shape[0]):
+            out[i] += np.bincount(codes, weights=P[i], minlength=n_levels)
+        return out
+    if starts is not None:
+        sums = np.add.reduceat(P, starts, axis=1)
+        idx = codes[starts]
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        if hi - lo == len(idx):          # levels lo..hi-1 all present: a slice, no scatter
+            out[:, lo:hi] += sums
+        else:
+            out[:, idx] += sums
+        return out
+    n = len(codes)
+    S = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_levels, n))
+    out += np.asarray(S @ P.T).T
+    return out
+
+
+def indicator(codes: np.ndarray, n_levels: int, counts=None) -> sp.csr_matrix:
+    """The (n_levels, n) 0/1 matrix of the codes, built as CSR directly (rows of one level
+    in their order), so that ``indicator(c, L) @ M`` sums the rows of M by level."""
+    n = len(codes)
+    counts = np.bincount(codes, minlength=n_levels) if counts is None else counts
+    indptr = np.zeros(n_levels + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    if n and np.all(codes[1:] >= codes[:-1]):
+        idx = np.arange(n)
+    else:
+        idx = np.argsort(codes, kind="stable")
+    return sp.csr_matrix((np.ones(n), idx, indptr), shape=(n_levels, n))
+
+
 def _products(Z, codes, n_levels, W, zc=None, wc=None):
-    """Per-level Σ (z − zc)(z − zc)' and Σ (z − zc)(w − wc)', shifted chunk by chunk."""
+    """Per-level Σ (z − zc)(z − zc)' and Σ (z − zc)(w − wc)', shifted chunk by chunk.
+
+    Formed in the transposed layout: each product z_a z_b (lower triangle only) and z_a w_c
+    is one contiguous vector over the chunk's rows, summed per level by
+    :func:`group_sums_rows`.  A term that is the intercept alone (z = 1, not shifted) needs
+    no products: Z'Z is the counts and Z'W the level sums of W.
+    """
     n, q = Z.shape
     r = W.shape[1]
-    ZtZ = np.zeros((n_levels, q * q))
-    ZtW = np.zeros((n_levels, q * r))
+    if q == 1 and zc is None and n and np.all(Z[:, 0] == 1.0):
+        counts = np.bincount(codes, minlength=n_levels)
+        ZtW = indicator(codes, n_levels, counts) @ np.ascontiguousarray(W)
+        return counts.astype(float).reshape(n_levels, 1, 1), ZtW.reshape(n_levels, 1, r)
+    rows, cols = np.tril_indices(q)
+    nt = len(rows)
+    ZtZ = np.zeros((nt, n_levels))
+    ZtW = np.zeros((q * r, n_levels))
     for s in range(0, n, _CHUNK):
-        z, w, c = Z[s:s + _CHUNK], W[s:s + _CHUNK], codes[s:s + _CHUNK]
+        c = codes[s:s + _CHUNK]
+        m = len(c)
+        # fresh C-ordered (·, m) copies (never views of the caller's arrays: an F-ordered Z
+        # has Z.T C-contiguous), shifted on the way
+        zt, wt = np.empty((q, m)), np.empty((r, m))
         if zc is not None:
-            z, w = z - zc, w - wc
-        ZtZ += group_sums(c, n_levels, (z[:, :, None] * z[:, None, :]).reshape(len(z), q * q))
-        ZtW += group_sums(c, n_levels, (z[:, :, None] * w[:, None, :]).reshape(len(z), q * r))
-    return ZtZ.reshape(n_levels, q, q), ZtW.reshape(n_levels, q, r)
+            np.subtract(Z[s:s + _CHUNK].T, np.asarray(zc, float)[:, None], out=zt)
+            np.subtract(W[s:s + _CHUNK].T, np.asarray(wc, float)[:, None], out=wt)
+        else:
+            zt[...] = Z[s:s + _CHUNK].T
+            wt[...] = W[s:s + _CHUNK].T
+        starts = _segments(c)
+        P = np.empty((max(nt, q * r), m))
+        for i in range(nt):          # one row per product: no (k, m) temporaries
+            np.multiply(zt[rows[i]], zt[cols[i]], out=P[i])
+        group_sums_rows(c, n_levels, P[:nt], starts, out=ZtZ)
+        for a in range(q):
+            np.multiply(zt[a], wt, out=P[a * r:(a + 1) * r])
+        group_sums_rows(c, n_levels, P[:q * r], starts, out=ZtW)
+    full = np.empty((q, q, n_levels))
+    full[rows, cols] = ZtZ
+    full[cols, rows] = ZtZ
+    return (np.ascontiguousarray(full.transpose(2, 0, 1)),
+            np.ascontiguousarray(ZtW.T).reshape(n_levels, q, r))
 
 
 def _term_stats(Z: np.ndarray, codes: np.ndarray, n_levels: int, W: np.ndarray,
@@ -212,7 +297,8 @@ def crossproducts(y, X, terms) -> CrossProducts:
                 between[(k, m)] = (Zs[k].T @ Zs[m]).tocsr()
     WtWc = wsum = None
     if icol is not None:
-        Wc = W - shift
+        Wc = W                               # our own copy, no longer needed as W
+        Wc -= shift
         WtWc, wsum = Wc.T @ Wc, Wc.sum(axis=0)
         WtW = WtWc + np.outer(wsum, shift)   # W'W = Wc'Wc + s m' + m s' + n m m'
         WtW += WtW.T - WtWc + len(y) * np.outer(shift, shift)

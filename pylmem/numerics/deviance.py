@@ -148,6 +148,8 @@ class ProfiledDeviance:
         self._sum_ZtZ0 = G0.sum(axis=0)
         self._G0 = np.ascontiguousarray(G0.transpose(1, 2, 0))   # (q, q, L)
         self._ZW0 = np.ascontiguousarray(ZW0.transpose(1, 2, 0))  # (q, r, L)
+        self._GZW0 = None   # (q, q + r, L) = [G̃ | Z̃'W̃], one term: formed on first use
+        self._work = None   # the one-term evaluation's work arrays (reused for every θ)
         self._setup_rest()
 
     @property
@@ -288,30 +290,40 @@ class ProfiledDeviance:
         if key in self._recent and self._recent[key][1] is not None:
             val, grad = self._recent[key]
             return val, grad.copy()
-        multi = len(self.qs) > 1
-        if multi:
-            if not supported(self.rest):
-                raise NotImplementedError(
-                    f"the analytic gradient for several terms needs a dense rest block of at most "
-                    f"500 rows (this one: {self.rest.backend}, m = {self.m})")
+        if len(self.qs) == 1:
+            self.n_evals += 1
+            try:
+                val, grad = self._one_term_batch([theta], centred)
+            except np.linalg.LinAlgError:
+                return np.inf, np.zeros(len(theta))
+            val, grad = float(val[0]), grad[0]
+            self._remember(theta, val, grad.copy(), centred)
+            return val, grad
+        if not supported(self.rest):
+            raise NotImplementedError(
+                f"the analytic gradient for several terms needs a dense rest block of at most "
+                f"500 rows (this one: {self.rest.backend}, m = {self.m})")
         self.n_evals += 1
-        if multi:
-            self.rest.keep_pre = True
+        self.rest.keep_pre = True
         try:
             # several terms: the gradient is formed in the user's coordinates (C0, C_R for W)
-            f = self.factor(theta, centred=centred, _user_c=multi)
+            f = self.factor(theta, centred=centred, _user_c=True)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros(len(theta))
         finally:
-            if multi:
-                self.rest.keep_pre = False
+            self.rest.keep_pre = False
         val = self.objective_from(f)
-        if multi:
-            grad = gradient(self, f, centred)
-            self._remember(theta, val, grad.copy(), centred)
-            return val, grad
+        grad = gradient(self, f, centred)
+        self._remember(theta, val, grad.copy(), centred)
+        return val, grad
+
+    def _one_term_via_factor(self, theta, centred=False):
+        """d and ∂d/∂θ of one term from :meth:`factor` (the reference form of
+        :meth:`_one_term_batch`, kept for the tests): no caching, no evaluation count."""
+        f = self.factor(theta, centred=centred, _user_c=False)
+        val = self.objective_from(f)
         T0 = f.T[0]
-        q, r, G = f.C0s.shape
+        q = f.C0s.shape[0]
         H = B.solve_lower_soa(f.L0s, f.TtG0)                          # L^{-1} T' G, (q, q, L)
         K = self._ZW0 - np.einsum("jig,jrg->irg", H, f.C0s_w)        # Z̃'V^{-1}W̃, (q, r, L)
         K = self.centring.from_w_soa(K)                                        # Z̃'V^{-1}W
@@ -329,6 +341,128 @@ class ProfiledDeviance:
         elif self.centring.MZinv is not None:   # ∂d/∂D = M_Z^{-T} (∂d/∂D̃) M_Z⁻¹
             GD = self.centring.MZinv.T @ GD @ self.centring.MZinv
         GT = 2.0 * GD @ T0
-        grad = GT[self._tril[0]]
-        self._remember(theta, val, grad.copy(), centred)
-        return val, grad
+        return val, GT[self._tril[0]]
+
+    # ---------------------------------------------------------------- one term
+    def _one_term_batch(self, thetas, centred):
+        """(values (1,), gradients (1, n)) of the one-term deviance at ``thetas = [θ]``.
+
+        T̃ the first term's factor in the centred Z̃: U = T̃'[G̃ | Z̃'W̃] per level (one GEMM),
+        A = T̃'G̃T̃ + I, L = chol(A) and [H | C̃] = L⁻¹U (one batched solve for both:
+        H = L⁻¹T̃'G̃ serves the gradient), S = W̃'W̃ − Σ C̃'C̃ = L̃_W L̃_W'.  The per-level
+        blocks live in work arrays allocated once per model (layout (q, ·, 1, L)).
+        For ML the gradient needs only g = K̃ṽ, ṽ = M_W⁻¹[−β̂; 1] (no q × r K per level).
+        Raises LinAlgError when some A or S is not positive definite.
+        """
+        if self._GZW0 is None:
+            self._GZW0 = np.ascontiguousarray(np.concatenate([self._G0, self._ZW0], axis=1))
+        q, r, L = self._ZW0.shape
+        if q == 1:
+            return self._scalar_term(thetas)
+        c = q + r
+        cen = self.centring
+        flat = self._GZW0.reshape(q, c * L)
+        if len(thetas) != 1:
+            raise ValueError("one θ at a time")
+        w = self._work
+        if w is None:   # buffers of the per-level blocks, allocated once per model
+            w = self._work = {"U": np.empty((q, c * L)), "V": np.empty((q, q, L)),
+                              "A": np.empty((q, q * L)), "L0": np.zeros((q, q, 1, L)),
+                              "X": np.empty((q, c, 1, L))}
+        k = 1
+        T = self.split_theta(thetas[0])[0]
+        Tt = cen.MZinv @ T if (cen.MZinv is not None and not centred) else T
+        Ts = [T]
+        np.matmul(Tt.T, flat, out=w["U"])                              # T̃'[G̃ | Z̃'W̃]
+        w["V"][...] = w["U"].reshape(q, c, L)[:, :q].transpose(1, 0, 2)
+        np.matmul(Tt.T, w["V"].reshape(q, q * L), out=w["A"])          # T̃'G̃T̃ (G̃ symmetric)
+        A, U = w["A"].reshape(q, q, 1, L), w["U"].reshape(q, c, 1, L)
+        for j in range(q):
+            A[j, j] += 1.0
+        L0 = B.cholesky_soa(A, out=w["L0"])
+        X = B.solve_lower_soa(L0, U, out=w["X"])
+        H, C = X[:, :q], X[:, q:]                                     # (q, q, 1, L), (q, r, 1, L)
+        prod = L0[0, 0].copy()              # one log per level, not q (finite unless huge)
+        for j in range(1, q):
+            prod *= L0[j, j]
+        if np.all(np.isfinite(prod)) and np.all(prod > 0):
+            logdets = 2.0 * np.log(prod).sum(axis=1)
+        else:
+            logdets = 2.0 * np.log(L0[np.arange(q), np.arange(q)]).sum(axis=(0, 2))
+        n, p = self.n, self.p
+        nu = n - p if self.reml else n
+        vals = np.empty(k)
+        grads = np.empty((k, q * (q + 1) // 2))
+        ZW0 = self._ZW0
+        for t in range(k):
+            Ct, Ht = C[:, :, t], H[:, :, t]
+            S = self.cp.WtW - sum(Ct[j] @ Ct[j].T for j in range(q))
+            LW = np.linalg.cholesky(S)
+            if cen.icol is not None:
+                LW = LW + np.outer(cen.m, LW[cen.icol])
+            RX = LW[:-1, :-1]
+            pw = float(LW[-1, -1] ** 2)
+            dRX = 2.0 * float(np.log(np.diag(RX)).sum()) if p else 0.0
+            if self.reml:
+                val = logdets[t] + dRX + nu * (1.0 + np.log(2 * np.pi * pw / nu))
+            else:
+                val = logdets[t] + n * (1.0 + np.log(2 * np.pi * pw / n))
+            vals[t] = val - self.log_weights
+            beta = trsolve(RX, LW[-1, :-1], trans=1) if p else np.zeros(0)
+            v = np.r_[-beta, 1.0]
+            if cen.icol is not None:        # K_W v = K̃ M_W⁻¹ v
+                v[cen.icol] += cen.m @ v
+            Cv = np.einsum("jrg,r->jg", Ct, v)
+            g = np.einsum("irg,r->ig", ZW0, v) - np.einsum("jig,jg->ig", Ht, Cv)   # (q, L)
+            M = self._sum_ZtZ0 - sum(Ht[j] @ Ht[j].T for j in range(q))
+            GD = M - (nu / pw) * (g @ g.T)
+            if self.reml and p:
+                K = ZW0 - np.einsum("jig,jrg->irg", Ht, Ct)
+                K = cen.from_w_soa(K)
+                RXinv = trsolve(RX, np.eye(p))
+                KX = np.einsum("ba,iag->ibg", RXinv, K[:, :-1, :]).reshape(q, -1)
+                GD = GD - KX @ KX.T
+            if cen.MZinv is not None and not centred:   # ∂d/∂D = M_Z^{-T} (∂d/∂D̃) M_Z⁻¹
+                GD = cen.MZinv.T @ GD @ cen.MZinv
+            GT = 2.0 * GD @ Ts[t]
+            grads[t] = GT[self._tril[0]]
+        return vals, grads
+
+    def _scalar_term(self, thetas):
+        """:meth:`_one_term_batch` for a scalar term (q = 1, T = t): per level a = t²G + 1,
+        log|L|² = Σ log a, W̃'W̃ − Σ C̃'C̃ = W̃'W̃ − Z̃'W̃' diag(t²/a) Z̃'W̃ (one GEMM), and the
+        gradient's Σ Z'V⁻¹Z = Σ G/a, K̃ = Z̃'W̃/a per level."""
+        G, ZW = self._G0[0, 0], self._ZW0[0]                # (L,), (r, L)
+        cen = self.centring
+        n, p = self.n, self.p
+        nu = n - p if self.reml else n
+        vals, grads = np.empty(len(thetas)), np.empty((len(thetas), 1))
+        for i, th in enumerate(thetas):
+            t = float(np.asarray(th, float).reshape(-1)[0])
+            a = (t * t) * G + 1.0
+            logdet = float(np.log(a).sum())
+            Kt = ZW / a                                          # K̃ = Z̃'W̃ / a per level
+            S = self.cp.WtW - (t * t) * (Kt @ ZW.T)
+            LW = np.linalg.cholesky(S)
+            if cen.icol is not None:
+                LW = LW + np.outer(cen.m, LW[cen.icol])
+            RX = LW[:-1, :-1]
+            pw = float(LW[-1, -1] ** 2)
+            if self.reml:
+                dRX = 2.0 * float(np.log(np.diag(RX)).sum()) if p else 0.0
+                val = logdet + dRX + nu * (1.0 + np.log(2 * np.pi * pw / nu))
+            else:
+                val = logdet + n * (1.0 + np.log(2 * np.pi * pw / n))
+            vals[i] = val - self.log_weights
+            beta = trsolve(RX, LW[-1, :-1], trans=1) if p else np.zeros(0)
+            v = np.r_[-beta, 1.0]
+            if cen.icol is not None:
+                v[cen.icol] += cen.m @ v
+            g = v @ Kt                                           # (L,)
+            GD = float((G / a).sum()) - (nu / pw) * float(g @ g)
+            if self.reml and p:
+                KW = cen.from_w(Kt.T).T                          # K in W coordinates, (r, L)
+                KX = trsolve(RX, np.eye(p)) @ KW[:-1]
+                GD -= float(np.einsum("ag,ag->", KX, KX))
+            grads[i, 0] = 2.0 * GD * t
+        return vals, grads
