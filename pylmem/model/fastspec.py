@@ -120,7 +120,8 @@ class FactorSpec:
         self.terms = terms            # tuples of column names, formulaic's order
         self.kinds = kinds            # column -> "numeric" | "text"
         self.levels = levels          # text column -> levels (first: reference)
-        self._proto = proto           # rows holding every level (for formulaic's spec)
+        self._proto = proto           # rows holding every level (for formulaic's spec), or
+        #                               (data, columns, rows) to take them from
         self._formulaic = None
 
     # ------------------------------------------------------------------ detection
@@ -164,7 +165,8 @@ class FactorSpec:
         idx = set()
         for c in levels:
             idx.update(np.unique(codes[c], return_index=True)[1].tolist())
-        proto = data[sorted(kinds, key=str)].iloc[sorted(idx)].copy()
+        # formed only if formulaic's spec is asked for (keeps a reference to data till then)
+        proto = (data, sorted(kinds, key=str), sorted(idx))
         spec = cls(expr, intercept, terms, kinds, levels, proto)
         spec._codes = codes           # the codes of ``data`` (used once by matrix())
         spec._n = len(data)
@@ -228,12 +230,18 @@ class FactorSpec:
         return np.hstack(blocks) if blocks else np.empty((n, 0))
 
     # ------------------------------------------------------------------ formulaic's parts
+    def _prototype(self) -> pd.DataFrame:
+        if isinstance(self._proto, tuple):
+            data, cols, rows = self._proto
+            self._proto = data[cols].iloc[rows].copy()
+        return self._proto
+
     def formulaic_spec(self):
         """formulaic's ModelSpec of the same expression and levels (formed once)."""
         if self._formulaic is None:
             from formulaic import model_matrix
 
-            mm = model_matrix(self.expr, self._proto, na_action="ignore", output="pandas")
+            mm = model_matrix(self.expr, self._prototype(), na_action="ignore", output="pandas")
             if list(mm.columns) != self.names:   # pragma: no cover - guarded by the tests
                 raise RuntimeError(f"model matrix of {self.expr!r}: formulaic's columns "
                                    f"{list(mm.columns)} differ from {self.names}")
@@ -262,7 +270,9 @@ class FactorSpec:
         return getattr(self.formulaic_spec(), name)
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_formulaic"} | {"_formulaic": None}
+        self._prototype()             # the rows it needs, not the whole frame
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_formulaic", "_codes")} | {"_formulaic": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
