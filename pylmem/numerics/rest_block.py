@@ -34,6 +34,11 @@ from scipy.linalg.blas import dsyrk
 
 from . import batched as B
 
+try:  # scipy's kernel behind toarray(): adds a CSR matrix into a dense array
+    from scipy.sparse._sparsetools import csr_todense as _csr_todense
+except ImportError:  # pragma: no cover
+    _csr_todense = None
+
 # dense backend when m is at most _DENSE_M, or (m at most _DENSE_MAX_M and) the pattern is
 # estimated to fill _DENSE_FRACTION of the lower triangle
 _DENSE_M = 400
@@ -90,6 +95,147 @@ def choose_blas(seg_counts, m: int, L0: int, q0: int) -> bool:
         return False
     k_path, blas = blas_costs(seg_counts, m, L0, q0)
     return blas < k_path
+
+
+# the product path of a dense scalar rest block (:class:`_ProductSchur`): the Schur
+# complement by sparse products of A = Z_R'Z_0 scaled per θ, no K map
+_PRODUCT = None          # None: when the K map would outgrow the m × m block; True / False: always / never
+_PRODUCT_K_RATIO = 1.0   # ... i.e. when 12 bytes × K entries > _PRODUCT_K_RATIO × 8 m² bytes
+_PRODUCT_CHUNKS = 8      # row chunks of the block (the sparse products' outputs are ~1/chunks of it)
+_PRODUCT_ROWS = None     # None: dense rows by the cost model; an int: that many (tests)
+_PRODUCT_DENSE_BYTES = 256e6   # the dense copy of the popular rows of A
+_T_SPGEMM = 6.6e-9       # one multiply-add of a scipy sparse × sparse product (pair of A entries)
+_T_SPMM = 1.0e-9         # one multiply-add of a scipy sparse × dense product
+_T_SCATTER = 5.0e-9      # one entry written by fancy indexing
+
+
+def _add_csr_into(P, out):
+    """out += P for a CSR matrix P and a C-contiguous dense ``out`` of its shape, in place
+    (scipy's ``toarray(out=)`` zeroes ``out`` first; its kernel adds)."""
+    P = P.tocsr()
+    if _csr_todense is not None and out.flags.c_contiguous and P.data.dtype == out.dtype:
+        _csr_todense(P.shape[0], P.shape[1], P.indptr, P.indices, P.data, out)
+    else:  # pragma: no cover - scipy without the kernel
+        out += P.toarray()
+
+
+def choose_product(est_pairs: float, m: int) -> bool:
+    """Whether a dense scalar rest block is formed by :class:`_ProductSchur` (no K map)."""
+    if _PRODUCT is not None:
+        return bool(_PRODUCT)
+    return 12.0 * est_pairs > _PRODUCT_K_RATIO * 8.0 * float(m) * m
+
+
+class _ProductSchur:
+    """−S A W A' S of a scalar rest block (q0 = 1, all rest terms scalar), added into a
+    zeroed dense m × m array: S = diag(s) the rest scales, W = diag(N²) per first-term level.
+
+    Rows of A are split by their number of entries: the nd most popular rows (D, chosen by
+    a cost model) are kept as a dense (L0, nd) copy, giving the D × D block by one ``dsyrk``
+    (chunked over first-term levels) and the S × D block by sparse × dense products; the
+    remaining rows' block S × S is a sparse × sparse product per pair of row chunks (c ≥ c'),
+    whose output (a chunk's rows) is added into the array in place (``toarray(out=)``).
+    Nothing larger than the dense rows and one chunk's output is formed per θ: memory is
+    O(nnz(A) + nd L0) besides the m × m array.
+    """
+
+    def __init__(self, A, chunks=None):
+        A = sp.csr_matrix(A)
+        A.sum_duplicates()
+        A.sort_indices()
+        m, L0 = A.shape
+        self.m, self.L0 = m, L0
+        deg = np.diff(A.indptr)
+        nd = self._choose_rows(A, deg)
+        order = np.argsort(-deg, kind="stable")
+        d = np.sort(order[:nd])
+        self.d = d
+        isD = np.zeros(m, dtype=bool)
+        isD[d] = True
+        self.ADt = np.ascontiguousarray(A[d].toarray().T) if nd else None      # (L0, nd)
+        rows = np.repeat(np.arange(m), deg)
+        keep = ~isD[rows]
+        ind = np.asarray(A.indices[keep], dtype=np.int32)
+        self.S_rows, self.S_cols, self.S_vals = rows[keep].astype(np.int32), ind, A.data[keep]
+        self.S_indptr = np.r_[0, np.cumsum(np.bincount(self.S_rows, minlength=m))].astype(np.int32)
+        C = max(1, min(int(chunks or _PRODUCT_CHUNKS), m))
+        self.bounds = np.linspace(0, m, C + 1).astype(np.int64)
+        # right factors: A_S' restricted to the rest rows of each chunk, as L0 × m CSR
+        At = sp.csr_matrix((self.S_vals, (self.S_cols, self.S_rows)), shape=(L0, m))
+        At.sort_indices()
+        at_rows = np.repeat(np.arange(L0), np.diff(At.indptr))
+        self.right = []
+        for lo, hi in zip(self.bounds[:-1], self.bounds[1:]):
+            sel = (At.indices >= lo) & (At.indices < hi)
+            ip = np.r_[0, np.cumsum(np.bincount(at_rows[sel], minlength=L0))].astype(np.int32)
+            self.right.append(sp.csr_matrix((At.data[sel], At.indices[sel].astype(np.int32), ip), shape=(L0, m)))
+        # the S rows of each chunk (for the S × D block)
+        self.chunk_srows = [np.flatnonzero(~isD[lo:hi]) for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
+
+    @staticmethod
+    def _choose_rows(A, deg) -> int:
+        """Number of dense rows minimising the cost model (seconds per θ)."""
+        m, L0 = A.shape
+        cap = int(min(m, _PRODUCT_DENSE_BYTES // max(8 * L0, 1)))
+        if _PRODUCT_ROWS is not None:
+            return int(min(_PRODUCT_ROWS, m))
+        order = np.argsort(-deg, kind="stable")
+        Ao = A[order]
+        cnt = np.diff(A.tocsc().indptr).astype(float)
+        nnz_cum = np.r_[0, np.cumsum(deg[order])]
+        best, best_nd = None, 0
+        for nd in np.unique(np.linspace(0, cap, 41).astype(int)):
+            cD = np.bincount(Ao.indices[:Ao.indptr[nd]], minlength=L0).astype(float)
+            cS = cnt - cD
+            nS = m - nd
+            t = (_T_SYRK * nd * nd / 2 * L0 + _T_SPMM * (nnz_cum[-1] - nnz_cum[nd]) * nd
+                 + _T_SPGEMM * float((cS * (cS + 1) / 2).sum()) + _T_SCATTER * (2 * nS * nd + nd * nd))
+            if best is None or t < best:
+                best, best_nd = t, int(nd)
+        return best_nd
+
+    def add_into(self, X, s, N):
+        """X −= S A W A' S (lower triangle valid; S × S, S × D, D × D blocks) for X zeroed
+        where A's products land; ``s`` (m,) the rest scales, ``N`` (L0,) with W = diag(N²)."""
+        m, d = self.m, self.d
+        w = N * N
+        one_scale = bool(np.all(s == s[0])) if m else True
+        left = self.S_vals * w[self.S_cols] * s[self.S_rows]
+        left *= -1.0
+        if one_scale:                            # the right factor's scale folded into the left
+            left_ss = left * s[0]
+            right = self.right
+        else:
+            left_ss = left
+            right = [sp.csr_matrix((R.data * s[R.indices], R.indices, R.indptr), shape=R.shape)
+                     for R in self.right]
+        sd = s[d]
+        for c, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+            p0, p1 = self.S_indptr[lo], self.S_indptr[hi]
+            ip = self.S_indptr[lo:hi + 1] - p0
+            Lss = sp.csr_matrix((left_ss[p0:p1], self.S_cols[p0:p1], ip), shape=(hi - lo, self.L0))
+            Xc = X[lo:hi]
+            for R in right[:c + 1]:
+                _add_csr_into(Lss @ R, Xc)
+            Lc = sp.csr_matrix((left[p0:p1], self.S_cols[p0:p1], ip), shape=(hi - lo, self.L0))
+            if len(d) and len(self.chunk_srows[c]):
+                rs = self.chunk_srows[c]
+                Q = (Lc[rs] @ self.ADt) * sd[None, :]        # (|rs|, nd)
+                X[(lo + rs)[:, None], d[None, :]] = Q
+                X[d[:, None], (lo + rs)[None, :]] = Q.T
+        if len(d):
+            nd = len(d)
+            G = np.zeros((nd, nd), order="F")
+            absN = np.abs(N)
+            step = max(1, int(4_000_000 // max(nd, 1)))
+            for j0 in range(0, self.L0, step):
+                Bc = self.ADt[j0:j0 + step] * absN[j0:j0 + step, None]
+                G = dsyrk(-1.0, Bc.T, beta=1.0, c=G, trans=0, lower=1, overwrite_c=1)
+            G *= sd[:, None]
+            G *= sd[None, :]
+            G = np.tril(G) + np.tril(G, -1).T
+            X[d[:, None], d[None, :]] = G
+        return X
 
 
 def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
@@ -304,6 +450,10 @@ class RestStructure:
         self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
         if backend == "blas":
             self._setup_blas(cp, est_density)
+            return
+        self._product = None
+        if backend == "dense" and q0 == 1 and all(q == 1 for q in rq) and choose_product(est, m):
+            self._setup_product(cp, est_density)
             return
         nq = q0 * (q0 + 1) // 2
         # dense: a first-term level j with many rest neighbours (cnt_j entries of A) costs
@@ -528,6 +678,53 @@ class RestStructure:
         self.density = est_density
         self.groups = None
 
+    def _setup_product(self, cp, est_density):
+        """The product path (:class:`_ProductSchur`) of a dense scalar rest block: A, its
+        popular rows dense, Z_R'Z_R as its (lower) entries; no K map, no m × m array kept."""
+        m = self.m
+        rq, rL = self.qs[1:], self.n_levels[1:]
+        self._product = _ProductSchur(self.A)
+        rows, cols, vals = [np.arange(m)], [np.arange(m)], [np.concatenate(
+            [cp.terms[k + 1].ZtZ.reshape(-1) for k in range(len(rq))])]
+        for k in range(len(rq)):
+            for l in range(k + 1, len(rq)):
+                Bkl = cp.between[(k + 1, l + 1)].tocoo()      # Z_k'Z_l: rows of term l are hi
+                rows.append(self.offsets[l] + Bkl.col.astype(np.int64))
+                cols.append(self.offsets[k] + Bkl.row.astype(np.int64))
+                vals.append(Bkl.data)
+        Z = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(m, m)).tocsr()
+        Z.sum_duplicates()
+        Z = Z.tocoo()
+        self._zz_low = (Z.row, Z.col, Z.data)
+        self.K = None
+        self.zz = None
+        self._Ad = self._heavy = None
+        self.nnz = m * m
+        self.diag_idx = np.arange(m) * (m + 1)
+        self.density = est_density
+        self.groups = None
+
+    def _schur_product(self, T, N):
+        """Λ_R'(Z_R'Z_R − A W A')Λ_R + I by :class:`_ProductSchur` (lower triangle valid)."""
+        m = self.m
+        s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+        if self.keep_pre:                        # for the gradient: X before the Λ_R sandwich
+            X = np.zeros((m, m))
+            self._product.add_into(X, np.ones(m), N)
+            r_, c_, v_ = self._zz_low
+            X[r_, c_] += v_
+            X = np.tril(X) + np.tril(X, -1).T
+            self.last_pre = X.copy()
+            X *= s[:, None]
+            X *= s[None, :]
+        else:
+            X = self._product.add_into(np.zeros((m, m)), s, N)
+            r_, c_, v_ = self._zz_low
+            X[r_, c_] += v_ * s[r_] * s[c_]
+        X[np.arange(m), np.arange(m)] += 1.0
+        return X
+
     def _lam_sparse(self, T):
         """Λ_R as a sparse m × m matrix (CSR) at θ."""
         tv = np.concatenate([Tk.ravel() for Tk in T[1:]])
@@ -676,6 +873,8 @@ class RestStructure:
             N = X.transpose(2, 1, 0)                           # (G, q, q): T0 L0^{-T}
         if self.backend == "blas":
             return self._schur_blas(T, N), N
+        if getattr(self, "_product", None) is not None:
+            return self._schur_product(T, N), N
         if q0 == 1:
             vecM = N * N
         else:
