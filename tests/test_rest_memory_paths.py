@@ -52,6 +52,7 @@ def _dev(monkeypatch, df, formula, product, rows=None, chunks=8, reml=False):
     monkeypatch.setattr(RB, "_PRODUCT", product)
     monkeypatch.setattr(RB, "_PRODUCT_ROWS", rows)
     monkeypatch.setattr(RB, "_PRODUCT_CHUNKS", chunks)
+    monkeypatch.setattr(RB, "_PRODUCT_CHUNK_ROWS", 1)
     d = build_design(formula, df)
     cp = crossproducts(d.y, d.X, d.terms)
     dev = ProfiledDeviance(cp, [t.q for t in d.terms], [t.n_levels for t in d.terms], reml=reml)
@@ -143,15 +144,17 @@ def test_product_pre_sandwich_block_for_the_gradient(monkeypatch):
 
 def test_product_chosen_when_the_k_map_outgrows_the_block(monkeypatch):
     """By default the K map is kept while it is no larger than the m × m block (12 bytes an
-    entry against 8 m²), else the product path: a dense crossed design with many rows per
-    first-term level goes to the product path and keeps no K map."""
+    entry against 8 m²) or small, else the product path: a dense crossed design with many
+    rows per first-term level goes to the product path and keeps no K map."""
     monkeypatch.setattr(RB, "_PRODUCT", None)
+    monkeypatch.setattr(RB, "_PRODUCT_MIN_K_BYTES", 0.0)
     df = _crossed(20000, 100, 300, seed=6)                 # ~190 rest levels per first-term level
     d = build_design("y ~ x + (1 | a) + (1 | b)", df)
     cp = crossproducts(d.y, d.X, d.terms)
     dev = ProfiledDeviance(cp, [1, 1], [t.n_levels for t in d.terms], reml=False)
     assert dev.rest._product is not None and dev.rest.K is None and dev.rest.zz is None
     df = _crossed(3000, 150, 120)
+    monkeypatch.setattr(RB, "_PRODUCT_MIN_K_BYTES", 32e6)
     d = build_design("y ~ x + (1 | a) + (1 | b)", df)
     cp = crossproducts(d.y, d.X, d.terms)
     dev = ProfiledDeviance(cp, [1, 1], [t.n_levels for t in d.terms], reml=False)

@@ -101,7 +101,9 @@ def choose_blas(seg_counts, m: int, L0: int, q0: int) -> bool:
 # complement by sparse products of A = Z_R'Z_0 scaled per θ, no K map
 _PRODUCT = None          # None: when the K map would outgrow the m × m block; True / False: always / never
 _PRODUCT_K_RATIO = 1.0   # ... i.e. when 12 bytes × K entries > _PRODUCT_K_RATIO × 8 m² bytes
+_PRODUCT_MIN_K_BYTES = 32e6    # ... and more than this (a small K map is kept: fewer calls per θ)
 _PRODUCT_CHUNKS = 8      # row chunks of the block (the sparse products' outputs are ~1/chunks of it)
+_PRODUCT_CHUNK_ROWS = 64  # ... of at least this many rows
 _PRODUCT_ROWS = None     # None: dense rows by the cost model; an int: that many (tests)
 _PRODUCT_DENSE_BYTES = 256e6   # the dense copy of the popular rows of A
 _T_SPGEMM = 6.6e-9       # one multiply-add of a scipy sparse × sparse product (pair of A entries)
@@ -123,7 +125,7 @@ def choose_product(est_pairs: float, m: int) -> bool:
     """Whether a dense scalar rest block is formed by :class:`_ProductSchur` (no K map)."""
     if _PRODUCT is not None:
         return bool(_PRODUCT)
-    return 12.0 * est_pairs > _PRODUCT_K_RATIO * 8.0 * float(m) * m
+    return 12.0 * est_pairs > max(_PRODUCT_K_RATIO * 8.0 * float(m) * m, _PRODUCT_MIN_K_BYTES)
 
 
 class _ProductSchur:
@@ -158,7 +160,7 @@ class _ProductSchur:
         ind = np.asarray(A.indices[keep], dtype=np.int32)
         self.S_rows, self.S_cols, self.S_vals = rows[keep].astype(np.int32), ind, A.data[keep]
         self.S_indptr = np.r_[0, np.cumsum(np.bincount(self.S_rows, minlength=m))].astype(np.int32)
-        C = max(1, min(int(chunks or _PRODUCT_CHUNKS), m))
+        C = max(1, min(int(chunks or _PRODUCT_CHUNKS), m // max(_PRODUCT_CHUNK_ROWS, 1)))
         self.bounds = np.linspace(0, m, C + 1).astype(np.int64)
         # right factors: A_S' restricted to the rest rows of each chunk, as L0 × m CSR
         At = sp.csr_matrix((self.S_vals, (self.S_cols, self.S_rows)), shape=(L0, m))
