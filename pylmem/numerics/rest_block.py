@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover
 _DENSE_M = 400
 _DENSE_FRACTION = 0.15
 _DENSE_MAX_M = 8000
+_DENSE_MAX_M_PRODUCT = 20000   # scalar rest terms (the product path): 3.2 GB block
 _GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
 _PAIR_CHUNK = 2_000_000  # pairs per chunk when forming K for a dense block
 _HEAVY_FACTOR = None     # a level is "heavy" when factor × cnt² > m² q0; None: the cost model
@@ -439,7 +440,10 @@ class RestStructure:
         est = float((seg_counts.astype(float) * (seg_counts + 1) / 2).sum())
         est_density = min(1.0, (est + m) / (m * (m + 1) / 2))
         if backend is None:
-            backend = "dense" if (m <= _DENSE_M or (est_density >= _DENSE_FRACTION and m <= _DENSE_MAX_M)) \
+            # the product path (scalar terms) keeps no K map: a dense pattern stays dense up
+            # to a larger block (CHOLMOD's factor of it would be as dense)
+            max_m = _DENSE_MAX_M_PRODUCT if (q0 == 1 and all(q == 1 for q in rq)) else _DENSE_MAX_M
+            backend = "dense" if (m <= _DENSE_M or (est_density >= _DENSE_FRACTION and m <= max_m)) \
                 else "cholmod"
             if backend == "dense" and choose_blas(seg_counts, m, L0, q0):
                 backend = "blas"
@@ -454,7 +458,7 @@ class RestStructure:
             self._setup_blas(cp, est_density)
             return
         self._product = None
-        if backend == "dense" and q0 == 1 and all(q == 1 for q in rq) and choose_product(est, m):
+        if backend == "dense" and q0 == 1 and all(q == 1 for q in rq) and (m > _DENSE_MAX_M or choose_product(est, m)):
             self._setup_product(cp, est_density)
             return
         nq = q0 * (q0 + 1) // 2
