@@ -63,7 +63,7 @@ def run_point(spec, timeout):
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
     try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                            timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout ({timeout:.0f} s)"}

@@ -688,7 +688,7 @@ class RestStructure:
         """The product path (:class:`_ProductSchur`) of a dense scalar rest block: A, its
         popular rows dense, Z_R'Z_R as its (lower) entries; no K map, no m × m array kept."""
         m = self.m
-        rq, rL = self.qs[1:], self.n_levels[1:]
+        rq = self.qs[1:]
         self._product = _ProductSchur(self.A)
         rows, cols, vals = [np.arange(m)], [np.arange(m)], [np.concatenate(
             [cp.terms[k + 1].ZtZ.reshape(-1) for k in range(len(rq))])]
