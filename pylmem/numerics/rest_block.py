@@ -34,10 +34,13 @@ from scipy.linalg.blas import dsyrk
 
 from . import batched as B
 
-try:  # scipy's kernel behind toarray(): adds a CSR matrix into a dense array
+try:  # scipy's kernels behind toarray() (adds a CSR matrix into a dense array) and the
+    # CSR product (with its nnz bound, here computed once: the pattern does not change with θ)
+    from scipy.sparse._sparsetools import csr_matmat as _csr_matmat
+    from scipy.sparse._sparsetools import csr_matmat_maxnnz as _csr_matmat_maxnnz
     from scipy.sparse._sparsetools import csr_todense as _csr_todense
 except ImportError:  # pragma: no cover
-    _csr_todense = None
+    _csr_todense = _csr_matmat = _csr_matmat_maxnnz = None
 
 # dense backend when m is at most _DENSE_M, or (m at most _DENSE_MAX_M and) the pattern is
 # estimated to fill _DENSE_FRACTION of the lower triangle
@@ -174,6 +177,16 @@ class _ProductSchur:
             self.right.append(sp.csr_matrix((At.data[sel], At.indices[sel].astype(np.int32), ip), shape=(L0, m)))
         # the S rows of each chunk (for the S × D block)
         self.chunk_srows = [np.flatnonzero(~isD[lo:hi]) for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
+        # the kernels called directly: each chunk pair's product has a fixed nnz bound
+        self._nnz = None
+        if _csr_matmat is not None and _csr_todense is not None:
+            self._nnz = {}
+            for c, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+                p0, p1 = self.S_indptr[lo], self.S_indptr[hi]
+                ip = self.S_indptr[lo:hi + 1] - p0
+                for c2, R in enumerate(self.right[:c + 1]):
+                    self._nnz[c, c2] = int(_csr_matmat_maxnnz(int(hi - lo), m, ip, self.S_cols[p0:p1],
+                                                              R.indptr, R.indices))
 
     @staticmethod
     def _choose_rows(A, deg) -> int:
@@ -218,8 +231,17 @@ class _ProductSchur:
             ip = self.S_indptr[lo:hi + 1] - p0
             Lss = sp.csr_matrix((left_ss[p0:p1], self.S_cols[p0:p1], ip), shape=(hi - lo, self.L0))
             Xc = X[lo:hi]
-            for R in right[:c + 1]:
-                _add_csr_into(Lss @ R, Xc)
+            if self._nnz is not None:
+                top = max(self._nnz[c, c2] for c2 in range(c + 1))
+                Cp, Cj, Cx = np.empty(hi - lo + 1, np.int32), np.empty(top, np.int32), np.empty(top)
+                for c2, R in enumerate(right[:c + 1]):
+                    if self._nnz[c, c2]:
+                        _csr_matmat(int(hi - lo), m, ip, self.S_cols[p0:p1], left_ss[p0:p1],
+                                    R.indptr, R.indices, R.data, Cp, Cj, Cx)
+                        _csr_todense(int(hi - lo), m, Cp, Cj, Cx, Xc)
+            else:  # pragma: no cover - scipy without the kernels
+                for R in right[:c + 1]:
+                    _add_csr_into(Lss @ R, Xc)
             Lc = sp.csr_matrix((left[p0:p1], self.S_cols[p0:p1], ip), shape=(hi - lo, self.L0))
             if len(d) and len(self.chunk_srows[c]):
                 rs = self.chunk_srows[c]
