@@ -52,7 +52,8 @@ else:
     f = mixedlm.lmer(formula, data, REML=False)
     out["loglik"] = float(f.logLik())
 out["seconds"], out["cpu"] = time.perf_counter() - t0, time.process_time() - c0
-out["rss_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out["rss_mib"], out["peak_mib"] = (rss1 - rss0) / 1024, rss1 / 1024
 print("RESULT " + json.dumps(out))
 """
 
@@ -121,11 +122,12 @@ def main(argv=None) -> int:
             if r["status"].startswith("timeout"):
                 dead.add(key)
             rows_out.append((label, n, lib, r))
-    lines = ["| levels (a × b) | rows | library | wall s | CPU s | peak RSS growth (MiB) | logLik | evals | rest path |",
+    lines = [("| levels (a × b) | rows | library | wall s | CPU s | peak RSS growth / total (MiB) | logLik "
+              "| evals | rest path |"),
              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for label, n, lib, r in rows_out:
         if r["status"] == "ok":
-            lines.append(f"| {label} | {n:,} | {lib} | {r['seconds']:.3g} | {r['cpu']:.3g} | {r['rss_mib']:.0f} | "
+            lines.append(f"| {label} | {n:,} | {lib} | {r['seconds']:.3g} | {r['cpu']:.3g} | {r['rss_mib']:.0f} / {r.get('peak_mib', 0):.0f} | "
                          f"{r['loglik']:.4f} | {r.get('evals', '')} | "
                          f"{r.get('path', '')}{' m=' + format(r['m'], ',') if 'm' in r else ''} |")
         else:
