@@ -14,6 +14,10 @@ Its sparsity pattern does not depend on θ, so everything structural is done onc
 * the fixed sparse matrix K with  vec(Σ_j A_j M_j A_j') = K vec(M)  on that pattern
   (entries A_aj[s,u] A_bj[t,v] at column (j, u, v)): per θ the Schur complement is one
   sparse matrix-vector product, with no pattern work and no sparse-sparse product;
+* for a dense block of scalar terms whose K map would outgrow the m × m block (MovieLens-
+  shaped data: ~10⁸ pairs against m² ~ 10⁷), no K map: the Schur complement is formed per θ
+  by sparse products of A scaled by θ, chunked over rest rows, with its popular rows dense
+  (:class:`_ProductSchur`), in O(nnz(A) + m²) memory;
 * the factorization backend: dense LAPACK when the pattern is dense (or small), else
   CHOLMOD (supernodal, ``cvxopt.cholmod``) with its fill-reducing AMD ordering and symbolic
   factorization computed once; per θ only ``cholmod.numeric`` runs.
