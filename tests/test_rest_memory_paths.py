@@ -159,3 +159,14 @@ def test_product_chosen_when_the_k_map_outgrows_the_block(monkeypatch):
     cp = crossproducts(d.y, d.X, d.terms)
     dev = ProfiledDeviance(cp, [1, 1], [t.n_levels for t in d.terms], reml=False)
     assert dev.rest._product is None and dev.rest.K is not None
+
+
+def test_product_structure_pickles(monkeypatch):
+    import pickle
+
+    make, formula = DESIGNS["zipf"]
+    _, dev = _dev(monkeypatch, make(), formula, True, rows=4, chunks=3)
+    th = _thetas(dev, 1)[0]
+    dev2 = pickle.loads(pickle.dumps(dev))
+    assert dev2.rest._product is not None
+    assert dev2(th) == dev(th)
