@@ -144,7 +144,7 @@ class _ProductSchur:
     a cost model) are kept as a dense (L0, nd) copy, giving the D × D block by one ``dsyrk``
     (chunked over first-term levels) and the S × D block by sparse × dense products; the
     remaining rows' block S × S is a sparse × sparse product per pair of row chunks (c ≥ c'),
-    whose output (a chunk's rows) is added into the array in place (``toarray(out=)``).
+    whose output (a chunk's rows) is added into the array in place (scipy's ``csr_todense``).
     Nothing larger than the dense rows and one chunk's output is formed per θ: memory is
     O(nnz(A) + nd L0) besides the m × m array.
     """
@@ -183,7 +183,9 @@ class _ProductSchur:
         self.chunk_srows = [np.flatnonzero(~isD[lo:hi]) for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
         # the kernels called directly: each chunk pair's product has a fixed nnz bound
         self._nnz = None
-        if _csr_matmat is not None and _csr_todense is not None:
+        same = all(a.dtype == np.int32 for R in self.right for a in (R.indptr, R.indices)) \
+            and self.S_cols.dtype == self.S_indptr.dtype == np.int32
+        if _csr_matmat is not None and _csr_todense is not None and same:
             self._nnz = {}
             for c, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
                 p0, p1 = self.S_indptr[lo], self.S_indptr[hi]
