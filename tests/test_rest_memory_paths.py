@@ -170,3 +170,17 @@ def test_product_structure_pickles(monkeypatch):
     dev2 = pickle.loads(pickle.dumps(dev))
     assert dev2.rest._product is not None
     assert dev2(th) == dev(th)
+
+
+def test_product_without_direct_kernels_agrees(monkeypatch):
+    """The same block through scipy's public product (``@``) when the kernels are not called
+    directly."""
+    make, formula = DESIGNS["zipf"]
+    df = make()
+    _, a = _dev(monkeypatch, df, formula, True, rows=6, chunks=4)
+    monkeypatch.setattr(RB, "_csr_matmat", None)
+    _, b = _dev(monkeypatch, df, formula, True, rows=6, chunks=4)
+    assert a.rest._product._nnz is not None and b.rest._product._nnz is None
+    for th in _thetas(a, 2):
+        x, y = _schur(a, th), _schur(b, th)
+        assert np.abs(x - y).max() <= 1e-12 * np.abs(x).max()
