@@ -14,6 +14,10 @@ Its sparsity pattern does not depend on θ, so everything structural is done onc
 * the fixed sparse matrix K with  vec(Σ_j A_j M_j A_j') = K vec(M)  on that pattern
   (entries A_aj[s,u] A_bj[t,v] at column (j, u, v)): per θ the Schur complement is one
   sparse matrix-vector product, with no pattern work and no sparse-sparse product;
+* for a dense block of scalar terms whose K map would outgrow the m × m block (MovieLens-
+  shaped data: ~10⁸ pairs against m² ~ 10⁷), no K map: the Schur complement is formed per θ
+  by sparse products of A scaled by θ, chunked over rest rows, with its popular rows dense
+  (:class:`_ProductSchur`), in O(nnz(A) + m²) memory;
 * the factorization backend: dense LAPACK when the pattern is dense (or small), else
   CHOLMOD (supernodal, ``cvxopt.cholmod``) with its fill-reducing AMD ordering and symbolic
   factorization computed once; per θ only ``cholmod.numeric`` runs.
@@ -35,11 +39,20 @@ from scipy.linalg.blas import dsyrk
 from . import batched as B
 from .rest_blocks import BlockLayout
 
+try:  # scipy's kernels behind toarray() (adds a CSR matrix into a dense array) and the
+    # CSR product (with its nnz bound, here computed once: the pattern does not change with θ)
+    from scipy.sparse._sparsetools import csr_matmat as _csr_matmat
+    from scipy.sparse._sparsetools import csr_matmat_maxnnz as _csr_matmat_maxnnz
+    from scipy.sparse._sparsetools import csr_todense as _csr_todense
+except ImportError:  # pragma: no cover
+    _csr_todense = _csr_matmat = _csr_matmat_maxnnz = None
+
 # dense backend when m is at most _DENSE_M, or (m at most _DENSE_MAX_M and) the pattern is
 # estimated to fill _DENSE_FRACTION of the lower triangle
 _DENSE_M = 400
 _DENSE_FRACTION = 0.15
 _DENSE_MAX_M = 8000
+_DENSE_MAX_M_PRODUCT = 20000   # scalar rest terms (the product path): 3.2 GB block
 _GEMM_MAX = 10_000_000   # entries of the dense copy of A = Z_R'Z_0 for the heavy levels
 _PAIR_CHUNK = 2_000_000  # pairs per chunk when forming K for a dense block
 _HEAVY_FACTOR = None     # a level is "heavy" when factor × cnt² > m² q0; None: the cost model
@@ -92,6 +105,170 @@ def choose_blas(seg_counts, m: int, L0: int, q0: int) -> bool:
         return False
     k_path, blas = blas_costs(seg_counts, m, L0, q0)
     return blas < k_path
+
+
+# the product path of a dense scalar rest block (:class:`_ProductSchur`): the Schur
+# complement by sparse products of A = Z_R'Z_0 scaled per θ, no K map
+_PRODUCT = None          # None: when the K map would outgrow the m × m block; True / False: always / never
+_PRODUCT_K_RATIO = 1.0   # ... i.e. when 12 bytes × K entries > _PRODUCT_K_RATIO × 8 m² bytes
+_PRODUCT_MIN_K_BYTES = 32e6    # ... and more than this (a small K map is kept: fewer calls per θ)
+_PRODUCT_CHUNKS = 8      # row chunks of the block (the sparse products' outputs are ~1/chunks of it)
+_PRODUCT_CHUNK_ROWS = 64  # ... of at least this many rows
+_PRODUCT_ROWS = None     # None: dense rows by the cost model; an int: that many (tests)
+_PRODUCT_DENSE_BYTES = 256e6   # the dense copy of the popular rows of A
+_T_SPGEMM = 6.6e-9       # one multiply-add of a scipy sparse × sparse product (pair of A entries)
+_T_SPMM = 1.0e-9         # one multiply-add of a scipy sparse × dense product
+_T_SCATTER = 5.0e-9      # one entry written by fancy indexing
+
+
+def _add_csr_into(P, out):
+    """out += P for a CSR matrix P and a C-contiguous dense ``out`` of its shape, in place
+    (scipy's ``toarray(out=)`` zeroes ``out`` first; its kernel adds)."""
+    P = P.tocsr()
+    if _csr_todense is not None and out.flags.c_contiguous and P.data.dtype == out.dtype:
+        _csr_todense(P.shape[0], P.shape[1], P.indptr, P.indices, P.data, out)
+    else:  # pragma: no cover - scipy without the kernel
+        out += P.toarray()
+
+
+def choose_product(est_pairs: float, m: int) -> bool:
+    """Whether a dense scalar rest block is formed by :class:`_ProductSchur` (no K map)."""
+    if _PRODUCT is not None:
+        return bool(_PRODUCT)
+    return 12.0 * est_pairs > max(_PRODUCT_K_RATIO * 8.0 * float(m) * m, _PRODUCT_MIN_K_BYTES)
+
+
+class _ProductSchur:
+    """−S A W A' S of a scalar rest block (q0 = 1, all rest terms scalar), added into a
+    zeroed dense m × m array: S = diag(s) the rest scales, W = diag(N²) per first-term level.
+
+    Rows of A are split by their number of entries: the nd most popular rows (D, chosen by
+    a cost model) are kept as a dense (L0, nd) copy, giving the D × D block by one ``dsyrk``
+    (chunked over first-term levels) and the S × D block by sparse × dense products; the
+    remaining rows' block S × S is a sparse × sparse product per pair of row chunks (c ≥ c'),
+    whose output (a chunk's rows) is added into the array in place (scipy's ``csr_todense``).
+    Nothing larger than the dense rows and one chunk's output is formed per θ: memory is
+    O(nnz(A) + nd L0) besides the m × m array.
+    """
+
+    def __init__(self, A, chunks=None):
+        A = sp.csr_matrix(A)
+        A.sum_duplicates()
+        A.sort_indices()
+        m, L0 = A.shape
+        self.m, self.L0 = m, L0
+        deg = np.diff(A.indptr)
+        nd = self._choose_rows(A, deg)
+        order = np.argsort(-deg, kind="stable")
+        d = np.sort(order[:nd])
+        self.d = d
+        isD = np.zeros(m, dtype=bool)
+        isD[d] = True
+        self.ADt = np.ascontiguousarray(A[d].toarray().T) if nd else None      # (L0, nd)
+        rows = np.repeat(np.arange(m), deg)
+        keep = ~isD[rows]
+        ind = np.asarray(A.indices[keep], dtype=np.int32)
+        self.S_rows, self.S_cols, self.S_vals = rows[keep].astype(np.int32), ind, A.data[keep]
+        self.S_indptr = np.r_[0, np.cumsum(np.bincount(self.S_rows, minlength=m))].astype(np.int32)
+        C = max(1, min(int(chunks or _PRODUCT_CHUNKS), m // max(_PRODUCT_CHUNK_ROWS, 1)))
+        self.bounds = np.linspace(0, m, C + 1).astype(np.int64)
+        # right factors: A_S' restricted to the rest rows of each chunk, as L0 × m CSR
+        At = sp.csr_matrix((self.S_vals, (self.S_cols, self.S_rows)), shape=(L0, m))
+        At.sort_indices()
+        at_rows = np.repeat(np.arange(L0), np.diff(At.indptr))
+        self.right = []
+        for lo, hi in zip(self.bounds[:-1], self.bounds[1:]):
+            sel = (At.indices >= lo) & (At.indices < hi)
+            ip = np.r_[0, np.cumsum(np.bincount(at_rows[sel], minlength=L0))].astype(np.int32)
+            self.right.append(sp.csr_matrix((At.data[sel], At.indices[sel].astype(np.int32), ip), shape=(L0, m)))
+        # the S rows of each chunk (for the S × D block)
+        self.chunk_srows = [np.flatnonzero(~isD[lo:hi]) for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
+        # the kernels called directly: each chunk pair's product has a fixed nnz bound
+        self._nnz = None
+        same = all(a.dtype == np.int32 for R in self.right for a in (R.indptr, R.indices)) \
+            and self.S_cols.dtype == self.S_indptr.dtype == np.int32
+        if _csr_matmat is not None and _csr_todense is not None and same:
+            self._nnz = {}
+            for c, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+                p0, p1 = self.S_indptr[lo], self.S_indptr[hi]
+                ip = self.S_indptr[lo:hi + 1] - p0
+                for c2, R in enumerate(self.right[:c + 1]):
+                    self._nnz[c, c2] = int(_csr_matmat_maxnnz(int(hi - lo), m, ip, self.S_cols[p0:p1],
+                                                              R.indptr, R.indices))
+
+    @staticmethod
+    def _choose_rows(A, deg) -> int:
+        """Number of dense rows minimising the cost model (seconds per θ)."""
+        m, L0 = A.shape
+        cap = int(min(m, _PRODUCT_DENSE_BYTES // max(8 * L0, 1)))
+        if _PRODUCT_ROWS is not None:
+            return int(min(_PRODUCT_ROWS, m))
+        order = np.argsort(-deg, kind="stable")
+        Ao = A[order]
+        cnt = np.diff(A.tocsc().indptr).astype(float)
+        nnz_cum = np.r_[0, np.cumsum(deg[order])]
+        best, best_nd = None, 0
+        for nd in np.unique(np.linspace(0, cap, 41).astype(int)):
+            cD = np.bincount(Ao.indices[:Ao.indptr[nd]], minlength=L0).astype(float)
+            cS = cnt - cD
+            nS = m - nd
+            t = (_T_SYRK * nd * nd / 2 * L0 + _T_SPMM * (nnz_cum[-1] - nnz_cum[nd]) * nd
+                 + _T_SPGEMM * float((cS * (cS + 1) / 2).sum()) + _T_SCATTER * (2 * nS * nd + nd * nd))
+            if best is None or t < best:
+                best, best_nd = t, int(nd)
+        return best_nd
+
+    def add_into(self, X, s, N):
+        """X −= S A W A' S (lower triangle valid; S × S, S × D, D × D blocks) for X zeroed
+        where A's products land; ``s`` (m,) the rest scales, ``N`` (L0,) with W = diag(N²)."""
+        m, d = self.m, self.d
+        w = N * N
+        one_scale = bool(np.all(s == s[0])) if m else True
+        left = self.S_vals * w[self.S_cols] * s[self.S_rows]
+        left *= -1.0
+        if one_scale:                            # the right factor's scale folded into the left
+            left_ss = left * s[0]
+            right = self.right
+        else:
+            left_ss = left
+            right = [sp.csr_matrix((R.data * s[R.indices], R.indices, R.indptr), shape=R.shape)
+                     for R in self.right]
+        sd = s[d]
+        for c, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+            p0, p1 = self.S_indptr[lo], self.S_indptr[hi]
+            ip = self.S_indptr[lo:hi + 1] - p0
+            Lss = sp.csr_matrix((left_ss[p0:p1], self.S_cols[p0:p1], ip), shape=(hi - lo, self.L0))
+            Xc = X[lo:hi]
+            if self._nnz is not None:
+                top = max(self._nnz[c, c2] for c2 in range(c + 1))
+                Cp, Cj, Cx = np.empty(hi - lo + 1, np.int32), np.empty(top, np.int32), np.empty(top)
+                for c2, R in enumerate(right[:c + 1]):
+                    if self._nnz[c, c2]:
+                        _csr_matmat(int(hi - lo), m, ip, self.S_cols[p0:p1], left_ss[p0:p1],
+                                    R.indptr, R.indices, R.data, Cp, Cj, Cx)
+                        _csr_todense(int(hi - lo), m, Cp, Cj, Cx, Xc)
+            else:  # pragma: no cover - scipy without the kernels
+                for R in right[:c + 1]:
+                    _add_csr_into(Lss @ R, Xc)
+            Lc = sp.csr_matrix((left[p0:p1], self.S_cols[p0:p1], ip), shape=(hi - lo, self.L0))
+            if len(d) and len(self.chunk_srows[c]):
+                rs = self.chunk_srows[c]
+                Q = (Lc[rs] @ self.ADt) * sd[None, :]        # (|rs|, nd)
+                X[(lo + rs)[:, None], d[None, :]] = Q
+                X[d[:, None], (lo + rs)[None, :]] = Q.T
+        if len(d):
+            nd = len(d)
+            G = np.zeros((nd, nd), order="F")
+            absN = np.abs(N)
+            step = max(1, int(4_000_000 // max(nd, 1)))
+            for j0 in range(0, self.L0, step):
+                Bc = self.ADt[j0:j0 + step] * absN[j0:j0 + step, None]
+                G = dsyrk(-1.0, Bc.T, beta=1.0, c=G, trans=0, lower=1, overwrite_c=1)
+            G *= sd[:, None]
+            G *= sd[None, :]
+            G = np.tril(G) + np.tril(G, -1).T
+            X[d[:, None], d[None, :]] = G
+        return X
 
 
 def _segment_pairs(starts: np.ndarray, counts: np.ndarray):
@@ -293,7 +470,10 @@ class RestStructure:
         est = float((seg_counts.astype(float) * (seg_counts + 1) / 2).sum())
         est_density = min(1.0, (est + m) / (m * (m + 1) / 2))
         if backend is None:
-            backend = "dense" if (m <= _DENSE_M or (est_density >= _DENSE_FRACTION and m <= _DENSE_MAX_M)) \
+            # the product path (scalar terms) keeps no K map: a dense pattern stays dense up
+            # to a larger block (CHOLMOD's factor of it would be as dense)
+            max_m = _DENSE_MAX_M_PRODUCT if (q0 == 1 and all(q == 1 for q in rq)) else _DENSE_MAX_M
+            backend = "dense" if (m <= _DENSE_M or (est_density >= _DENSE_FRACTION and m <= max_m)) \
                 else "cholmod"
             if backend == "dense" and choose_blas(seg_counts, m, L0, q0):
                 backend = "blas"
@@ -306,6 +486,10 @@ class RestStructure:
         self.ZRtW = np.vstack([t.ZtW.reshape(-1, self.r) for t in cp.terms[1:]])
         if backend == "blas":
             self._setup_blas(cp, est_density)
+            return
+        self._product = None
+        if backend == "dense" and q0 == 1 and all(q == 1 for q in rq) and (m > _DENSE_MAX_M or choose_product(est, m)):
+            self._setup_product(cp, est_density)
             return
         nq = q0 * (q0 + 1) // 2
         # dense: a first-term level j with many rest neighbours (cnt_j entries of A) costs
@@ -534,6 +718,53 @@ class RestStructure:
         self.density = est_density
         self.groups = None
 
+    def _setup_product(self, cp, est_density):
+        """The product path (:class:`_ProductSchur`) of a dense scalar rest block: A, its
+        popular rows dense, Z_R'Z_R as its (lower) entries; no K map, no m × m array kept."""
+        m = self.m
+        rq = self.qs[1:]
+        self._product = _ProductSchur(self.A)
+        rows, cols, vals = [np.arange(m)], [np.arange(m)], [np.concatenate(
+            [cp.terms[k + 1].ZtZ.reshape(-1) for k in range(len(rq))])]
+        for k in range(len(rq)):
+            for l in range(k + 1, len(rq)):
+                Bkl = cp.between[(k + 1, l + 1)].tocoo()      # Z_k'Z_l: rows of term l are hi
+                rows.append(self.offsets[l] + Bkl.col.astype(np.int64))
+                cols.append(self.offsets[k] + Bkl.row.astype(np.int64))
+                vals.append(Bkl.data)
+        Z = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(m, m)).tocsr()
+        Z.sum_duplicates()
+        Z = Z.tocoo()
+        self._zz_low = (Z.row, Z.col, Z.data)
+        self.K = None
+        self.zz = None
+        self._Ad = self._heavy = None
+        self.nnz = m * m
+        self.diag_idx = np.arange(m) * (m + 1)
+        self.density = est_density
+        self.groups = None
+
+    def _schur_product(self, T, N):
+        """Λ_R'(Z_R'Z_R − A W A')Λ_R + I by :class:`_ProductSchur` (lower triangle valid)."""
+        m = self.m
+        s = np.concatenate([np.full(L, Tk[0, 0]) for L, Tk in zip(self.n_levels[1:], T[1:])])
+        if self.keep_pre:                        # for the gradient: X before the Λ_R sandwich
+            X = np.zeros((m, m))
+            self._product.add_into(X, np.ones(m), N)
+            r_, c_, v_ = self._zz_low
+            X[r_, c_] += v_
+            X = np.tril(X) + np.tril(X, -1).T
+            self.last_pre = X.copy()
+            X *= s[:, None]
+            X *= s[None, :]
+        else:
+            X = self._product.add_into(np.zeros((m, m)), s, N)
+            r_, c_, v_ = self._zz_low
+            X[r_, c_] += v_ * s[r_] * s[c_]
+        X[np.arange(m), np.arange(m)] += 1.0
+        return X
+
     def _lam_sparse(self, T):
         """Λ_R as a sparse m × m matrix (CSR) at θ."""
         tv = np.concatenate([Tk.ravel() for Tk in T[1:]])
@@ -671,6 +902,8 @@ class RestStructure:
             N = X.transpose(2, 1, 0)                           # (G, q, q): T0 L0^{-T}
         if self.backend == "blas":
             return self._schur_blas(T, N), N
+        if getattr(self, "_product", None) is not None:
+            return self._schur_product(T, N), N
         if q0 == 1:
             vecM = N * N
         else:
