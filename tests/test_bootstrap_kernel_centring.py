@@ -109,7 +109,8 @@ def test_growth_kernel_invariant_to_shifting_age(growth_fit, shift):
     """age → age + c (c = −11: centred; c = 100: θ̂'s intercept sd ~20× its slope's), the
     same simulated responses refitted by both models' kernels: every replicate's deviance,
     σ, slope sd, random-effect variance at each real age, fixed-effect predictions and
-    status are the same (measured: to ~1e-11), while θ and β (the coordinates) differ.
+    status are the same (the deviance to ~1e-11, the estimates to ~1e-7), while θ and β (the
+    coordinates) differ.
     (At c = 1000 sexMale and sexMale:age are collinear to ~1e-6 even centred, and d is only
     good to ~1e-10 in either model: not a test of the kernel.)"""
     shifted = _quiet(pylmem.lmer, GROWTH, _growth(shift), reml=False)
@@ -124,10 +125,12 @@ def test_growth_kernel_invariant_to_shifting_age(growth_fit, shift):
     assert 20 <= (ia["status"] == "singular").sum() <= 280
     np.testing.assert_array_equal(ib["status"], ia["status"])
     np.testing.assert_allclose(ib["objective"], ia["objective"], rtol=1e-11)
-    np.testing.assert_allclose(ib["sigma"], ia["sigma"], rtol=1e-9)
-    np.testing.assert_allclose(ib["slope_sd"], ia["slope_sd"], rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(ib["var_at"], ia["var_at"], rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(ib["Xb"], ia["Xb"], rtol=1e-9)
+    # the estimates to what a deviance equal to 1e-11 pins down near a flat optimum (a few
+    # replicates of 300 differ by ~1e-7 in σ; a kernel in the wrong coordinates by far more)
+    np.testing.assert_allclose(ib["sigma"], ia["sigma"], rtol=1e-6)
+    np.testing.assert_allclose(ib["slope_sd"], ia["slope_sd"], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ib["var_at"], ia["var_at"], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ib["Xb"], ia["Xb"], rtol=1e-7)
     assert not np.allclose(oa[0], ob[0], rtol=1e-3)
 
 
