@@ -209,6 +209,7 @@ def test_multi_term_gradient_on_the_small_dense_path(monkeypatch):
     reaches the same optimum."""
     import pylmem.numerics.multi_gradient as MG
 
+    monkeypatch.setattr(MG, "MIN_THETA_DENSE", 2)   # two θ: offered from 3 by default
     design = build_design(FORMULAS["crossed"], _data())
     cp = crossproducts(design.y, design.X, design.terms)
     dev = ProfiledDeviance(cp, [1, 1], [t.n_levels for t in design.terms], reml=False)
@@ -287,6 +288,7 @@ def test_blas_and_k_map_fits_agree(monkeypatch, model, reml):
     df = _data(seed=5)
     f = FORMULAS[model]
     _use(monkeypatch, "dense_K")
+    monkeypatch.setattr(MG, "MIN_THETA_DENSE", 2)
     a = pylmem.lmer(f, df, reml=reml)
     _use(monkeypatch, "blas")
     monkeypatch.setattr(MG, "MIN_M_BLAS", 0)

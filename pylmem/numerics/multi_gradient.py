@@ -50,14 +50,15 @@ BLOCKS_ENABLED = True       # the gradient on the dense blocks of a nested rest 
 
 
 ENABLED = False
-# the small dense path with this many θ or more (i.e. always): L-BFGS-B with the gradient
+# the small dense path with this many θ or more: L-BFGS-B with the gradient
 # (~1.5-5 evaluations each) needs 3-6x fewer evaluations than BOBYQA, the convergence
 # check's Hessian costs k gradients instead of k(k+3)/2 evaluations, and BOBYQA stalls on
 # many θ near a singular fit (kb07-shaped, 20 θ: 556 BOBYQA evaluations 0.09 short of the
 # optimum, against 85 with the gradient).  Measured (CPU, same process, interleaved): three
 # crossed terms with a slope (5 θ) 112 -> 61 ms, (1 | a) + (x | b) 71 -> 44 ms, three scalar
-# terms 47 -> 33 ms, Penicillin 23 -> 23 ms; same optimum to 1e-8.
-MIN_THETA_DENSE = 2
+# terms 47 -> 33 ms; with two θ BOBYQA is as fast (Penicillin 14.6 ms against 15.6 ms with
+# the gradient: 35 cheap evaluations against 15 dearer ones); same optimum to 1e-8.
+MIN_THETA_DENSE = 3
 
 
 def supported(rest) -> bool:
