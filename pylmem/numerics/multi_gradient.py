@@ -38,6 +38,7 @@ import scipy.linalg as sla
 from . import batched as B
 from .rest_blocks import available as blocks_available
 from .rest_blocks import gradient as blocks_gradient
+from .rest_blocks import profiled_parts
 
 MAX_M = 500                 # rest block size up to which the gradient is offered
 MAX_A_DENSE = 10_000_000    # entries of the dense m × L0 q0 copy of A = Z_R'Z_0
@@ -134,16 +135,8 @@ def gradient(dev, f, centred: bool = False) -> np.ndarray:
             YY[u, w] = YY[w, u] = np.einsum("gm,gm->", Y3[:, u], Y3[:, w])
     V = np.einsum("guv,vrg->gur", N, C0s).reshape(-1, r)
     KR = ZRtW - rest.A @ V - Psi.T @ CR                            # (m, r)
-    beta = f.beta()
-    v = np.r_[-beta, 1.0]
-    g0, gR = K0 @ v, KR @ v
-    nu = dev.n - dev.p if dev.reml else dev.n
-    c = nu / f.pwrss
-    reml_p = dev.reml and p
-    if reml_p:
-        RXinv = np.linalg.inv(f.RX)
-        KX0 = K0[:, :, :p] @ RXinv.T
-        KXR = KR[:, :p] @ RXinv.T
+    g0, gR, c, KX0, KXR = profiled_parts(dev, f, K0, KR)
+    reml_p = KX0 is not None
     parts = []
     # first term
     GD = sum_ZtZ0 - np.einsum("uvg,uwg->vw", H, H) - YY - c * g0.T @ g0

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from scipy.linalg.blas import dsyrk
 
 from . import batched as B
-from .rest_blocks import BlockLayout
+from .rest_blocks import BlockLayout, OffDiagonal
 
 try:  # scipy's kernels behind toarray() (adds a CSR matrix into a dense array) and the
     # CSR product (with its nnz bound, here computed once: the pattern does not change with θ)
@@ -329,7 +329,7 @@ class _CholmodValues:
                                self.cols, (self.m, self.m))
 
 
-class RestCholesky:
+class RestCholesky(OffDiagonal):
     """L_R with L_R L_R' = A_RR at one θ (dense lower triangular, or CHOLMOD's P'L)."""
 
     def __init__(self, m, logdet, dense=None, chol=None, structure=None, values=None):
@@ -340,8 +340,6 @@ class RestCholesky:
         self._structure = structure
         self._values = values   # A_RR's entries (CSC order) for a private refactorization
         self._gen = structure._gen if structure is not None else None
-        self._offdiag = None
-        self._LR0 = None
 
     def _factor(self):
         """The CHOLMOD factor of this θ: the structure's shared one refactorises at every
@@ -362,17 +360,6 @@ class RestCholesky:
         if state.get("_structure") is not None:
             state["_chol"] = None               # rebuilt from the values on first use
         return state
-
-    def set_offdiag(self, structure, T, N):
-        self._offdiag = (structure, T, N)
-
-    @property
-    def LR0(self):
-        """L_R0 = Λ_R'A (⊕_j T0 L0_j⁻ᵀ), sparse m × L0 q0, formed on first use."""
-        if self._LR0 is None and self._offdiag is not None:
-            st, T, N = self._offdiag
-            self._LR0 = st.off_diagonal(T, N)
-        return self._LR0
 
     def _cholmod(self, Bm, systems):
         import cvxopt

@@ -152,7 +152,42 @@ class BlockLayout:
         return BlockCholesky(self, Ls, logdet)
 
 
-class BlockCholesky:
+def profiled_parts(dev, f, K0, KR):
+    """The parts of ∂d/∂D that β̂ and σ̂² being profiled out add, for the first term's and the
+    rest's Z'V⁻¹W (K0 (G, q0, r), KR (m, r)): g = K v with v = [−β̂; 1], c = ν / r² and, for
+    REML with fixed effects, K's X columns times R_X⁻ᵀ (else None)."""
+    p = dev.p
+    v = np.r_[-f.beta(), 1.0]
+    g0, gR = K0 @ v, KR @ v
+    nu = dev.n - p if dev.reml else dev.n
+    c = nu / f.pwrss
+    KX0 = KXR = None
+    if dev.reml and p:
+        RXinv = np.linalg.inv(f.RX)
+        KX0 = K0[:, :, :p] @ RXinv.T
+        KXR = KR[:, :p] @ RXinv.T
+    return g0, gR, c, KX0, KXR
+
+
+class OffDiagonal:
+    """L_R0 of a rest factor, formed on first use (:meth:`RestStructure.off_diagonal`)."""
+
+    _offdiag = None
+    _LR0 = None
+
+    def set_offdiag(self, structure, T, N):
+        self._offdiag = (structure, T, N)
+
+    @property
+    def LR0(self):
+        """L_R0 = Λ_R'A (⊕_j T0 L0_j⁻ᵀ), sparse m × L0 q0, formed on first use."""
+        if self._LR0 is None and self._offdiag is not None:
+            st, T, N = self._offdiag
+            self._LR0 = st.off_diagonal(T, N)
+        return self._LR0
+
+
+class BlockCholesky(OffDiagonal):
     """L_R = P' (⊕_c L_c) with L_R L_R' = A_RR, the components' dense factors (the readers'
     interface of :class:`pylmem.numerics.rest_block.RestCholesky`)."""
 
@@ -164,19 +199,6 @@ class BlockCholesky:
         self.layout = layout
         self.Ls = Ls
         self._Linv = None
-        self._offdiag = None
-        self._LR0 = None
-
-    def set_offdiag(self, structure, T, N):
-        self._offdiag = (structure, T, N)
-
-    @property
-    def LR0(self):
-        """L_R0 = Λ_R'A (⊕_j T0 L0_j⁻ᵀ), sparse m × L0 q0 (rest rows), formed on first use."""
-        if self._LR0 is None and self._offdiag is not None:
-            st, T, N = self._offdiag
-            self._LR0 = st.off_diagonal(T, N)
-        return self._LR0
 
     @property
     def Linv(self):
@@ -450,15 +472,8 @@ def gradient(dev, f, centred: bool = False) -> np.ndarray:
     if getattr(layout, "_zz", None) is None:
         layout._zz = _zz_sym(rest)
     KR = dev.centring.from_w(rest.ZRtW) - rest.A @ Tu0.reshape(G * q0, -1) - layout._zz @ LuR
-    v = np.r_[-f.beta(), 1.0]
-    g0, gR = K0 @ v, KR @ v
-    nu = dev.n - dev.p if dev.reml else dev.n
-    c = nu / f.pwrss
-    reml_p = dev.reml and p
-    if reml_p:
-        RXinv = np.linalg.inv(f.RX)
-        KX0 = K0[:, :, :p] @ RXinv.T
-        KXR = KR[:, :p] @ RXinv.T
+    g0, gR, c, KX0, KXR = profiled_parts(dev, f, K0, KR)
+    reml_p = KX0 is not None
     D0 = c * g0.T @ g0
     if reml_p:
         D0 = D0 + np.einsum("gup,gvp->uv", KX0, KX0)
