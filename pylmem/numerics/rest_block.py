@@ -841,8 +841,8 @@ class RestStructure:
         return self._A_dense
 
     # ------------------------------------------------------------------ per θ
-    def _lam_t_dense(self, T, M):
-        """Λ_R' M for a dense M with the rest block's m rows."""
+    def lam_dense(self, T, M, transpose: bool = False):
+        """Λ_R M (``transpose``: Λ_R' M) for a dense M with the rest block's m rows."""
         out = np.empty_like(M)
         for k in range(len(self.qs) - 1):
             a, b = self.offsets[k], self.offsets[k + 1]
@@ -853,8 +853,12 @@ class RestStructure:
             else:      # (Λ'M)[l, i] = Σ_j T[j, i] M[l, j]: one batched matmul over the L levels
                 # (2-7x faster than q(q+1)/2 strided passes, from m = 90 to m = 2,000)
                 Mv = M[a:b].reshape(L, q, -1)
-                np.matmul(Tk.T, Mv, out=out[a:b].reshape(L, q, -1))
+                np.matmul(Tk.T if transpose else Tk, Mv, out=out[a:b].reshape(L, q, -1))
         return out
+
+    def _lam_t_dense(self, T, M):
+        """Λ_R' M for a dense M with the rest block's m rows."""
+        return self.lam_dense(T, M, transpose=True)
 
     def fold_lam(self, T, Bm):
         """B ← B Λ_R in place, for a dense B (rows, m) (C order)."""

@@ -303,26 +303,6 @@ class BlockCholesky(OffDiagonal):
         return out
 
 
-def _lam(rest, T, M):
-    """Λ_R M for a dense M with the rest block's m rows."""
-    out = np.empty_like(M)
-    for k in range(len(rest.qs) - 1):
-        a, b = rest.offsets[k], rest.offsets[k + 1]
-        q, L = rest.qs[k + 1], rest.n_levels[k + 1]
-        Tk = T[k + 1]
-        if q == 1:
-            np.multiply(M[a:b], Tk[0, 0], out=out[a:b])
-        else:      # (Λ M)[l, i] = Σ_{j ≤ i} T[i, j] M[l, j]
-            Mv = M[a:b].reshape((L, q) + M.shape[1:])
-            Ov = out[a:b].reshape((L, q) + M.shape[1:])
-            for i in range(q):
-                np.multiply(Mv[:, i], Tk[i, i], out=Ov[:, i])
-                for j in range(i):
-                    if Tk[i, j] != 0.0:
-                        Ov[:, i] += Tk[i, j] * Mv[:, j]
-    return out
-
-
 def _lam_entries(rest, layout):
     """For Λ_R on the components: flat positions of its entries and where each takes its
     value in the concatenated T_k (row-major), computed once."""
@@ -451,7 +431,7 @@ def gradient(dev, f, centred: bool = False) -> np.ndarray:
     Q = np.bincount(tgt, weights=w * Om[pos], minlength=G * q0 * q0).reshape(G, q0, q0)
     CR = f.CR                                                                # user's W
     uR = LR.solve_Lt(CR)                                                     # U's rest rows (m, r)
-    LuR = _lam(rest, T, uR)
+    LuR = rest.lam_dense(T, uR)
     if getattr(layout, "_At", None) is None:
         layout._At = rest.A.T.tocsr()
     AtLu = layout._At @ LuR                                                  # (G q0, r)
