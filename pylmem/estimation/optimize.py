@@ -161,17 +161,18 @@ def optimize_theta(dev, design, *, theta0=None, verbose=None, callback=None) -> 
             starts.append(("boundary escape, BOBYQA", lambda: _run_bobyqa(co, esc, record)))
     if em_ok:
         starts.append(("EM start", lambda: run(_em_start(design, co))))   # cheaper first
-    if not opt.converged and dev.has_gradient:
-        # L-BFGS-B stopped on its relative tolerance on a flat ridge (many θ near a singular
-        # fit): go on from where it stopped with a tolerance at rounding level
-        x_end = x
-        starts.append(("L-BFGS-B continued", lambda: _run_lbfgsb(co, x_end, record, patience=12,
-                                                                 ftol=1e-13)))
-        # its first steps can leave for a far region where d is flat (a variance ratio of
-        # 10⁵ on one crossed term took the other to θ ~ 10⁴): derivative free from the start
-        starts.append(("BOBYQA from the start", lambda: _run_bobyqa(co, x0, record)))
     if not opt.converged:
-        if other is not run and not dev.has_gradient:
+        if dev.has_gradient:
+            # L-BFGS-B stopped on its relative tolerance on a flat ridge (many θ near a
+            # singular fit): go on from where it stopped with a tolerance at rounding level
+            x_end = x
+            starts.append(("L-BFGS-B continued",
+                           lambda: _run_lbfgsb(co, x_end, record, patience=12, ftol=1e-13)))
+            # its first steps can leave for a far region where d is flat (a variance ratio
+            # of 10⁵ on one crossed term took the other to θ ~ 10⁴): derivative free from
+            # the start
+            starts.append(("BOBYQA from the start", lambda: _run_bobyqa(co, x0, record)))
+        elif other is not run:
             # the gradient path from the first start, not from where BOBYQA stalled (a
             # boundary point where the gradient of the zeroed coordinates vanishes)
             starts.append(("L-BFGS-B (analytic gradient) from the start", lambda: other(x0)))
