@@ -18,7 +18,7 @@ import pandas as pd
 from . import weights as W
 from .covariance import TermStructure
 from .formula import ParsedFormula, parse_formula, r_column_name, translate_r
-from .levels import factor_labels, group_codes
+from .levels import factor_labels, factorizable, group_codes
 from .matrices import build_matrix, clearly_full_rank, required_variables
 
 
@@ -86,7 +86,7 @@ class ModelDesign:
     factors: tuple = ()          # columns made categorical by factors= (levels.factor_labels)
     frame: pd.DataFrame = None   # the columns the model reads, rows used, model order (R's
     #                              model.frame: lmerTest's type III contrasts are built on it);
-    #                              formed on first use from frame_source (see _frame below)
+    #                              formed on first use from frame_source (_get_frame below)
     frame_source: tuple = field(default=None, repr=False)  # (data, columns, order)
 
     def with_aliases(self, data: pd.DataFrame) -> pd.DataFrame:
@@ -188,8 +188,7 @@ def _check_numbers_as_text(data: pd.DataFrame, cols) -> None:
                 isinstance(col.dtype, pd.CategoricalDtype):
             continue
         # judged on the distinct values (a text factor has few; ~50x faster on 10⁴ rows)
-        codes, uniq = pd.factorize(col.to_numpy(dtype=object, na_value=None)
-                                   if isinstance(col.dtype, pd.StringDtype) else col.to_numpy())
+        codes, uniq = pd.factorize(factorizable(col))
         uniq = pd.Series(np.asarray(uniq, dtype=object))
         if not len(uniq) or not all(isinstance(x, str) for x in uniq.iloc[:1000]):
             continue

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .formula import split_sum
+from .levels import factorizable
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")   # a Python name (as formulaic reads it)
 
@@ -51,10 +52,8 @@ def _codes_levels(col: pd.Series):
         if not all(isinstance(v, str) for v in levels):
             return None
     else:
-        values = col.to_numpy(dtype=object, na_value=None) if isinstance(col.dtype, pd.StringDtype) \
-            else col.to_numpy()
         try:
-            codes, uniq = pd.factorize(values, sort=True)
+            codes, uniq = pd.factorize(factorizable(col), sort=True)
         except TypeError:
             return None
         levels = list(uniq)

@@ -65,8 +65,9 @@ def level_positions(index: pd.Index, values) -> np.ndarray:
     return np.where(codes >= 0, pos[np.maximum(codes, 0)] if len(pos) else -1, -1)
 
 
-def _as_values(col: pd.Series):
-    """A short text column as an object array: its factorization is identical (same values,
+def factorizable(col: pd.Series):
+    """What to hand ``pd.factorize`` for a column: a short text column as an object array (its
+    factorization is identical (same values,
     same equality, missing values missing) and ~4x faster than the Arrow string array's
     below a few thousand rows, whose fixed cost is ~0.2 ms; above, the Arrow array's is
     the faster (192k rows: 30 ms against 90 ms)."""
@@ -89,7 +90,7 @@ def group_codes(data: pd.DataFrame, group: tuple[str, ...], cache: dict | None =
     per = []
     for g in group:    # a column shared by several terms (region/school/class) factorized once
         if g not in cache:
-            cache[g] = distinct_levels(_as_values(data[g]))
+            cache[g] = distinct_levels(factorizable(data[g]))
         per.append(cache[g])
     values = [np.asarray(u, dtype=object) if isinstance(u, (pd.Categorical, pd.CategoricalIndex))
               else np.asarray(u) for _, u in per]
